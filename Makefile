@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` and `make test`. Every target is idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+IDNODE := $(VENV)/bin/idnode
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-data
+DEMO_COUNT ?= 100000
+WORKERS ?= 2
+
+.PHONY: venv run demo test lint bench-micro bench-load clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The demo store is built once; delete $(DEMO_DIR) to build it again.
+$(DEMO_DIR)/.built: | $(STAMP)
+	rm -rf $(DEMO_DIR)
+	$(IDNODE) gen --count $(DEMO_COUNT) --seed 1 > $(DEMO_DIR).ndjson.tmp
+	$(IDNODE) load --data $(DEMO_DIR) $(DEMO_DIR).ndjson.tmp
+	rm -f $(DEMO_DIR).ndjson.tmp
+	touch $@
+
+demo: $(DEMO_DIR)/.built
+
+run: demo
+	$(IDNODE) serve --data $(DEMO_DIR) --bind 127.0.0.1 --workers $(WORKERS)
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check resolver storage bench tests
+
+bench-micro: venv
+	$(PY) -m pytest bench/test_micro.py --benchmark-enable --benchmark-autosave --benchmark-storage=bench/results/micro -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

@@ -1,0 +1,207 @@
+"""The `idnode` command: serve, load, gen, resolve, stats. Each subcommand imports what it needs, so a client
+call does not pay for the server's imports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from resolver.config import DEFAULT_HANDLE_PORT, DEFAULT_NODE_PREFIX, ServeConfig
+
+log = logging.getLogger("idnode")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 2."""
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from resolver.server.supervisor import resolve_port, supervise
+    from storage.store import Store, StoreError
+
+    try:
+        config = ServeConfig(
+            data_dir=args.data,
+            binds=args.bind or ["127.0.0.1"],
+            handle_port=args.handle_port,
+            workers=args.workers or ServeConfig(args.data).workers,
+            node_prefix=args.node_prefix,
+        )
+        with Store(config.data_dir) as store:
+            count = store.count_identifiers()
+    except (ValueError, StoreError) as exc:
+        raise CliError(str(exc)) from exc
+    config.handle_port = resolve_port(config)
+    listen = ", ".join(f"[{b}]:{config.handle_port}" if ":" in b else f"{b}:{config.handle_port}" for b in config.binds)
+    print(
+        f"idnode: serving {count:,} identifiers from {config.data_dir} on {listen} (Handle UDP+TCP), "
+        f"{config.workers} workers",
+        file=sys.stderr,
+        flush=True,
+    )
+    return supervise(config)
+
+
+def _progress(path: str, records: int, seconds: float) -> None:
+    rate = records / seconds if seconds else 0
+    print(f"\r{path}: {records:,} identifiers, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from storage.loader import LoadError, load_files
+    from storage.store import Store
+
+    with Store(args.data, create=True, case_sensitive=args.case_sensitive) as store:
+        try:
+            report = load_files(store, [Path(p) for p in args.files], progress=None if args.quiet else _progress)
+        except LoadError as exc:
+            print(file=sys.stderr)
+            raise CliError(str(exc)) from exc
+        total = store.count_identifiers()
+    if not args.quiet:
+        print(file=sys.stderr)
+    resumed = f", resumed after {report.skipped_lines:,} committed lines" if report.skipped_lines else ""
+    print(
+        f"loaded {report.records:,} identifiers ({report.new:,} new) in {report.seconds:.1f} s, "
+        f"{report.rate_per_s:,.0f}/s{resumed}; the store holds {total:,}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_gen(args: argparse.Namespace) -> int:
+    from bench.datagen import generate_lines, write_ndjson
+
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        write_ndjson(generate_lines(args.count, args.seed, args.prefix, args.enterprises), out)
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def _parse_server(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CliError(f"--server: {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from resolver.client import HandleClient, ResolveError
+    from storage.jsonvalues import value_to_json
+
+    host, port = _parse_server(args.server)
+
+    async def go():
+        async with HandleClient(host, port, tcp=args.tcp, timeout_s=args.timeout) as client:
+            return await client.resolve(args.handle, types=args.type or (), indexes=args.index or ())
+
+    try:
+        result = asyncio.run(go())
+    except (ResolveError, OSError, TimeoutError) as exc:
+        raise CliError(f"{args.handle}: {exc}") from exc
+    if args.json:
+        print(json.dumps(result.to_json(value_to_json), ensure_ascii=False, indent=2))
+    else:
+        print(result.describe(value_to_json))
+    return 0 if result.ok else 1
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from storage.counters import resolution_totals
+    from storage.store import Store, StoreError
+
+    try:
+        store = Store(args.data)
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+    with store:
+        total, per_prefix, per_day = resolution_totals(store)
+        stats = {
+            "identifiers": store.count_identifiers(),
+            "prefixes": len(store.prefixes()),
+            "resolutions": {"total": total, "per_prefix": per_prefix, "per_day": per_day},
+        }
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    print(f"identifiers   {stats['identifiers']:>14,}")
+    print(f"prefixes      {stats['prefixes']:>14,}")
+    print(f"resolutions   {total:>14,}")
+    for day in sorted(per_day):
+        print(f"  {day}    {per_day[day]:>14,}")
+    for prefix in sorted(per_prefix):
+        print(f"  {prefix:<12}{per_prefix[prefix]:>14,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idnode", description="Identifier resolution node (Handle protocol)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the node")
+    serve.add_argument("--data", required=True, type=Path, help="store directory")
+    serve.add_argument("--bind", action="append", help="address to listen on (repeatable; IPv4 or IPv6)")
+    serve.add_argument("--handle-port", type=int, default=DEFAULT_HANDLE_PORT, help="Handle UDP+TCP port (0: any)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
+    serve.add_argument("--node-prefix", default=DEFAULT_NODE_PREFIX, help="this node's own prefix")
+    serve.set_defaults(func=_cmd_serve)
+
+    load = sub.add_parser("load", help="bulk-register identifiers from NDJSON or CSV files")
+    load.add_argument("--data", required=True, type=Path, help="store directory (created if missing)")
+    load.add_argument("--case-sensitive", action="store_true", help="a new store keeps suffix case")
+    load.add_argument("--quiet", action="store_true", help="no progress line")
+    load.add_argument("files", nargs="+", help="NDJSON files, or CSV files ending in .csv")
+    load.set_defaults(func=_cmd_load)
+
+    gen = sub.add_parser("gen", help="write synthetic identifiers as sorted NDJSON")
+    gen.add_argument("--count", type=int, required=True)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--prefix", default=DEFAULT_NODE_PREFIX)
+    gen.add_argument("--enterprises", type=int, default=32)
+    gen.add_argument("-o", "--output", help="file to write (default: stdout)")
+    gen.set_defaults(func=_cmd_gen)
+
+    resolve = sub.add_parser("resolve", help="resolve a handle over the Handle protocol")
+    resolve.add_argument("handle")
+    resolve.add_argument("--server", default=f"127.0.0.1:{DEFAULT_HANDLE_PORT}", help="HOST:PORT")
+    resolve.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
+    resolve.add_argument("--type", action="append", help="only values of this type (repeatable)")
+    resolve.add_argument("--index", action="append", type=int, help="only the value at this index (repeatable)")
+    resolve.add_argument("--json", action="store_true", help="print the REST API's JSON form")
+    resolve.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    resolve.set_defaults(func=_cmd_resolve)
+
+    stats = sub.add_parser("stats", help="identifier and resolution counts of a store")
+    stats.add_argument("--data", required=True, type=Path)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=_cmd_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"idnode {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Settings of `idnode serve`, typed and defaulted in one place (the CLI fills them)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HANDLE_PORT = 2641  #: IANA port of the Handle System
+DEFAULT_NODE_PREFIX = "88.100"  #: the secondary node's own prefix; enterprises live under it
+TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; close only when it falls silent
+COUNTER_FLUSH_INTERVAL_S = 2.0  #: resolution counts reach the store this often (and at shutdown)
+PREFIX_RELOAD_INTERVAL_S = 1.0  #: how soon a prefix added or changed elsewhere is seen by every worker
+
+
+@dataclass
+class ServeConfig:
+    data_dir: Path
+    binds: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    handle_port: int = DEFAULT_HANDLE_PORT
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    node_prefix: str = DEFAULT_NODE_PREFIX
+    site_address: str | None = None  # the address published in the node's HS_SITE; default: first bind
+    tcp_idle_timeout_s: float = TCP_IDLE_TIMEOUT_S
+    counter_flush_interval_s: float = COUNTER_FLUSH_INTERVAL_S
+    prefix_reload_interval_s: float = PREFIX_RELOAD_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if self.workers < 1:
+            raise ValueError("workers: at least 1")
+        if not 0 <= self.handle_port <= 65535:
+            raise ValueError(f"handle port: {self.handle_port} is not a port number")
+        for bind in self.binds:
+            try:
+                ipaddress.ip_address(bind)
+            except ValueError as exc:
+                raise ValueError(f"bind: {bind!r} is not an IP address") from exc
+
+    @property
+    def published_address(self) -> str:
+        """The address clients are told to use: unspecified binds (0.0.0.0, ::) publish loopback."""
+        if self.site_address:
+            return self.site_address
+        address = ipaddress.ip_address(self.binds[0])
+        if address.is_unspecified:
+            return "::1" if address.version == 6 else "127.0.0.1"
+        return str(address)

@@ -1,0 +1,96 @@
+"""Handle-protocol requests in, answers out, for every transport (UDP, TCP, the HTTP tunnel).
+
+The single boundary where codec errors become error answers (or drops, for an unreadable envelope), and
+where op codes meet the resolution service. No sockets here: transports hand in bytes and send what comes
+back.
+"""
+
+from __future__ import annotations
+
+import time
+
+from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, EnvelopeFlag, OpCode, ResponseCode
+from resolver.handle.errors import EnvelopeError, HandleProtocolError
+from resolver.handle.message import (
+    decode_request,
+    decode_resolution_request,
+    decode_site_info_request,
+    encode_error_answer,
+    encode_error_response,
+    encode_resolution_response,
+    encode_response,
+)
+from resolver.handle.udp import Reassembler, split_datagrams
+from resolver.service import ResolutionService
+
+ANSWER_LIFETIME_S = 43_200  #: ExpirationTime of answers: must lie in the future or ID-SDK rejects the answer
+_TC = int(EnvelopeFlag.TC)
+_RESOLUTION = int(OpCode.RESOLUTION)
+_GET_SITE_INFO = int(OpCode.GET_SITE_INFO)
+_SUCCESS = ResponseCode.SUCCESS
+_SERVICE_REFERRAL = ResponseCode.SERVICE_REFERRAL
+
+# Error answers carry a short reason; HANDLE_NOT_FOUND stays empty like the reference server's.
+_ERROR_TEXT = {
+    ResponseCode.HANDLE_NOT_FOUND: "",
+    ResponseCode.VALUES_NOT_FOUND: "no values match the request",
+    ResponseCode.SERVER_NOT_RESP: "this node does not serve that prefix",
+    ResponseCode.INVALID_HANDLE: "not a valid handle (prefix/suffix)",
+    ResponseCode.ERROR: "the stored record cannot be read",
+}
+
+
+class HandleFrontend:
+    def __init__(self, service: ResolutionService, clock=time.time):
+        self.service = service
+        self.clock = clock
+        self.reassembler = Reassembler()
+
+    def answer_message(self, data: bytes) -> bytes | None:
+        """The answer to one whole request message, or None when it must be dropped."""
+        expiration = int(self.clock()) + ANSWER_LIFETIME_S
+        try:
+            request = decode_request(data)
+            op_code = request.header.op_code
+            if op_code == _RESOLUTION:
+                return self._resolve(request, expiration)
+            if op_code == _GET_SITE_INFO:
+                decode_site_info_request(request.body)  # validates the handle; any handle gets our site
+                return encode_response(request, _SUCCESS, self.service.site_data, expiration)
+            return encode_error_response(
+                request, ResponseCode.OPERATION_NOT_SUPPORTED, f"op code {op_code} is not supported here", expiration
+            )
+        except HandleProtocolError as exc:
+            return encode_error_answer(data, exc, expiration)
+
+    def _resolve(self, request, expiration: int) -> bytes:
+        query = decode_resolution_request(request.body)
+        # No credential is verified on this node, so every requester gets the public values, PO or not.
+        code, payload = self.service.resolve(query.handle, query.indexes, query.types, True)
+        if code == _SUCCESS:
+            return encode_resolution_response(request, query.handle, payload, expiration)
+        if code == _SERVICE_REFERRAL:
+            referral = self.service.referral_handle(query.handle)
+            return encode_resolution_response(request, referral, payload, expiration, _SERVICE_REFERRAL)
+        return encode_error_response(request, code, _ERROR_TEXT.get(code, ""), expiration)
+
+    def answer_datagram(self, data: bytes, source: tuple) -> list[bytes]:
+        """Answers to one UDP datagram: none (dropped, or a piece of a longer request still incomplete), one,
+        or the 492-byte pieces of an answer longer than a datagram."""
+        if len(data) > 2 and data[2] & _TC:
+            try:
+                whole = self.reassembler.feed(source, data, self.clock())
+            except EnvelopeError:
+                return []
+            except HandleProtocolError as exc:
+                answer = encode_error_answer(data[:ENVELOPE_BYTES], exc, int(self.clock()) + ANSWER_LIFETIME_S)
+                return [answer] if answer else []
+            if whole is None:
+                return []
+            data = whole
+        answer = self.answer_message(data)
+        if answer is None:
+            return []
+        if len(answer) <= UDP_DATAGRAM_BYTES:
+            return [answer]
+        return split_datagrams(answer)

@@ -1,0 +1,145 @@
+"""One resolution, the chain every protocol calls: prefix check (hosted, referred, unknown) → store → filters,
+with counting on the way. Knows nothing of wire formats beyond the stored values tail, and nothing of sockets.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+from resolver.handle.constants import ResponseCode
+from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_value
+from storage.counters import ResolutionCounter
+from storage.keys import NA_PREFIX, InvalidHandle, handle_key
+from storage.records import RecordError, select_values, unpack_record
+from storage.store import PrefixInfo, Store
+
+PREFIX_ADMIN_INDEX = 200  #: HS_ADMIN of a prefix handle points at index 200 of itself, as the national system does
+PREFIX_VALUE_TTL_S = 86400  #: how long clients may cache a prefix handle's values
+UNKNOWN_PREFIX = b"-"  #: counter bucket for prefixes this node does not know, so garbage cannot grow the counters
+HS_SITE_INDEX = 1  #: index of the HS_SITE value of a prefix handle
+HS_ADMIN_INDEX = 100  #: conventional index of HS_ADMIN (handle-protocol.md)
+
+_U32 = struct.Struct(">I")
+SUCCESS = ResponseCode.SUCCESS
+HANDLE_NOT_FOUND = ResponseCode.HANDLE_NOT_FOUND
+VALUES_NOT_FOUND = ResponseCode.VALUES_NOT_FOUND
+SERVER_NOT_RESP = ResponseCode.SERVER_NOT_RESP
+SERVICE_REFERRAL = ResponseCode.SERVICE_REFERRAL
+INVALID_HANDLE = ResponseCode.INVALID_HANDLE
+NO_VALUES = (0, b"\x00\x00\x00\x00")
+
+
+def _values_tail(values: list[HandleValue]) -> bytes:
+    return _U32.pack(len(values)) + b"".join(encode_value(v) for v in values)
+
+
+class ResolutionService:
+    """Resolves handles against a store for one worker. Not thread-safe; one per event loop."""
+
+    def __init__(self, store: Store, node_prefix: str, site_data: bytes, counter: ResolutionCounter | None = None):
+        self.store = store
+        self.case_sensitive = store.case_sensitive
+        self.node_prefix = node_prefix.upper().encode()
+        self.site_data = site_data
+        self.counter = counter or ResolutionCounter()
+        self._view = store.read_view()
+        self._get = self._view.get
+        self._prefixes: dict[bytes, PrefixInfo] = {}
+        self._prefix_tails: dict[bytes, bytes] = {}
+        self._prefixes_version: bytes | None = b"unset"
+        self.reload_prefixes()
+
+    # -- keeping current ------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """See writes committed since the last refresh; call once per batch of requests."""
+        self._view.refresh()
+        self._get = self._view.get
+
+    def reload_prefixes(self) -> None:
+        """Re-read the prefix table if it changed (cheap when it did not); call every second or so."""
+        version = self.store.prefixes_version()
+        if version == self._prefixes_version:
+            return
+        self._prefixes_version = version
+        self._prefixes = self.store.prefixes()
+        self._prefix_tails = {key: self._prefix_handle_tail(info) for key, info in self._prefixes.items()}
+        if self.node_prefix not in self._prefix_tails:
+            self._prefix_tails[self.node_prefix] = self._prefix_handle_tail(PrefixInfo(self.node_prefix.decode()))
+
+    def _prefix_handle_tail(self, info: PrefixInfo) -> bytes:
+        """Values of `0.NA/<prefix>`: the HS_SITE that serves the prefix (ours, or the enterprise's node for a
+        referral) and an HS_ADMIN naming the prefix handle itself."""
+        now_s = int(time.time())
+        site = info.site if info.state == "referral" and info.site else self.site_data
+        handle = f"0.NA/{info.prefix}"
+        return _values_tail(
+            [
+                HandleValue(HS_SITE_INDEX, "HS_SITE", site, timestamp=info.created_s or now_s, ttl=PREFIX_VALUE_TTL_S),
+                HandleValue(
+                    HS_ADMIN_INDEX,
+                    "HS_ADMIN",
+                    encode_admin(AdminData(handle, PREFIX_ADMIN_INDEX, 0x0FFF)),
+                    timestamp=info.created_s or now_s,
+                    ttl=PREFIX_VALUE_TTL_S,
+                ),
+            ]
+        )
+
+    def prefix_info(self, prefix: bytes) -> PrefixInfo | None:
+        return self._prefixes.get(prefix)
+
+    # -- resolving ------------------------------------------------------------------------------------------
+
+    def resolve(
+        self, handle: bytes, indexes: tuple[int, ...] = (), types: tuple[bytes, ...] = (), public_only: bool = True
+    ) -> tuple[ResponseCode, bytes]:
+        """(response code, payload): for SUCCESS the values tail (u32 count + encoded values); for
+        SERVICE_REFERRAL the values tail of the prefix handle that says where to go; else empty."""
+        try:
+            key = handle_key(handle, self.case_sensitive)
+        except InvalidHandle:
+            return INVALID_HANDLE, b""
+        prefix = key[: key.find(b"/")]
+        if prefix == NA_PREFIX:
+            return self._resolve_prefix_handle(key, indexes, types, public_only)
+        info = self._prefixes.get(prefix)
+        if info is None or info.state == "disabled":
+            self.counter.count(UNKNOWN_PREFIX)
+            return SERVER_NOT_RESP, b""
+        self.counter.count(prefix)
+        if info.state == "referral":
+            return SERVICE_REFERRAL, self._prefix_tails[prefix]
+        raw = self._get(key)
+        if raw is None:
+            return HANDLE_NOT_FOUND, b""
+        try:
+            tail, all_public = unpack_record(raw)
+        except RecordError:
+            return ResponseCode.ERROR, b""
+        return self._select(tail, all_public, indexes, types, public_only)
+
+    def _select(self, tail, all_public, indexes, types, public_only) -> tuple[ResponseCode, bytes]:
+        count, selected = select_values(tail, all_public, indexes, types, public_only)
+        if count == 0:
+            return VALUES_NOT_FOUND, b""
+        return SUCCESS, selected
+
+    def _resolve_prefix_handle(self, key, indexes, types, public_only) -> tuple[ResponseCode, bytes]:
+        named = key[len(NA_PREFIX) + 1 :]
+        self.counter.count(named if named in self._prefix_tails else UNKNOWN_PREFIX)
+        raw = self._get(key)  # a prefix handle registered explicitly wins over the synthesised one
+        if raw is not None:
+            tail, all_public = unpack_record(raw)
+            return self._select(tail, all_public, indexes, types, public_only)
+        tail = self._prefix_tails.get(named)
+        if tail is not None:
+            return self._select(tail, True, indexes, types, public_only)
+        if named == self.node_prefix or named.startswith(self.node_prefix + b"."):
+            return HANDLE_NOT_FOUND, b""
+        return SERVER_NOT_RESP, b""
+
+    def referral_handle(self, handle: bytes) -> bytes:
+        """The prefix handle a SERVICE_REFERRAL answer names for `handle`."""
+        return b"0.NA/" + handle[: handle.find(b"/")]

@@ -1,0 +1,61 @@
+"""Resolution counts: kept in memory per worker and added to the store every few seconds and at shutdown.
+
+Counts are the node's acceptance evidence, so they must survive restarts, yet a write per query would cost
+more than the query. A flush attributes what was counted since the last one to the day of the flush; with
+flushes every few seconds and one at each day change, at most a few seconds straddle midnight.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from storage.store import Store, counter_key, today
+
+RESOLUTIONS = "resolutions"  #: counter kind: resolution requests answered, per prefix and day
+PROTOCOLS = ("handle", "http", "dns")  #: every protocol whose resolutions are counted
+
+
+class ResolutionCounter:
+    """Counts resolutions per prefix; `flush` moves them into the store."""
+
+    __slots__ = ("_counts", "pending")
+
+    def __init__(self) -> None:
+        self._counts: defaultdict[bytes, int] = defaultdict(int)
+        self.pending = 0
+
+    def count(self, prefix: bytes) -> None:
+        self._counts[prefix] += 1
+        self.pending += 1
+
+    def flush(self, store: Store, now_s: float | None = None) -> int:
+        """Add the counts so far to the store's totals for today; returns how many were flushed."""
+        if not self.pending:
+            return 0
+        day = today(now_s)
+        counts, self._counts, flushed = self._counts, defaultdict(int), self.pending
+        self.pending = 0
+        try:
+            store.add_counts({counter_key(RESOLUTIONS, day, prefix): n for prefix, n in counts.items()})
+        except Exception:
+            # Keep what could not be written for the next flush rather than lose acceptance evidence.
+            for prefix, n in counts.items():
+                self._counts[prefix] += n
+            self.pending += flushed
+            raise
+        return flushed
+
+
+def resolution_totals(store: Store) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(total, per prefix, per day) of every resolution counted so far."""
+    per_prefix: defaultdict[str, int] = defaultdict(int)
+    per_day: defaultdict[str, int] = defaultdict(int)
+    total = 0
+    for key, n in store.counters().items():
+        kind, day, prefix = key.decode().split("/", 2)
+        if kind != RESOLUTIONS:
+            continue
+        per_prefix[prefix] += n
+        per_day[day] += n
+        total += n
+    return total, dict(per_prefix), dict(per_day)

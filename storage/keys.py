@@ -1,0 +1,49 @@
+"""Store keys for handles: the node's case rule in one place.
+
+The reference server upper-cases ASCII a-z in handles before lookup unless it is configured case-sensitive, and
+prefixes are always case-insensitive. Keys are bytes so the hot path never decodes; the byte order of keys is
+the order the bulk loader appends in. Imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+NA_PREFIX = b"0.NA"  #: the prefix under which every prefix is itself a handle (handle-protocol.md, names)
+
+_ASCII_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class InvalidHandle(ValueError):
+    """The handle is not of the form prefix/suffix with valid UTF-8."""
+
+
+def split_handle(handle: bytes) -> tuple[bytes, bytes]:
+    """(prefix, suffix) of `handle`; the prefix must be non-empty."""
+    slash = handle.find(b"/")
+    if slash <= 0:
+        raise InvalidHandle("a handle is prefix/suffix with a non-empty prefix")
+    return handle[:slash], handle[slash + 1 :]
+
+
+def normalize_prefix(prefix: bytes) -> bytes:
+    return prefix.translate(_ASCII_UPPER)
+
+
+def handle_key(handle: bytes, case_sensitive: bool = False) -> bytes:
+    """The store key of `handle` (UTF-8 bytes): prefix upper-cased, suffix too unless case-sensitive.
+
+    The suffix of a prefix handle (`0.NA/88.100.7`) is itself a prefix, so it is always case-insensitive.
+    """
+    slash = handle.find(b"/")
+    if slash <= 0:
+        raise InvalidHandle("a handle is prefix/suffix with a non-empty prefix")
+    if not case_sensitive:
+        return handle.translate(_ASCII_UPPER)
+    prefix = handle[:slash].translate(_ASCII_UPPER)
+    if prefix == NA_PREFIX:
+        return handle.translate(_ASCII_UPPER)
+    return prefix + handle[slash:]
+
+
+def prefix_of_key(key: bytes) -> bytes:
+    """The (already normalized) prefix part of a store key."""
+    return key[: key.find(b"/")]

@@ -1,0 +1,131 @@
+"""The stored form of one identifier, and the selection of its values for an answer.
+
+A record is msgpack `[SCHEMA_VERSION, values_tail, all_public]` where `values_tail` is exactly the bytes a
+resolution answer carries after the handle: u32 value count followed by the encoded values. The common
+question (no filters, public values) is then answered by copying `values_tail` when `all_public` is true;
+anything else walks the encoded values, which costs a few microseconds and is rare. Storing the values only
+once keeps the store near 200 bytes per identifier.
+
+Imports msgpack and the codec's value encoder, never lmdb or the servers.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+
+import msgpack
+
+from resolver.handle.values import HandleValue, encode_value
+
+SCHEMA_VERSION = 1  #: bump when the record layout changes; readers refuse versions they do not know
+PUBLIC_READ = 0x02  #: permission bit (handle-protocol.md, handle value)
+
+_U32 = struct.Struct(">I")
+# Offsets inside one encoded value: index u32, timestamp u32, ttlType u8, ttl i32, permissions u8, type...
+_PERMISSIONS_AT = 13
+_TYPE_AT = 14
+
+
+class RecordError(ValueError):
+    """A stored record cannot be decoded (wrong schema version or corrupt bytes)."""
+
+
+def pack_record(values: Sequence[HandleValue]) -> bytes:
+    """The stored record of an identifier with these values, in this order."""
+    encoded = [encode_value(v) for v in values]
+    all_public = all(v.permissions & PUBLIC_READ for v in values)
+    return pack_encoded(encoded, all_public)
+
+
+def pack_encoded(encoded_values: Sequence[bytes], all_public: bool) -> bytes:
+    tail = _U32.pack(len(encoded_values)) + b"".join(encoded_values)
+    return msgpack.packb([SCHEMA_VERSION, tail, all_public])
+
+
+def unpack_record(raw: bytes) -> tuple[bytes, bool]:
+    """(values_tail, all_public) of a stored record."""
+    try:
+        version, tail, all_public = msgpack.unpackb(raw)
+    except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        raise RecordError(f"undecodable record: {exc}") from exc
+    if version != SCHEMA_VERSION:
+        raise RecordError(f"record schema version {version!r}, this node reads {SCHEMA_VERSION}")
+    return tail, all_public
+
+
+def split_values(tail: bytes) -> list[bytes]:
+    """The encoded values inside a values tail, each as its own bytes."""
+    try:
+        (count,) = _U32.unpack_from(tail, 0)
+        pos = 4
+        values = []
+        for _ in range(count):
+            start = pos
+            pos += _TYPE_AT
+            pos += 4 + _U32.unpack_from(tail, pos)[0]  # type
+            pos += 4 + _U32.unpack_from(tail, pos)[0]  # data
+            (ref_count,) = _U32.unpack_from(tail, pos)
+            pos += 4
+            for _ in range(ref_count):
+                pos += 4 + _U32.unpack_from(tail, pos)[0] + 4  # handle + index
+            if pos > len(tail):
+                raise RecordError("value runs past the end of the record")
+            values.append(tail[start:pos])
+    except struct.error as exc:
+        raise RecordError(f"truncated record: {exc}") from exc
+    if pos != len(tail):
+        raise RecordError("trailing bytes after the last value")
+    return values
+
+
+def value_index(encoded: bytes) -> int:
+    return _U32.unpack_from(encoded, 0)[0]
+
+
+def value_type(encoded: bytes) -> bytes:
+    (length,) = _U32.unpack_from(encoded, _TYPE_AT)
+    return encoded[_TYPE_AT + 4 : _TYPE_AT + 4 + length]
+
+
+def value_is_public(encoded: bytes) -> bool:
+    return bool(encoded[_PERMISSIONS_AT] & PUBLIC_READ)
+
+
+def type_matches(value_type_upper: bytes, wanted_upper: bytes) -> bool:
+    """The type rule of OC_RESOLUTION: case-insensitive; a wanted type ending in '.' also matches the type
+    without the dot and every type starting with it (`HS_SITE.` matches `HS_SITE` and `HS_SITE.PREFIX`)."""
+    if value_type_upper == wanted_upper:
+        return True
+    if wanted_upper.endswith(b"."):
+        return value_type_upper == wanted_upper[:-1] or value_type_upper.startswith(wanted_upper)
+    return False
+
+
+def select_values(
+    tail: bytes,
+    all_public: bool,
+    indexes: Iterable[int] = (),
+    types: Iterable[bytes] = (),
+    public_only: bool = True,
+) -> tuple[int, bytes]:
+    """(count, u32 count + encoded values) of the values an OC_RESOLUTION with these filters returns.
+
+    No filters selects every value; otherwise a value is selected when its index is listed OR its type matches
+    a listed type. With `public_only` only values with PUBLIC_READ count. The order of the record is kept.
+    """
+    index_set = frozenset(indexes)
+    wanted_types = [t.upper() for t in types]
+    if not index_set and not wanted_types and (all_public or not public_only):
+        return _U32.unpack_from(tail, 0)[0], tail
+    chosen = []
+    for encoded in split_values(tail):
+        if public_only and not value_is_public(encoded):
+            continue
+        if index_set or wanted_types:
+            if value_index(encoded) not in index_set:
+                vtype = value_type(encoded).upper()
+                if not any(type_matches(vtype, w) for w in wanted_types):
+                    continue
+        chosen.append(encoded)
+    return len(chosen), _U32.pack(len(chosen)) + b"".join(chosen)

@@ -1,0 +1,285 @@
+"""The node's LMDB store: one environment with named databases for identifiers, prefixes, counters and meta.
+
+Every worker process opens its own `Store` after fork (LMDB environments must not cross a fork). Writes go
+through `Store.write`, which grows the map and retries instead of failing with MapFullError. Readers on the
+hot path hold a `ReadView`, a long-lived read transaction that the server renews often so that writers can
+reuse pages and new writes become visible. Never imports the servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+import msgpack
+
+from storage.keys import handle_key, normalize_prefix
+
+log = logging.getLogger(__name__)
+
+INITIAL_MAP_BYTES = 1 << 30  #: 1 GiB virtual; the map doubles on demand, so this only sets the first step
+MAX_DBS = 8  #: named databases: handles, prefixes, counters, meta, and room for later ones
+PREFIX_SCHEMA_VERSION = 1  #: version of the msgpack prefix record
+
+_DB_HANDLES = b"handles"
+_DB_PREFIXES = b"prefixes"
+_DB_COUNTERS = b"counters"
+_DB_META = b"meta"
+_META_CASE_SENSITIVE = b"case_sensitive"
+_META_PREFIXES_VERSION = b"prefixes_version"  # bumped by every prefix change, so workers reload their table
+_U64 = struct.Struct(">Q")
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used as asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixInfo:
+    """An enterprise prefix this node knows: hosted here, referred to the enterprise's own node, or disabled."""
+
+    prefix: str
+    state: str = "hosted"  # "hosted" | "referral" | "disabled"
+    org: str = ""
+    site: bytes | None = None  # encoded HS_SITE of the enterprise's node, for referrals
+    created_s: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pack(self) -> bytes:
+        return msgpack.packb(
+            {
+                "v": PREFIX_SCHEMA_VERSION,
+                "prefix": self.prefix,
+                "state": self.state,
+                "org": self.org,
+                "site": self.site,
+                "created": self.created_s,
+                "extra": self.extra,
+            }
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> PrefixInfo:
+        obj = msgpack.unpackb(raw)
+        if obj.get("v") != PREFIX_SCHEMA_VERSION:
+            raise StoreError(f"prefix record schema {obj.get('v')!r}, this node reads {PREFIX_SCHEMA_VERSION}")
+        return cls(obj["prefix"], obj["state"], obj["org"], obj["site"], obj["created"], obj.get("extra") or {})
+
+
+def counter_key(kind: str, day: str, prefix: bytes) -> bytes:
+    """Counters are keyed kind/day/prefix, e.g. b"resolutions/20261129/88.100.7"."""
+    return kind.encode() + b"/" + day.encode() + b"/" + prefix
+
+
+class Store:
+    def __init__(self, path: str | Path, *, create: bool = False, case_sensitive: bool = False):
+        self.path = Path(path)
+        if not create and not (self.path / "data.mdb").exists():
+            raise StoreError(f"no store at {self.path} (build one with `idnode load --data {self.path} FILE`)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        map_bytes = max(INITIAL_MAP_BYTES, _file_size(self.path / "data.mdb") * 2)
+        # readahead off: a store larger than memory must not read pages nobody asked for.
+        self.env = lmdb.open(str(self.path), map_size=map_bytes, max_dbs=MAX_DBS, readahead=False)
+        self._views: list[ReadView] = []
+        self.handles = self.env.open_db(_DB_HANDLES)
+        self.prefixes_db = self.env.open_db(_DB_PREFIXES)
+        self.counters_db = self.env.open_db(_DB_COUNTERS)
+        self.meta = self.env.open_db(_DB_META)
+        stored = self.get_meta(_META_CASE_SENSITIVE)
+        if stored is None:
+            self.write(lambda txn: txn.put(_META_CASE_SENSITIVE, b"1" if case_sensitive else b"0", db=self.meta))
+            self.case_sensitive = case_sensitive
+        else:
+            self.case_sensitive = stored == b"1"
+
+    def close(self) -> None:
+        for view in self._views:
+            view.close()
+        self.env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `work` in one write transaction; on MapFullError grow the map and run it again."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                self._grow()
+
+    def _grow(self) -> None:
+        # set_mapsize needs every transaction of this process closed, the readers' included.
+        for view in self._views:
+            view.suspend()
+        new_size = self.env.info()["map_size"] * 2
+        log.info("growing the store map to %d MiB", new_size >> 20)
+        self.env.set_mapsize(new_size)
+
+    def put_records(self, items: list[tuple[bytes, bytes]], append: bool = False, txn_hook: Callable | None = None) -> int:
+        """Write (key, record) pairs in one transaction; `append` is the fast path for keys sorted after every
+        stored key. `txn_hook(txn)` runs in the same transaction (load checkpoints). Returns how many were new."""
+
+        def work(txn: lmdb.Transaction) -> int:
+            before = txn.stat(self.handles)["entries"]
+            with txn.cursor(self.handles) as cursor:
+                cursor.putmulti(items, append=append)
+            if txn_hook is not None:
+                txn_hook(txn)
+            return txn.stat(self.handles)["entries"] - before
+
+        return self.write(work)
+
+    def last_key(self) -> bytes | None:
+        with self.env.begin(db=self.handles) as txn, txn.cursor() as cursor:
+            return cursor.key() if cursor.last() else None
+
+    def put_prefix(self, info: PrefixInfo) -> None:
+        key = normalize_prefix(info.prefix.encode())
+
+        def work(txn: lmdb.Transaction) -> None:
+            txn.put(key, info.pack(), db=self.prefixes_db)
+            self._bump_prefixes_version(txn)
+
+        self.write(work)
+
+    def _bump_prefixes_version(self, txn: lmdb.Transaction) -> None:
+        old = txn.get(_META_PREFIXES_VERSION, db=self.meta)
+        txn.put(_META_PREFIXES_VERSION, _U64.pack(_U64.unpack(old)[0] + 1 if old else 1), db=self.meta)
+
+    def ensure_prefixes(self, txn: lmdb.Transaction, prefixes: Iterable[bytes], now_s: int) -> None:
+        """Register as hosted every prefix not yet known (the loader calls this inside its batch)."""
+        added = False
+        for prefix in prefixes:
+            key = normalize_prefix(prefix)
+            if txn.get(key, db=self.prefixes_db) is None:
+                txn.put(key, PrefixInfo(prefix.decode(), created_s=now_s).pack(), db=self.prefixes_db)
+                added = True
+        if added:
+            self._bump_prefixes_version(txn)
+
+    def add_counts(self, counts: dict[bytes, int]) -> None:
+        """Add to persisted counters, in one transaction (LMDB serialises writers, so concurrent workers'
+        additions never overwrite each other)."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            for key, n in counts.items():
+                old = txn.get(key, db=self.counters_db)
+                total = n + (_U64.unpack(old)[0] if old else 0)
+                txn.put(key, _U64.pack(total), db=self.counters_db)
+
+        if counts:
+            self.write(work)
+
+    def set_meta(self, key: bytes, value: bytes) -> None:
+        self.write(lambda txn: txn.put(key, value, db=self.meta))
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        with self.env.begin(db=self.meta) as txn:
+            return txn.get(key)
+
+    def prefixes_version(self) -> bytes | None:
+        """Changes whenever a prefix is added or changed; cheap to poll."""
+        return self.get_meta(_META_PREFIXES_VERSION)
+
+    def key_of(self, handle: str | bytes) -> bytes:
+        raw = handle.encode() if isinstance(handle, str) else handle
+        return handle_key(raw, self.case_sensitive)
+
+    def get(self, handle: str | bytes) -> bytes | None:
+        """The raw record of `handle`, in a transaction of its own (not for the hot path)."""
+        with self.env.begin(db=self.handles) as txn:
+            return txn.get(self.key_of(handle))
+
+    def count_identifiers(self) -> int:
+        with self.env.begin() as txn:
+            return txn.stat(self.handles)["entries"]
+
+    def prefixes(self) -> dict[bytes, PrefixInfo]:
+        with self.env.begin(db=self.prefixes_db) as txn:
+            return {key: PrefixInfo.unpack(raw) for key, raw in txn.cursor()}
+
+    def counters(self) -> dict[bytes, int]:
+        with self.env.begin(db=self.counters_db) as txn:
+            return {key: _U64.unpack(raw)[0] for key, raw in txn.cursor()}
+
+    def iter_records(self, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        with self.env.begin(db=self.handles) as txn, txn.cursor() as cursor:
+            if cursor.set_range(start):
+                yield from cursor
+
+    def read_view(self) -> ReadView:
+        view = ReadView(self)
+        self._views.append(view)
+        return view
+
+
+class ReadView:
+    """A long-lived read transaction over identifiers for the hot path. `refresh()` makes newer writes visible
+    and lets writers reuse pages; call it once per batch of requests."""
+
+    __slots__ = ("_store", "_txn", "get")
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._txn: lmdb.Transaction | None = None
+        self.get: Callable[[bytes], bytes | None] = self._open()
+
+    def _open(self) -> Callable[[bytes], bytes | None]:
+        while True:
+            try:
+                self._txn = self._store.env.begin(db=self._store.handles)
+                break
+            except lmdb.MapResizedError:
+                # Another process grew the map past ours: adopt its size (LMDB: set_mapsize(0)).
+                self._store.env.set_mapsize(0)
+        self.get = self._txn.get
+        return self.get
+
+    def refresh(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+        self._open()
+
+    def suspend(self) -> None:
+        """Close the transaction until the next refresh (the map is being resized)."""
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+            self.get = self._reopen_then_get
+
+    def _reopen_then_get(self, key: bytes) -> bytes | None:
+        return self._open()(key)
+
+    def close(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def today(now_s: float | None = None) -> str:
+    """The counting day, YYYYMMDD in UTC."""
+    return time.strftime("%Y%m%d", time.gmtime(time.time() if now_s is None else now_s))

@@ -1,0 +1,42 @@
+"""Shared fixtures: protocol vectors, a small store built from generated identifiers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.datagen import generate_lines, write_ndjson
+from storage.loader import load_files
+from storage.store import Store
+
+VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handle-v2.10.json"
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict[str, bytes]:
+    return {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads(VECTORS_PATH.read_text())}
+
+
+@pytest.fixture(scope="session")
+def demo_ndjson(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gen") / "ids.ndjson"
+    with path.open("w", encoding="utf-8") as out:
+        write_ndjson(generate_lines(2000, 1, "88.100", 8), out)
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path) -> Store:
+    with Store(tmp_path / "store", create=True) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def demo_store_dir(tmp_path_factory, demo_ndjson) -> Path:
+    """A store of 2,000 generated identifiers over 8 prefixes, built once per session (read-only use)."""
+    path = tmp_path_factory.mktemp("store") / "demo"
+    with Store(path, create=True) as s:
+        load_files(s, [demo_ndjson])
+    return path

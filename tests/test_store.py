@@ -1,0 +1,106 @@
+"""The LMDB store on real files: keys and the case rule, prefixes, counters, map growth, read views."""
+
+from __future__ import annotations
+
+import pytest
+
+from resolver.handle.values import HandleValue
+from storage import store as store_module
+from storage.counters import ResolutionCounter, resolution_totals
+from storage.keys import InvalidHandle, handle_key
+from storage.records import pack_record, unpack_record
+from storage.store import PrefixInfo, Store, StoreError
+
+
+def test_case_rule():
+    assert handle_key(b"88.100.1/abc") == b"88.100.1/ABC"
+    assert handle_key(b"88.100.1/abc", case_sensitive=True) == b"88.100.1/abc"
+    assert handle_key(b"88.a/abc", case_sensitive=True) == b"88.A/abc"  # prefixes always case-insensitive
+    assert handle_key(b"0.na/88.a", case_sensitive=True) == b"0.NA/88.A"
+    assert handle_key("88.100.1/äbc".encode()) == "88.100.1/äBC".encode()  # only ASCII a-z change
+    for bad in (b"no-slash", b"/suffix-only"):
+        with pytest.raises(InvalidHandle):
+            handle_key(bad)
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no store at"):
+        Store(tmp_path / "absent")
+
+
+def test_case_sensitivity_is_fixed_at_creation(tmp_path):
+    Store(tmp_path / "s", create=True, case_sensitive=True).close()
+    with Store(tmp_path / "s") as reopened:
+        assert reopened.case_sensitive
+        assert reopened.key_of("88.1/abc") == b"88.1/abc"
+
+
+def test_records_survive_reopen_and_count(tmp_path):
+    with Store(tmp_path / "s", create=True) as s:
+        new = s.put_records([(b"88.1/A", pack_record([HandleValue(1, "URL", b"u")])), (b"88.1/B", pack_record([]))])
+        assert new == 2
+        assert s.put_records([(b"88.1/A", pack_record([HandleValue(1, "URL", b"v")]))]) == 0
+    with Store(tmp_path / "s") as s:
+        assert s.count_identifiers() == 2
+        tail, _ = unpack_record(s.get("88.1/a"))
+        assert tail.endswith(b"\x00\x00\x00\x01v\x00\x00\x00\x00")
+
+
+def test_map_grows_instead_of_failing(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "INITIAL_MAP_BYTES", 1 << 20)
+    with Store(tmp_path / "s", create=True) as s:
+        view = s.read_view()
+        big = pack_record([HandleValue(1, "BLOB", b"x" * 3000)])
+        for batch in range(10):
+            s.put_records([(f"88.1/{batch:03}-{i:04}".encode(), big) for i in range(200)])
+        assert s.count_identifiers() == 2000
+        assert s.env.info()["map_size"] > 1 << 20
+        view.refresh()
+        assert view.get(b"88.1/009-0199") == big
+
+
+def test_read_view_sees_writes_after_refresh(store):
+    view = store.read_view()
+    assert view.get(b"88.1/NEW") is None
+    store.put_records([(b"88.1/NEW", pack_record([]))])
+    view.refresh()
+    assert view.get(b"88.1/NEW") is not None
+
+
+def test_prefixes_and_version(store):
+    v0 = store.prefixes_version()
+    store.put_prefix(PrefixInfo("88.100.7", state="referral", org="Brakes Ltd", site=b"site"))
+    assert store.prefixes_version() != v0
+    info = store.prefixes()[b"88.100.7"]
+    assert (info.state, info.org, info.site) == ("referral", "Brakes Ltd", b"site")
+
+
+def test_counts_accumulate_across_flushes_and_reopen(tmp_path):
+    with Store(tmp_path / "s", create=True) as s:
+        counter = ResolutionCounter()
+        for _ in range(3):
+            counter.count(b"88.100.1")
+        counter.count(b"88.100.2")
+        assert counter.flush(s, now_s=1_764_400_000) == 4
+        counter.count(b"88.100.1")
+        counter.flush(s, now_s=1_764_500_000)
+        assert counter.flush(s) == 0  # nothing pending
+    with Store(tmp_path / "s") as s:
+        total, per_prefix, per_day = resolution_totals(s)
+    assert total == 5
+    assert per_prefix == {"88.100.1": 4, "88.100.2": 1}
+    assert sorted(per_day.values()) == [1, 4]
+
+
+def test_counter_keeps_counts_when_the_store_write_fails(tmp_path):
+    class Broken:
+        def add_counts(self, counts):
+            raise OSError("disk full")
+
+    counter = ResolutionCounter()
+    counter.count(b"88.1")
+    with pytest.raises(OSError):
+        counter.flush(Broken())
+    with Store(tmp_path / "s", create=True) as s:
+        assert counter.flush(s) == 1
+        assert resolution_totals(s)[0] == 1
