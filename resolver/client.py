@@ -27,7 +27,7 @@ from resolver.handle.message import (
     split_request_digest,
 )
 from resolver.handle.tcp import FrameBuffer
-from resolver.handle.udp import Reassembler
+from resolver.handle.udp import Reassembler, is_chunk
 from resolver.handle.values import HandleValue, SiteInfo, decode_site
 
 UDP_ATTEMPTS = 3  #: a lost datagram is sent again this many times in all, within the caller's timeout
@@ -84,7 +84,7 @@ class _UdpClientProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
-            whole = self.reassembler.feed(addr, data, time.monotonic()) if data[2:3] and data[2] & 0x20 else data
+            whole = self.reassembler.feed(addr, data, time.monotonic()) if is_chunk(data) else data
         except HandleProtocolError:
             return
         if whole is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, EnvelopeFlag, OpCode, ResponseCode
+from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, OpCode, ResponseCode
 from resolver.handle.errors import EnvelopeError, HandleProtocolError
 from resolver.handle.message import (
     decode_request,
@@ -20,11 +20,10 @@ from resolver.handle.message import (
     encode_resolution_response,
     encode_response,
 )
-from resolver.handle.udp import Reassembler, split_datagrams
+from resolver.handle.udp import Reassembler, is_chunk, split_datagrams
 from resolver.service import ResolutionService
 
 ANSWER_LIFETIME_S = 43_200  #: ExpirationTime of answers: must lie in the future or ID-SDK rejects the answer
-_TC = int(EnvelopeFlag.TC)
 _RESOLUTION = int(OpCode.RESOLUTION)
 _GET_SITE_INFO = int(OpCode.GET_SITE_INFO)
 _SUCCESS = ResponseCode.SUCCESS
@@ -77,7 +76,7 @@ class HandleFrontend:
     def answer_datagram(self, data: bytes, source: tuple) -> list[bytes]:
         """Answers to one UDP datagram: none (dropped, or a piece of a longer request still incomplete), one,
         or the 492-byte pieces of an answer longer than a datagram."""
-        if len(data) > 2 and data[2] & _TC:
+        if is_chunk(data):
             try:
                 whole = self.reassembler.feed(source, data, self.clock())
             except EnvelopeError:

@@ -47,6 +47,7 @@ class ResolutionService:
         self._get = self._view.get
         self._prefixes: dict[bytes, PrefixInfo] = {}
         self._prefix_tails: dict[bytes, bytes] = {}
+        self._referral_tails: dict[bytes, bytes] = {}
         self._prefixes_version: bytes | None = b"unset"
         self.reload_prefixes()
 
@@ -64,18 +65,23 @@ class ResolutionService:
             return
         self._prefixes_version = version
         self._prefixes = self.store.prefixes()
-        self._prefix_tails = {key: self._prefix_handle_tail(info) for key, info in self._prefixes.items()}
+        self._prefix_tails = {key: _values_tail(self._prefix_handle_values(info)) for key, info in self._prefixes.items()}
+        self._referral_tails = {
+            key: _values_tail(self._prefix_handle_values(info)[:1])
+            for key, info in self._prefixes.items()
+            if info.state == "referral"
+        }
         if self.node_prefix not in self._prefix_tails:
-            self._prefix_tails[self.node_prefix] = self._prefix_handle_tail(PrefixInfo(self.node_prefix.decode()))
+            own = PrefixInfo(self.node_prefix.decode())
+            self._prefix_tails[self.node_prefix] = _values_tail(self._prefix_handle_values(own))
 
-    def _prefix_handle_tail(self, info: PrefixInfo) -> bytes:
+    def _prefix_handle_values(self, info: PrefixInfo) -> list[HandleValue]:
         """Values of `0.NA/<prefix>`: the HS_SITE that serves the prefix (ours, or the enterprise's node for a
-        referral) and an HS_ADMIN naming the prefix handle itself."""
+        referral) and an HS_ADMIN naming the prefix handle itself. A referral answer carries the HS_SITE alone."""
         now_s = int(time.time())
         site = info.site if info.state == "referral" and info.site else self.site_data
         handle = f"0.NA/{info.prefix}"
-        return _values_tail(
-            [
+        return [
                 HandleValue(HS_SITE_INDEX, "HS_SITE", site, timestamp=info.created_s or now_s, ttl=PREFIX_VALUE_TTL_S),
                 HandleValue(
                     HS_ADMIN_INDEX,
@@ -85,7 +91,6 @@ class ResolutionService:
                     ttl=PREFIX_VALUE_TTL_S,
                 ),
             ]
-        )
 
     def prefix_info(self, prefix: bytes) -> PrefixInfo | None:
         return self._prefixes.get(prefix)
@@ -110,7 +115,7 @@ class ResolutionService:
             return SERVER_NOT_RESP, b""
         self.counter.count(prefix)
         if info.state == "referral":
-            return SERVICE_REFERRAL, self._prefix_tails[prefix]
+            return SERVICE_REFERRAL, self._referral_tails[prefix]
         raw = self._get(key)
         if raw is None:
             return HANDLE_NOT_FOUND, b""
