@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from resolver.config import DEFAULT_HANDLE_PORT, DEFAULT_NODE_PREFIX, ServeConfig
+from resolver.config import DEFAULT_HANDLE_PORT, DEFAULT_NODE_PREFIX, TCP_IDLE_TIMEOUT_S, ServeConfig
 
 log = logging.getLogger("idnode")
 
@@ -29,6 +29,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             handle_port=args.handle_port,
             workers=args.workers or ServeConfig(args.data).workers,
             node_prefix=args.node_prefix,
+            tcp_idle_timeout_s=args.tcp_idle_timeout,
         )
         with Store(config.data_dir) as store:
             count = store.count_identifiers()
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--handle-port", type=int, default=DEFAULT_HANDLE_PORT, help="Handle UDP+TCP port (0: any)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
     serve.add_argument("--node-prefix", default=DEFAULT_NODE_PREFIX, help="this node's own prefix")
+    serve.add_argument(
+        "--tcp-idle-timeout", type=float, default=TCP_IDLE_TIMEOUT_S, help="seconds before a silent TCP connection closes"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     load = sub.add_parser("load", help="bulk-register identifiers from NDJSON or CSV files")

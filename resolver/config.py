@@ -32,6 +32,8 @@ class ServeConfig:
             raise ValueError("workers: at least 1")
         if not 0 <= self.handle_port <= 65535:
             raise ValueError(f"handle port: {self.handle_port} is not a port number")
+        if self.tcp_idle_timeout_s <= 0:
+            raise ValueError("tcp idle timeout: must be positive")
         for bind in self.binds:
             try:
                 ipaddress.ip_address(bind)

@@ -121,22 +121,13 @@ def _csv_chunks(path: Path, skip_lines: int, now_s: int, case_sensitive: bool) -
             if row_no - 1 <= skip_lines:
                 continue
             try:
-                obj = {"index": _csv_int(row["index"], "index"), "type": row["type"],
-                       "data": {"format": row.get("format") or "string", "value": row["data"]}}
-                if obj["data"]["format"] == "admin":
-                    obj["data"]["value"] = json.loads(row["data"])
-                for key in ("permissions", "timestamp"):
-                    if row.get(key):
-                        obj[key] = row[key]
-                if row.get("ttl"):
-                    obj["ttl"] = int(row["ttl"]) if row["ttl"].lstrip("-").isdigit() else row["ttl"]
-                value = value_from_json(obj, now_s, "row")
                 if current is not None and current[0] != row["handle"]:
-                    flush_identifier()
+                    flush_identifier()  # a new handle completes the one before it
+                    current = None
                     if len(items) >= CHUNK_LINES:
                         yield _Chunk(chunk_first, row_no - 1, items)
                         items, chunk_first = [], row_no
-                    current = None
+                value = value_from_json(_csv_value(row), now_s, "row")
                 if current is None:
                     current = (row["handle"], [], row_no)
                 if any(v.index == value.index for v in current[1]):
@@ -153,6 +144,19 @@ def _csv_chunks(path: Path, skip_lines: int, now_s: int, case_sensitive: bool) -
                 yield _Chunk(chunk_first, current[2] - 1, items, f"line {current[2]}: {exc}")
                 return
         yield _Chunk(chunk_first, row_no if items else chunk_first - 1, items)
+
+
+def _csv_value(row: dict) -> dict:
+    """One CSV row as a value in the JSON form, so both inputs share one parser and its checks."""
+    fmt = row.get("format") or "string"
+    obj: dict = {"index": _csv_int(row["index"], "index"), "type": row["type"],
+                 "data": {"format": fmt, "value": json.loads(row["data"]) if fmt == "admin" else row["data"]}}
+    for key in ("permissions", "timestamp"):
+        if row.get(key):
+            obj[key] = row[key]
+    if row.get("ttl"):
+        obj["ttl"] = int(row["ttl"]) if row["ttl"].lstrip("-").isdigit() else row["ttl"]
+    return obj
 
 
 def _csv_int(text: str, name: str) -> int:

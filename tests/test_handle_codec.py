@@ -17,6 +17,7 @@ from resolver.handle.constants import (
     MAX_HANDLE_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_REQUEST_INDEXES,
+    MAX_REQUEST_TYPES,
     EnvelopeFlag,
     HashOption,
     OpCode,
@@ -364,6 +365,14 @@ def test_handle_count_beyond_body_is_a_protocol_error():
 def test_malformed_resolution_bodies(body):
     with pytest.raises(HandleProtocolError):
         decode_resolution_request(body)
+
+
+def test_index_and_type_list_limits():
+    request = ResolutionRequest(b"88.100.1/A", tuple(range(MAX_REQUEST_INDEXES)), (b"URL",) * MAX_REQUEST_TYPES)
+    assert decode_resolution_request(encode_resolution_request(request)) == request
+    too_many_types = ResolutionRequest(b"88.100.1/A", (), (b"",) * (MAX_REQUEST_TYPES + 1))
+    with pytest.raises(HandleProtocolError):
+        decode_resolution_request(encode_resolution_request(too_many_types))
 
 
 def test_trailing_bytes_inside_the_body_are_ignored():

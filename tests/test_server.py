@@ -264,3 +264,19 @@ def test_ipv4_and_ipv6_binds(node_store):
 
         assert run(go("127.0.0.1")).ok
         assert run(go("::1")).ok
+
+
+def test_idle_tcp_connection_is_closed_after_the_timeout(node_store):
+    with running_node(node_store, workers=1, extra=("--tcp-idle-timeout", "0.5")) as running:
+        with socket.create_connection((running.host, running.port), timeout=RECV_TIMEOUT_S) as sock:
+            sock.sendall(request(DATASET.handle_at(1).encode()))
+            frames = FrameBuffer()
+            assert code_of(frames.feed(sock.recv(65535))[0]) == ResponseCode.SUCCESS
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed by the server once idle
+
+
+def test_serve_refuses_a_missing_store_clearly(tmp_path):
+    result = idnode("serve", "--data", str(tmp_path / "none"), "--handle-port", "0")
+    assert result.returncode == 2
+    assert "no store at" in result.stderr
