@@ -26,7 +26,9 @@ from resolver.handle.values import (
     decode_site,
     encode_admin,
     encode_site,
+    encode_value,
 )
+from resolver.handle.wire import COUNT_BYTES
 
 DEFAULT_TTL_S = 86400  #: the reference server's default relative TTL
 DEFAULT_PERMISSIONS = "1110"  #: adminRead adminWrite publicRead, not publicWrite (handle-protocol.md)
@@ -349,3 +351,85 @@ def record_from_json(obj: Any, now_s: int) -> tuple[str, list[HandleValue]]:
             raise _fail("values", f"index {v.index} appears twice")
         seen.add(v.index)
     return handle, parsed
+
+
+_FAST_KEYS = frozenset(("index", "type", "data", "ttl", "permissions"))
+_NO_REFERENCES = b"\x00\x00\x00\x00"
+
+
+class ValueEncoder:
+    """Values in JSON form straight to wire bytes, for bulk registration.
+
+    Millions of values share a few shapes (the same index, type, ttl and permissions; the same HS_ADMIN per
+    prefix), so the fixed part of a value is built and validated once per shape by the full parser above and
+    then reused; only the data differs per value. Anything of another shape (references, timestamps, other
+    formats) takes the full path. Both paths give the same bytes (tests/test_jsonvalues.py).
+    """
+
+    def __init__(self, now_s: int):
+        self.now_s = now_s
+        self._heads: dict[tuple, tuple[bytes, bool]] = {}
+        self._admin: dict[tuple, bytes] = {}
+
+    def encode(self, obj: Any, position: int = 0) -> tuple[int, bytes, bool]:
+        """(index, encoded value, has PUBLIC_READ) of the value at `position` of a record's values."""
+        if type(obj) is dict and obj.keys() <= _FAST_KEYS:
+            index, ttl, data = obj.get("index"), obj.get("ttl", DEFAULT_TTL_S), obj.get("data")
+            # Exact type checks: a bool is an int to isinstance and hashes like 0 or 1.
+            if type(index) is int and type(ttl) is int:
+                raw = data.encode() if type(data) is str else self._fast_data(data)
+                if raw is not None:
+                    shape = (index, obj.get("type"), ttl, obj.get("permissions"))
+                    try:
+                        head = self._heads.get(shape)
+                    except TypeError:  # an unhashable type or permissions: the full path says what is wrong
+                        head = None
+                        shape = None
+                    if shape is not None:
+                        if head is None:
+                            head = self._heads[shape] = self._head(obj, f"values[{position}]")
+                        return index, head[0] + _U32.pack(len(raw)) + raw + _NO_REFERENCES, head[1]
+        value = value_from_json(obj, self.now_s, f"values[{position}]")
+        return value.index, encode_value(value), bool(value.permissions & 0x02)
+
+    def _head(self, obj: dict, field: str) -> tuple[bytes, bool]:
+        """The fixed part and type of a value of this shape, validated by the full parser."""
+        value = value_from_json({**obj, "data": ""}, self.now_s, field)
+        encoded = encode_value(value)
+        return encoded[: -(2 * COUNT_BYTES)], bool(value.permissions & 0x02)
+
+    def _fast_data(self, data: Any) -> bytes | None:
+        if type(data) is str:
+            return data.encode()
+        if type(data) is not dict or len(data) != 2:
+            return None
+        fmt, value = data.get("format"), data.get("value")
+        if fmt == "string" and type(value) is str:
+            return value.encode()
+        if fmt == "admin" and type(value) is dict and len(value) == 3:
+            key = (value.get("handle"), value.get("index"), value.get("permissions"))
+            if type(key[0]) is str and type(key[1]) is int and type(key[2]) is str:
+                admin = self._admin.get(key)
+                if admin is None:
+                    admin = self._admin[key] = _parse_admin(value, "data.value")
+                return admin
+        return None
+
+
+def encoded_record_from_json(obj: Any, encoder: ValueEncoder) -> tuple[str, list[bytes], bool]:
+    """(handle, encoded values, all public) of one identifier record, by the encoder's fast path."""
+    if type(obj) is not dict:
+        raise _fail("record", "must be an object {handle, values}")
+    handle = _str_field(obj, "handle", "handle")
+    values = obj.get("values")
+    if type(values) is not list:
+        raise _fail("values", "must be a list")
+    encoded, indexes, all_public = [], set(), True
+    for n, v in enumerate(values):
+        index, raw, public = encoder.encode(v, n)
+        if index in indexes:
+            raise _fail("values", f"index {index} appears twice")
+        indexes.add(index)
+        encoded.append(raw)
+        all_public = all_public and public
+    return handle, encoded, all_public

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
+import orjson
 
 from resolver.handle.constants import MAX_HANDLE_BYTES
 from resolver.handle.errors import HandleProtocolError
-from storage.jsonvalues import ValueFormatError, record_from_json, value_from_json
+from storage.jsonvalues import ValueEncoder, ValueFormatError, encoded_record_from_json, value_from_json
 from storage.keys import InvalidHandle, handle_key, prefix_of_key
-from storage.records import pack_record
+from storage.records import pack_encoded, pack_record
 from storage.store import Store
 
 CHUNK_LINES = 20_000  #: lines per parse chunk and per write transaction: large enough to amortise the commit
@@ -70,13 +71,14 @@ def _validate_handle(handle: str, case_sensitive: bool) -> bytes:
 
 def parse_ndjson_chunk(lines: list[bytes], first_line: int, now_s: int, case_sensitive: bool) -> _Chunk:
     items = []
+    encoder = ValueEncoder(now_s)
     line_no = first_line
     for line_no, line in enumerate(lines, first_line):
         if not line.strip():
             continue
         try:
-            handle, values = record_from_json(json.loads(line), now_s)
-            items.append((_validate_handle(handle, case_sensitive), pack_record(values)))
+            handle, encoded, all_public = encoded_record_from_json(orjson.loads(line), encoder)
+            items.append((_validate_handle(handle, case_sensitive), pack_encoded(encoded, all_public)))
         except (ValueError, RecursionError, HandleProtocolError) as exc:  # JSON and value format errors
             return _Chunk(first_line, line_no - 1, items, f"line {line_no}: {exc}")
     return _Chunk(first_line, line_no, items)

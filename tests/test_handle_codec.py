@@ -70,7 +70,8 @@ from resolver.handle.wire import Reader, pack_counted, pack_string
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VECTORS = {
-    v["name"]: bytes.fromhex(v["hex"]) for v in json.loads((SHARED / "vectors" / "handle-v2.10.json").read_text())
+    v["name"]: bytes.fromhex(v["hex"])
+    for v in json.loads((SHARED / "vectors" / "handle-v2.10.json").read_text())
 }
 EXPIRATION = 0x6500_0000
 
@@ -136,7 +137,10 @@ def test_error_carries_response_code_and_default_message():
     assert HandleProtocolError().response_code == ResponseCode.PROTOCOL_ERROR
     assert str(HandleProtocolError()) == "The message does not follow the Handle protocol."
     assert InvalidHandleError("x").response_code == ResponseCode.INVALID_HANDLE
-    assert HandleProtocolError("busy", ResponseCode.SERVER_TOO_BUSY).response_code == ResponseCode.SERVER_TOO_BUSY
+    assert (
+        HandleProtocolError("busy", ResponseCode.SERVER_TOO_BUSY).response_code
+        == ResponseCode.SERVER_TOO_BUSY
+    )
     assert HandleProtocolError("m").message == "m"
     assert issubclass(UnexpectedResponseError, EnvelopeError)
 
@@ -359,7 +363,10 @@ def test_handle_count_beyond_body_is_a_protocol_error():
         pack_counted(b"88.100.1/A") + u32(0),  # type list missing
         pack_counted(b"88.100.1/A") + u32(2) + u32(1),  # index list short
         pack_counted(b"88.100.1/A") + u32(0) + u32(1) + u32(5) + b"URL",  # type overlong
-        pack_counted(b"88.100.1/A") + u32(MAX_REQUEST_INDEXES + 1) + bytes(4 * (MAX_REQUEST_INDEXES + 1)) + u32(0),
+        pack_counted(b"88.100.1/A")
+        + u32(MAX_REQUEST_INDEXES + 1)
+        + bytes(4 * (MAX_REQUEST_INDEXES + 1))
+        + u32(0),
     ],
 )
 def test_malformed_resolution_bodies(body):
@@ -368,7 +375,9 @@ def test_malformed_resolution_bodies(body):
 
 
 def test_index_and_type_list_limits():
-    request = ResolutionRequest(b"88.100.1/A", tuple(range(MAX_REQUEST_INDEXES)), (b"URL",) * MAX_REQUEST_TYPES)
+    request = ResolutionRequest(
+        b"88.100.1/A", tuple(range(MAX_REQUEST_INDEXES)), (b"URL",) * MAX_REQUEST_TYPES
+    )
     assert decode_resolution_request(encode_resolution_request(request)) == request
     too_many_types = ResolutionRequest(b"88.100.1/A", (), (b"",) * (MAX_REQUEST_TYPES + 1))
     with pytest.raises(HandleProtocolError):
@@ -401,7 +410,13 @@ def test_site_info_request_handle():
 
 @pytest.mark.parametrize(
     "version, hash_type, algorithm",
-    [((2, 10), 3, "sha256"), ((2, 7), 3, "sha256"), ((2, 6), 2, "sha1"), ((2, 1), 2, "sha1"), ((2, 0), 1, "md5")],
+    [
+        ((2, 10), 3, "sha256"),
+        ((2, 7), 3, "sha256"),
+        ((2, 6), 2, "sha1"),
+        ((2, 1), 2, "sha1"),
+        ((2, 0), 1, "md5"),
+    ],
 )
 def test_request_digest_hash_by_version(version, hash_type, algorithm):
     digest = request_digest(b"header and body", version)
@@ -411,7 +426,9 @@ def test_request_digest_hash_by_version(version, hash_type, algorithm):
 def test_rd_digest_precedes_every_answer_body():
     data = request_message(encode_resolution_request(ResolutionRequest(b"88.100.1/A")), op_flags=OpFlag.RD)
     request = decode_request(data)
-    answer = decode_response(encode_error_response(request, ResponseCode.HANDLE_NOT_FOUND, "gone", EXPIRATION))
+    answer = decode_response(
+        encode_error_response(request, ResponseCode.HANDLE_NOT_FOUND, "gone", EXPIRATION)
+    )
     assert answer.header.op_flags & OpFlag.RD
     digest, rest = split_request_digest(answer.body, has_digest=True)
     assert digest == request_digest(data[ENVELOPE_BYTES : len(data) - 4], (2, 10))
@@ -446,7 +463,9 @@ def test_answer_copies_ids_flags_and_recursion_count():
     )
     request = decode_request(data)
     response = decode_response(
-        encode_response(request, ResponseCode.SUCCESS, encode_resolution_body(b"88.100.1/A", u32(0)), EXPIRATION)
+        encode_response(
+            request, ResponseCode.SUCCESS, encode_resolution_body(b"88.100.1/A", u32(0)), EXPIRATION
+        )
     )
     assert response.envelope.request_id == 0xDEADBEEF and response.envelope.session_id == 77
     assert response.header.op_flags == OpFlag.KC | OpFlag.PO | OpFlag.SDK_TRUSTED_QUERY
@@ -500,7 +519,9 @@ def test_out_of_range_value_fields_raise_invalid_value():
             encode_value(value)
 
 
-@pytest.mark.parametrize("data", [b"", b"\x0f\xff", b"\x0f\xff" + u32(5) + b"0.NA", b"\x0f\xff" + pack_counted(b"x")])
+@pytest.mark.parametrize(
+    "data", [b"", b"\x0f\xff", b"\x0f\xff" + u32(5) + b"0.NA", b"\x0f\xff" + pack_counted(b"x")]
+)
 def test_malformed_admin_data(data):
     with pytest.raises(InvalidValueError):
         decode_admin(data)
@@ -547,7 +568,11 @@ def test_pick_server_upper_cases_ascii_only():
 
 @pytest.mark.parametrize(
     "option, part",
-    [(HashOption.BY_PREFIX, "88.100.1"), (HashOption.BY_SUFFIX, "A/B"), (HashOption.BY_HANDLE, "88.100.1/A/B")],
+    [
+        (HashOption.BY_PREFIX, "88.100.1"),
+        (HashOption.BY_SUFFIX, "A/B"),
+        (HashOption.BY_HANDLE, "88.100.1/A/B"),
+    ],
 )
 def test_hash_part_of(option, part):
     assert hash_part_of("88.100.1/A/B", option) == part

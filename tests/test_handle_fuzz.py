@@ -33,7 +33,11 @@ from resolver.handle.wire import Reader
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handle-v2.10.json"
 VECTORS: dict[str, bytes] = {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads(VECTORS_PATH.read_text())}
-MESSAGES = [n for n, d in VECTORS.items() if len(d) >= 48 and not n.startswith(("value_", "hs_site", "large_response_udp"))]
+MESSAGES = [
+    n
+    for n, d in VECTORS.items()
+    if len(d) >= 48 and not n.startswith(("value_", "hs_site", "large_response_udp"))
+]
 EXPIRATION = 0x6500_0000
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -201,7 +201,9 @@ def test_error_body_round_trip(message):
 def test_server_answer_decodes_on_the_client(envelope, request, values, expiration, code):
     header = Header(1, 0, 0x1900_0000, 0xFFFF, 0, 0)
     request_message = decode_request(encode_message(envelope, header, encode_resolution_request(request)))
-    answer = encode_resolution_response(request_message, request.handle, encode_values(values), expiration, code)
+    answer = encode_resolution_response(
+        request_message, request.handle, encode_values(values), expiration, code
+    )
     response = decode_response(answer)
     assert response.envelope.request_id == envelope.request_id
     assert response.header.response_code == code

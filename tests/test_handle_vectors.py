@@ -210,7 +210,9 @@ def test_resolution_response_public_client_side():
     digest, handle, values = decode_resolution_response_body(response.body, has_digest=False)
     assert digest == b""
     assert handle == b"88.100.1/ABC123"
-    assert encode_values(values) == values_blob("value_0_URL", "value_1_EMAIL", "value_2_DESC", "value_3_HS_ADMIN")
+    assert encode_values(values) == values_blob(
+        "value_0_URL", "value_1_EMAIL", "value_2_DESC", "value_3_HS_ADMIN"
+    )
 
 
 def test_rd_response_carries_sha256_of_header_and_body():
@@ -230,7 +232,9 @@ def test_error_responses():
     plain = decode_request(VECTORS["resolve_request_plain"])
     filtered = decode_request(VECTORS["resolve_request_filters"])
     not_found = encode_error_response(plain, ResponseCode.HANDLE_NOT_FOUND, "", EXPIRATION)
-    no_values = encode_error_response(filtered, ResponseCode.VALUES_NOT_FOUND, "no matching values", EXPIRATION)
+    no_values = encode_error_response(
+        filtered, ResponseCode.VALUES_NOT_FOUND, "no matching values", EXPIRATION
+    )
     assert not_found == VECTORS["error_handle_not_found"]
     assert no_values == VECTORS["error_values_not_found"]
     assert decode_error_body(decode_response(not_found).body) == ""
@@ -239,7 +243,9 @@ def test_error_responses():
 
 def test_get_site_info_response():
     request = decode_request(VECTORS["get_site_info_request"])
-    answer = encode_response(request, ResponseCode.SUCCESS, encode_site_info_body(encode_site(SITE)), EXPIRATION)
+    answer = encode_response(
+        request, ResponseCode.SUCCESS, encode_site_info_body(encode_site(SITE)), EXPIRATION
+    )
     assert answer == VECTORS["get_site_info_response"]
     assert decode_site_info_body(decode_response(answer).body) == SITE
 

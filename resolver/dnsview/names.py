@@ -41,9 +41,7 @@ _HEX = b"0123456789abcdef"
 _HEX_VALUE = {c: i for i, c in enumerate(_HEX)}
 #: One name fragment per key byte: upper-case letters as lower-case, digits and ``-`` as they are,
 #: every other byte (lower-case letters of a case-sensitive node among them) as ``_xx``.
-_ENCODE = [
-    (bytes([b]).lower() if b in _KEY_PLAIN else b"_%02x" % b) for b in range(256)
-]
+_ENCODE = [(bytes([b]).lower() if b in _KEY_PLAIN else b"_%02x" % b) for b in range(256)]
 _ENCODE_PLAIN_KEY = bytes(sorted(_KEY_PLAIN))
 #: Escaped bytes that no canonical name carries, per field: a plain byte never, a lower-case letter not in a
 #: case-insensitive field, and ``.`` or ``/`` not in a prefix segment (they split the handle).
@@ -272,15 +270,16 @@ class NameMap:
 
     @staticmethod
     def _decode_prefix(labels: list[bytes]) -> bytes | None:
-        if len(labels) == 1:
-            return decode_label(labels[0], _FORBIDDEN_SEGMENT)
         segments = []
         for label in reversed(labels):
             segment = decode_label(label, _FORBIDDEN_SEGMENT)
             if segment is None:
                 return None
             segments.append(segment)
-        return b".".join(segments)
+        prefix = b".".join(segments)
+        if not prefix.isascii() and not _is_utf8(prefix):
+            return None
+        return prefix
 
     def _decode_suffix(self, labels: list[bytes], prefix: bytes) -> bytes | None:
         forbidden = _NEVER_ESCAPED if self.case_sensitive and prefix != NA_PREFIX else _FORBIDDEN_CI

@@ -106,7 +106,8 @@ def encode_message(envelope: Envelope, header: Header, body: bytes, credential: 
 
 def decode_message(data: Buffer) -> Message:
     """Read exactly one whole message (envelope + MessageLength bytes); anything else raises."""
-    # This runs per request: fields are unpacked into locals and checked before any record is built.
+    # This runs per request, so decode_envelope is inlined: fields are unpacked into locals and checked
+    # before any record is built.
     size = len(data)
     if size < ENVELOPE_BYTES:
         raise EnvelopeError(f"{size} bytes cannot hold a {ENVELOPE_BYTES}-byte envelope")

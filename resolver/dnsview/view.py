@@ -1,0 +1,457 @@
+"""Answers for the DNS view of the identifier zone: DNS query bytes in, answer bytes out (or None: drop).
+
+The common query (TXT or URI, one question, class IN, plain flags, at most an OPT record) is parsed and
+answered by hand (:meth:`DnsView.answer_fast`); everything else goes through dnslib
+(:meth:`DnsView.answer_general`), which also gives every error its careful answer. Both share the
+resolution itself (:meth:`DnsView.resolve`), so they answer alike; the tests compare them.
+
+Sans-IO: imports no asyncio, socket or lmdb. The transport adds TCP's two-byte length framing.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import dnslib
+
+from .apex import Soa, default_ns, soa_rdata
+from .constants import (
+    COPIED_FLAGS,
+    EDNS_DO,
+    EDNS_UDP_BYTES,
+    FAST_QUERY_CLEAR_MASK,
+    HEADER_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_NAME_BYTES,
+    MAX_TCP_MESSAGE_BYTES,
+    OPCODE_MASK,
+    OPCODE_SHIFT,
+    PLAIN_UDP_BYTES,
+    POINTER_TO_QUESTION,
+    RCODE_MASK,
+    Flag,
+    Opcode,
+    Rcode,
+    RrClass,
+    RrType,
+)
+from .errors import (
+    BadEdnsVersion,
+    DnsViewError,
+    MalformedQuery,
+    NotImplementedQuery,
+    NotInZone,
+    RefusedQuery,
+)
+from .names import NameKind, NameMap, text_labels
+from .records import IdentifierRecords, render_records, txt_rdata, uri_rdata
+
+log = logging.getLogger(__name__)
+
+#: The store: the values tail of a handle key, or None when the identifier does not exist.
+Lookup = Callable[[bytes], "bytes | None"]
+#: The digest index: the handle key whose digest name this is (names.digest_entry), or None.
+DigestLookup = Callable[[bytes], "bytes | None"]
+#: Told the (normalized) prefix of every identifier whose data an answer carries.
+OnResolution = Callable[[bytes], None]
+
+_HEADER = struct.Struct(">HHHHHH")
+_FLAGS = struct.Struct(">HH")
+_QUESTION_TAIL = struct.Struct(">HH")
+_RR_HEAD = struct.Struct(">HHIH")  # type, class, ttl, rdlength
+_OPT_FIXED = struct.Struct(
+    ">HHBBHH"
+)  # after the root owner: type, payload size, ext rcode, version, flags, rdlen
+_OPT_BYTES = 1 + _OPT_FIXED.size
+_OPTION_HEAD = struct.Struct(">HH")
+_OPT_TAIL = struct.Struct(">IH")  # our OPT record's TTL field (ext rcode, version, flags) and rdlength
+_POINTER = struct.Struct(">H")
+_POINTER_BITS = 0xC000  # RFC 1035 §4.1.4
+_RCODE_EXT_SHIFT = 4  # RFC 6891 §6.1.3: the OPT record holds the upper 8 of the 12 rcode bits
+_FAST_QTYPES = (RrType.TXT, RrType.URI)
+_NOT_SERVED_QTYPES = {RrType.AXFR: RefusedQuery, RrType.IXFR: RefusedQuery}
+_UNIMPLEMENTED_QTYPES = (RrType.MAILA, RrType.MAILB)
+_IN = RrClass.IN
+
+
+class Resolution(NamedTuple):
+    """The outcome of one question, before it is encoded."""
+
+    rcode: int
+    authoritative: bool
+    #: (type, ttl, items): TXT items are string tuples, URI items (priority, weight, target), SOA a
+    #: :class:`Soa`, NS a name.
+    rrsets: list[tuple[int, int, Sequence[Any]]]
+    negative: bool  #: no answer: the SOA goes in the authority section (RFC 2308)
+    key: bytes | None  #: the handle key whose data the answer carries, for counting
+
+
+class DnsView:
+    """The DNS face of the identifier store for one zone.
+
+    ``lookup(handle_key)`` gives the values tail or None. ``digest_lookup(digest)`` gives the key of an
+    identifier that only has a digest name (without it, digest names are NXDOMAIN). ``on_resolution(prefix)``
+    is called for every answer that carries an identifier's data (not for truncated UDP answers: the client
+    asks again over TCP).
+    """
+
+    def __init__(
+        self,
+        zone: str,
+        lookup: Lookup,
+        case_sensitive: bool = False,
+        soa: Soa | None = None,
+        ns: Sequence[str] | None = None,
+        *,
+        digest_lookup: DigestLookup | None = None,
+        on_resolution: OnResolution | None = None,
+        max_udp_bytes: int = EDNS_UDP_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.names = NameMap(zone, case_sensitive)
+        self.zone = self.names.zone
+        self.soa = (soa or Soa()).for_zone(self.zone)
+        self.ns = tuple(ns) if ns else default_ns(self.soa)
+        self._lookup = lookup
+        self._digest_lookup = digest_lookup
+        self._on_resolution = on_resolution
+        if not PLAIN_UDP_BYTES <= max_udp_bytes <= MAX_TCP_MESSAGE_BYTES:
+            raise ValueError(
+                f"max_udp_bytes {max_udp_bytes} outside {PLAIN_UDP_BYTES}..{MAX_TCP_MESSAGE_BYTES}"
+            )
+        self.max_udp_bytes = max_udp_bytes
+        self._clock = clock
+        self._zone_list = list(self.names.zone_labels)
+        self._zone_count = len(self._zone_list)
+        self._soa_rdata = soa_rdata(self.soa)
+        self._soa_tail = (
+            _RR_HEAD.pack(RrType.SOA, _IN, self.soa.negative_ttl_s, len(self._soa_rdata)) + self._soa_rdata
+        )
+        # Our OPT record (RFC 6891 §6.1.2): root owner, our UDP size, rcode 0, version 0, DO copied.
+        opt_head = b"\x00" + _FLAGS.pack(RrType.OPT, self.max_udp_bytes)
+        self._opt = (opt_head + _OPT_TAIL.pack(0, 0), opt_head + _OPT_TAIL.pack(EDNS_DO, 0))
+
+    # --- the entry point -------------------------------------------------------------------------
+    def answer(self, query: bytes, transport: str = "udp") -> bytes | None:
+        """The answer to one DNS message (without TCP framing), or None when it must be dropped."""
+        tcp = _is_tcp(transport)
+        try:
+            reply = self._fast(query, tcp)
+        except Exception:  # the fast path never decides an error: the careful path answers it
+            log.debug("fast path failed; answering on the careful path", exc_info=True)
+            reply = None
+        if reply is None:
+            return self._general(query, tcp)
+        return reply
+
+    def answer_fast(self, query: bytes, transport: str = "udp") -> bytes | None:
+        """The hand-built answer to a common query, or None when the query needs the careful path."""
+        return self._fast(query, _is_tcp(transport))
+
+    def answer_general(self, query: bytes, transport: str = "udp") -> bytes | None:
+        """The dnslib-built answer to any query, or None when it must be dropped."""
+        return self._general(query, _is_tcp(transport))
+
+    # --- resolution, shared by both paths --------------------------------------------------------
+    def resolve(self, below: list[bytes], qtype: int) -> Resolution:
+        """The outcome of a question for a name in the zone, given its lower-cased labels left of the zone."""
+        if not below:
+            return self._resolve_apex(qtype)
+        kind, payload, interior = self.names.classify(below)
+        if kind is NameKind.IDENTIFIER:
+            key: bytes | None = payload
+        elif kind is NameKind.DIGEST:
+            key = self._key_of_digest(payload, below)
+        elif kind is NameKind.NODE:
+            return Resolution(Rcode.NOERROR, True, [], True, None)
+        else:
+            key = None
+        if key is None:
+            return Resolution(Rcode.NXDOMAIN, True, [], True, None)
+        tail = self._lookup(key)
+        if tail is None:
+            return Resolution(Rcode.NOERROR if interior else Rcode.NXDOMAIN, True, [], True, None)
+        records = self.records(tail)
+        rrsets: list[tuple[int, int, Sequence[Any]]] = []
+        if (qtype == RrType.TXT or qtype == RrType.ANY) and records.txt:
+            rrsets.append((RrType.TXT, records.txt_ttl_s, records.txt))
+        if (qtype == RrType.URI or qtype == RrType.ANY) and records.uri:
+            rrsets.append((RrType.URI, records.uri_ttl_s, records.uri))
+        return Resolution(Rcode.NOERROR, True, rrsets, not rrsets, key if rrsets else None)
+
+    def records(self, tail: bytes) -> IdentifierRecords:
+        """The records of a values tail (raises CorruptValues, answered as SERVFAIL)."""
+        return render_records(tail, self._clock())
+
+    def _resolve_apex(self, qtype: int) -> Resolution:
+        rrsets: list[tuple[int, int, Sequence[Any]]] = []
+        if qtype == RrType.SOA or qtype == RrType.ANY:
+            rrsets.append((RrType.SOA, self.soa.ttl_s, (self.soa,)))
+        if qtype == RrType.NS or qtype == RrType.ANY:
+            rrsets.append((RrType.NS, self.soa.ttl_s, self.ns))
+        return Resolution(Rcode.NOERROR, True, rrsets, not rrsets, None)
+
+    def _key_of_digest(self, digest: bytes, below: list[bytes]) -> bytes | None:
+        if self._digest_lookup is None:
+            return None
+        key = self._digest_lookup(digest)
+        # The index says which identifier hashes so; only its own name (under its own prefix) names it.
+        if key is None or self.names.labels_of_key(key) != below + self._zone_list:
+            return None
+        return key
+
+    def _count(self, resolution: Resolution) -> None:
+        if self._on_resolution is not None and resolution.key is not None:
+            key = resolution.key
+            self._on_resolution(key[: key.find(b"/")])
+
+    def _resolve_guarded(self, below: list[bytes], qtype: int) -> Resolution:
+        try:
+            return self.resolve(below, qtype)
+        except DnsViewError as exc:
+            log.debug("cannot resolve: %s", exc)
+            return Resolution(exc.rcode, False, [], False, None)
+        except Exception:  # a store failure must not take the server down with it
+            log.debug("lookup failed", exc_info=True)
+            return Resolution(Rcode.SERVFAIL, False, [], False, None)
+
+    # --- the fast path ---------------------------------------------------------------------------
+    def _fast(self, query: bytes, tcp: bool) -> bytes | None:
+        n = len(query)
+        if n < HEADER_BYTES + 5:
+            return None
+        qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(query)
+        if flags & FAST_QUERY_CLEAR_MASK or qdcount != 1 or ancount or nscount or arcount > 1:
+            return None
+        pos = HEADER_BYTES
+        labels = []
+        length = query[pos]
+        while length:
+            if length > MAX_LABEL_BYTES:
+                return None  # a pointer or an unassigned label type: the careful path
+            end = pos + 1 + length
+            labels.append(query[pos + 1 : end])
+            pos = end
+            if pos >= n:
+                return None
+            length = query[pos]
+        pos += 1  # the root label
+        if pos - HEADER_BYTES > MAX_NAME_BYTES or pos + 4 > n:
+            return None
+        qtype, qclass = _QUESTION_TAIL.unpack_from(query, pos)
+        if qclass != _IN or qtype not in _FAST_QTYPES:
+            return None
+        question_end = pos + 4
+        do = -1  # no OPT
+        udp_limit = PLAIN_UDP_BYTES
+        if arcount:
+            if n < question_end + _OPT_BYTES or query[question_end] != 0:
+                return None
+            rtype, payload, ext_rcode, version, edns_flags, rdlen = _OPT_FIXED.unpack_from(
+                query, question_end + 1
+            )
+            opt_end = question_end + _OPT_BYTES
+            if rtype != RrType.OPT or version or ext_rcode or opt_end + rdlen != n:
+                return None
+            while opt_end < n:  # options are ignored (RFC 6891 §6.1.2), but must be well formed
+                if opt_end + 4 > n:
+                    return None
+                opt_end += 4 + _OPTION_HEAD.unpack_from(query, opt_end)[1]
+            if opt_end != n:
+                return None
+            do = edns_flags & EDNS_DO
+            udp_limit = min(max(payload, PLAIN_UDP_BYTES), self.max_udp_bytes)
+        elif question_end != n:
+            return None
+        if not b"".join(labels).isascii():
+            return None  # dnslib's rule for such names (FORMERR unless UTF-8) lives on the careful path
+
+        k = self._zone_count
+        lowered = [label.lower() for label in labels]
+        if len(lowered) < k or (k and lowered[-k:] != self._zone_list):
+            resolution = Resolution(Rcode.REFUSED, False, [], False, None)
+        else:
+            resolution = self._resolve_guarded(lowered[: len(lowered) - k], qtype)
+
+        # --- build ---
+        rflags = Flag.QR | (flags & COPIED_FLAGS) | resolution.rcode
+        if resolution.authoritative:
+            rflags |= Flag.AA
+        parts = [b"", query[HEADER_BYTES:question_end]]
+        count = 0
+        for rtype, ttl, items in resolution.rrsets:
+            for item in items:
+                rdata = txt_rdata(item) if rtype == RrType.TXT else uri_rdata(*item)
+                parts.append(POINTER_TO_QUESTION + _RR_HEAD.pack(rtype, _IN, ttl, len(rdata)) + rdata)
+                count += 1
+        authority = 0
+        if resolution.negative:
+            zone_at = HEADER_BYTES + sum(len(label) + 1 for label in labels[: len(labels) - k])
+            parts.append(_POINTER.pack(_POINTER_BITS | zone_at) + self._soa_tail)
+            authority = 1
+        opt = b"" if do < 0 else self._opt[1 if do else 0]
+        parts.append(opt)
+        parts[0] = _HEADER.pack(qid, rflags, 1, count, authority, 1 if opt else 0)
+        reply = b"".join(parts)
+        limit = MAX_TCP_MESSAGE_BYTES if tcp else udp_limit
+        if len(reply) > limit:
+            if tcp:
+                return None  # over 64 KiB: the careful path trims it
+            head = _HEADER.pack(qid, rflags | Flag.TC, 1, 0, 0, 1 if opt else 0)
+            return head + query[HEADER_BYTES:question_end] + opt
+        self._count(resolution)
+        return reply
+
+    # --- the careful path ------------------------------------------------------------------------
+    def _general(self, query: bytes, tcp: bool) -> bytes | None:
+        if len(query) < HEADER_BYTES:
+            return None  # not even an id to answer to
+        qid, flags = _FLAGS.unpack_from(query)
+        if flags & Flag.QR:
+            return None  # never answer an answer: two servers could bounce errors forever
+        base_flags = Flag.QR | (flags & (OPCODE_MASK | COPIED_FLAGS))
+        try:
+            record = _parse(query)
+        except Exception as exc:  # dnslib raises DNSError, and others (RecursionError) on hostile input
+            log.debug("unparsable query: %s", exc)
+            return _pack_error(qid, base_flags, Rcode.FORMERR)
+        question = record.questions[0] if len(record.questions) == 1 else None
+        opts = [rr for rr in record.ar if rr.rtype == RrType.OPT]
+        opt = opts[0] if len(opts) == 1 and not opts[0].rname.label else None
+        try:
+            if len(opts) > 1 or (opts and opt is None):
+                raise MalformedQuery(
+                    "more than one OPT record, or one not owned by the root (RFC 6891 §6.1.1)"
+                )
+            if (flags & OPCODE_MASK) >> OPCODE_SHIFT != Opcode.QUERY:
+                raise NotImplementedQuery("only QUERY is implemented")
+            if question is None:
+                raise MalformedQuery("a query has exactly one question")
+            if opt is not None and opt.edns_ver != 0:
+                raise BadEdnsVersion("only EDNS version 0 is implemented")
+            return self._general_question(record, question, opt, base_flags, tcp)
+        except DnsViewError as exc:
+            log.debug("query answered %s: %s", exc.rcode.name, exc)
+            reply = dnslib.DNSRecord(dnslib.DNSHeader(id=qid, bitmap=base_flags | (exc.rcode & RCODE_MASK)))
+            if question is not None:
+                reply.add_question(question)
+            if opt is not None:
+                reply.add_ar(self._dnslib_opt(opt, exc.rcode))
+            return reply.pack()
+
+    def _general_question(
+        self, record: dnslib.DNSRecord, question: dnslib.DNSQuestion, opt: Any, base_flags: int, tcp: bool
+    ) -> bytes:
+        labels = list(question.qname.label)
+        if any(len(label) > MAX_LABEL_BYTES for label in labels):
+            raise MalformedQuery("a label of more than 63 bytes")
+        if sum(len(label) + 1 for label in labels) + 1 > MAX_NAME_BYTES:
+            raise MalformedQuery("a name of more than 255 bytes")
+        if question.qclass not in (RrClass.IN, RrClass.ANY):
+            raise RefusedQuery("the zone exists in class IN only")
+        qtype = question.qtype
+        if qtype == RrType.OPT:
+            raise MalformedQuery("OPT is not a question type")
+        if qtype in _NOT_SERVED_QTYPES:
+            raise _NOT_SERVED_QTYPES[qtype]("zone transfers are not served")
+        if qtype in _UNIMPLEMENTED_QTYPES:
+            raise NotImplementedQuery("MAILA and MAILB are not implemented")
+        below = self.names.below_zone([label.lower() for label in labels])
+        if below is None:
+            raise NotInZone()
+        resolution = self._resolve_guarded(below, qtype)
+
+        rflags = base_flags | resolution.rcode
+        if resolution.authoritative:
+            rflags |= Flag.AA
+        reply = dnslib.DNSRecord(dnslib.DNSHeader(id=record.header.id, bitmap=rflags), q=question)
+        qname = question.qname
+        for rtype, ttl, items in resolution.rrsets:
+            for item in items:
+                reply.add_answer(dnslib.RR(qname, rtype, _IN, ttl, self._dnslib_rdata(rtype, item)))
+        if resolution.negative:
+            zone_name = dnslib.DNSLabel(labels[len(labels) - len(self._zone_list) :])
+            reply.add_auth(
+                dnslib.RR(
+                    zone_name,
+                    RrType.SOA,
+                    _IN,
+                    self.soa.negative_ttl_s,
+                    self._dnslib_rdata(RrType.SOA, self.soa),
+                )
+            )
+        if opt is not None:
+            reply.add_ar(self._dnslib_opt(opt, Rcode.NOERROR))
+        packed = reply.pack()
+        if tcp:
+            while len(packed) > MAX_TCP_MESSAGE_BYTES and reply.rr:
+                reply.rr.pop()
+                reply.header.tc = 1
+                packed = reply.pack()
+        else:
+            limit = PLAIN_UDP_BYTES
+            if opt is not None:
+                limit = min(max(opt.edns_len, PLAIN_UDP_BYTES), self.max_udp_bytes)
+            if len(packed) > limit:
+                reply.rr = []
+                reply.auth = []
+                reply.header.tc = 1
+                return reply.pack()
+        if not reply.header.tc:
+            self._count(resolution)
+        return packed
+
+    def _dnslib_rdata(self, rtype: int, item: Any) -> dnslib.RD:
+        if rtype == RrType.TXT:
+            return dnslib.TXT(list(item))
+        if rtype == RrType.URI:
+            return dnslib.RD(uri_rdata(*item))  # dnslib has no URI class: the generic RD carries the rdata
+        if rtype == RrType.SOA:
+            return dnslib.SOA(
+                _dnslib_name(item.mname),
+                _dnslib_name(item.rname),
+                (item.serial, item.refresh_s, item.retry_s, item.expire_s, item.minimum_s),
+            )
+        return dnslib.NS(_dnslib_name(item))
+
+    def _dnslib_opt(self, query_opt: Any, rcode: int) -> dnslib.RR:
+        return dnslib.EDNS0(
+            ext_rcode=rcode >> _RCODE_EXT_SHIFT,
+            udp_len=self.max_udp_bytes,
+            flags="do" if query_opt.ttl & EDNS_DO else "",
+        )
+
+
+def _is_tcp(transport: str) -> bool:
+    if transport == "udp":
+        return False
+    if transport == "tcp":
+        return True
+    raise ValueError(f"transport is 'udp' or 'tcp', not {transport!r}")
+
+
+def _dnslib_name(name: str) -> dnslib.DNSLabel:
+    return dnslib.DNSLabel(text_labels(name))
+
+
+def _parse(query: bytes) -> dnslib.DNSRecord:
+    """dnslib's parse, refusing trailing bytes, which it lets through. (It reads the unassigned label types
+    01 and 10 as long labels: :meth:`DnsView._general_question` refuses labels over 63 bytes.)"""
+    buffer = dnslib.DNSBuffer(query)
+    header = dnslib.DNSHeader.parse(buffer)
+    questions = [dnslib.DNSQuestion.parse(buffer) for _ in range(header.q)]
+    answers = [dnslib.RR.parse(buffer) for _ in range(header.a)]
+    authority = [dnslib.RR.parse(buffer) for _ in range(header.auth)]
+    additional = [dnslib.RR.parse(buffer) for _ in range(header.ar)]
+    if buffer.remaining():
+        raise MalformedQuery(f"{buffer.remaining()} bytes after the last record")
+    return dnslib.DNSRecord(header, questions, answers, auth=authority, ar=additional)
+
+
+def _pack_error(qid: int, flags: int, rcode: int) -> bytes:
+    """An answer of header only: for queries whose question cannot be read."""
+    return _HEADER.pack(qid, flags | rcode, 0, 0, 0, 0)
