@@ -9,7 +9,13 @@ import logging
 import sys
 from pathlib import Path
 
-from resolver.config import DEFAULT_HANDLE_PORT, DEFAULT_NODE_PREFIX, TCP_IDLE_TIMEOUT_S, ServeConfig
+from resolver.config import (
+    DEFAULT_DNS_ZONE,
+    DEFAULT_HANDLE_PORT,
+    DEFAULT_NODE_PREFIX,
+    TCP_IDLE_TIMEOUT_S,
+    ServeConfig,
+)
 
 log = logging.getLogger("idnode")
 
@@ -30,6 +36,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers or ServeConfig(args.data).workers,
             node_prefix=args.node_prefix,
             tcp_idle_timeout_s=args.tcp_idle_timeout,
+            http_port=args.http_port,
+            dns_port=args.dns_port,
+            dns_zone=args.dns_zone,
         )
         with Store(config.data_dir) as store:
             count = store.count_identifiers()
@@ -178,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", required=True, type=Path, help="store directory")
     serve.add_argument("--bind", action="append", help="address to listen on (repeatable; IPv4 or IPv6)")
     serve.add_argument("--handle-port", type=int, default=DEFAULT_HANDLE_PORT, help="Handle UDP+TCP port (0: any)")
+    serve.add_argument("--http-port", type=int, help="HTTP API port (default: no HTTP)")
+    serve.add_argument("--dns-port", type=int, help="DNS port, UDP and TCP (default: no DNS)")
+    serve.add_argument("--dns-zone", default=DEFAULT_DNS_ZONE, help="zone of the DNS view")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
     serve.add_argument("--node-prefix", default=DEFAULT_NODE_PREFIX, help="this node's own prefix")
     serve.add_argument(

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_HANDLE_PORT = 2641  #: IANA port of the Handle System
+DEFAULT_HTTP_PORT = 8000  #: the reference server's HTTP port (handle-protocol.md, transports)
+DEFAULT_DNS_PORT = 8053  #: unprivileged DNS port for development; 53 under systemd
+DEFAULT_DNS_ZONE = "id.test."  #: the zone identifiers appear under in the DNS view
 DEFAULT_NODE_PREFIX = "88.100"  #: the secondary node's own prefix; enterprises live under it
 TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; close only when it falls silent
 COUNTER_FLUSH_INTERVAL_S = 2.0  #: resolution counts reach the store this often (and at shutdown)
@@ -19,6 +22,9 @@ class ServeConfig:
     data_dir: Path
     binds: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     handle_port: int = DEFAULT_HANDLE_PORT
+    http_port: int | None = None  # None: no HTTP listener
+    dns_port: int | None = None  # None: no DNS listener
+    dns_zone: str = DEFAULT_DNS_ZONE
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     node_prefix: str = DEFAULT_NODE_PREFIX
     site_address: str | None = None  # the address published in the node's HS_SITE; default: first bind
@@ -30,8 +36,10 @@ class ServeConfig:
         self.data_dir = Path(self.data_dir)
         if self.workers < 1:
             raise ValueError("workers: at least 1")
-        if not 0 <= self.handle_port <= 65535:
-            raise ValueError(f"handle port: {self.handle_port} is not a port number")
+        for name in ("handle_port", "http_port", "dns_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{name.replace('_', ' ')}: {port} is not a port number")
         if self.tcp_idle_timeout_s <= 0:
             raise ValueError("tcp idle timeout: must be positive")
         for bind in self.binds:

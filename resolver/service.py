@@ -9,7 +9,7 @@ import time
 
 from resolver.handle.constants import ResponseCode
 from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_value
-from storage.counters import ResolutionCounter
+from storage.counters import PROTOCOLS, ResolutionCounter
 from storage.keys import NA_PREFIX, InvalidHandle, handle_key
 from storage.records import RecordError, select_values, unpack_record
 from storage.store import PrefixInfo, Store
@@ -37,12 +37,14 @@ def _values_tail(values: list[HandleValue]) -> bytes:
 class ResolutionService:
     """Resolves handles against a store for one worker. Not thread-safe; one per event loop."""
 
-    def __init__(self, store: Store, node_prefix: str, site_data: bytes, counter: ResolutionCounter | None = None):
+    def __init__(self, store: Store, node_prefix: str, site_data: bytes):
         self.store = store
         self.case_sensitive = store.case_sensitive
         self.node_prefix = node_prefix.upper().encode()
         self.site_data = site_data
-        self.counter = counter or ResolutionCounter()
+        # One counter per protocol, so the statistics can say where resolutions came from.
+        self.counters = {protocol: ResolutionCounter(protocol) for protocol in PROTOCOLS}
+        self.counter = self.counters["handle"]
         self._view = store.read_view()
         self._get = self._view.get
         self._prefixes: dict[bytes, PrefixInfo] = {}
@@ -97,23 +99,34 @@ class ResolutionService:
 
     # -- resolving ------------------------------------------------------------------------------------------
 
+    def flush_counts(self) -> int:
+        """Persist every protocol's resolution counts; returns how many were written."""
+        return sum(counter.flush(self.store) for counter in self.counters.values())
+
     def resolve(
-        self, handle: bytes, indexes: tuple[int, ...] = (), types: tuple[bytes, ...] = (), public_only: bool = True
+        self,
+        handle: bytes,
+        indexes: tuple[int, ...] = (),
+        types: tuple[bytes, ...] = (),
+        public_only: bool = True,
+        counter: ResolutionCounter | None = None,
     ) -> tuple[ResponseCode, bytes]:
         """(response code, payload): for SUCCESS the values tail (u32 count + encoded values); for
-        SERVICE_REFERRAL the values tail of the prefix handle that says where to go; else empty."""
+        SERVICE_REFERRAL the values tail of the prefix handle that says where to go; else empty.
+        The resolution is counted on `counter` (default: the Handle protocol's)."""
+        count = (counter or self.counter).count
         try:
             key = handle_key(handle, self.case_sensitive)
         except InvalidHandle:
             return INVALID_HANDLE, b""
         prefix = key[: key.find(b"/")]
         if prefix == NA_PREFIX:
-            return self._resolve_prefix_handle(key, indexes, types, public_only)
+            return self._resolve_prefix_handle(key, indexes, types, public_only, count)
         info = self._prefixes.get(prefix)
         if info is None or info.state == "disabled":
-            self.counter.count(UNKNOWN_PREFIX)
+            count(UNKNOWN_PREFIX)
             return SERVER_NOT_RESP, b""
-        self.counter.count(prefix)
+        count(prefix)
         if info.state == "referral":
             return SERVICE_REFERRAL, self._referral_tails[prefix]
         raw = self._get(key)
@@ -131,9 +144,9 @@ class ResolutionService:
             return VALUES_NOT_FOUND, b""
         return SUCCESS, selected
 
-    def _resolve_prefix_handle(self, key, indexes, types, public_only) -> tuple[ResponseCode, bytes]:
+    def _resolve_prefix_handle(self, key, indexes, types, public_only, count) -> tuple[ResponseCode, bytes]:
         named = key[len(NA_PREFIX) + 1 :]
-        self.counter.count(named if named in self._prefix_tails else UNKNOWN_PREFIX)
+        count(named if named in self._prefix_tails else UNKNOWN_PREFIX)
         raw = self._get(key)  # a prefix handle registered explicitly wins over the synthesised one
         if raw is not None:
             tail, all_public = unpack_record(raw)

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from storage.store import Store, counter_key, today
+from storage.store import REGISTRATIONS, Store, counter_key, today
 
-RESOLUTIONS = "resolutions"  #: counter kind: resolution requests answered, per prefix and day
+RESOLUTIONS = "resolutions"  #: counter kinds `resolutions.<protocol>`: resolutions answered, per prefix and day
 PROTOCOLS = ("handle", "http", "dns")  #: every protocol whose resolutions are counted
 
 
 class ResolutionCounter:
-    """Counts resolutions per prefix; `flush` moves them into the store."""
+    """Counts one protocol's resolutions per prefix; `flush` moves them into the store."""
 
-    __slots__ = ("_counts", "pending")
+    __slots__ = ("_counts", "pending", "kind")
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: str = "handle") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol: one of {', '.join(PROTOCOLS)}")
+        self.kind = f"{RESOLUTIONS}.{protocol}"
         self._counts: defaultdict[bytes, int] = defaultdict(int)
         self.pending = 0
 
@@ -36,7 +39,7 @@ class ResolutionCounter:
         counts, self._counts, flushed = self._counts, defaultdict(int), self.pending
         self.pending = 0
         try:
-            store.add_counts({counter_key(RESOLUTIONS, day, prefix): n for prefix, n in counts.items()})
+            store.add_counts({counter_key(self.kind, day, prefix): n for prefix, n in counts.items()})
         except Exception:
             # Keep what could not be written for the next flush rather than lose acceptance evidence.
             for prefix, n in counts.items():
@@ -46,16 +49,25 @@ class ResolutionCounter:
         return flushed
 
 
-def resolution_totals(store: Store) -> tuple[int, dict[str, int], dict[str, int]]:
-    """(total, per prefix, per day) of every resolution counted so far."""
+def totals(store: Store, kind: str = RESOLUTIONS) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
+    """(total, per prefix, per day, per protocol) of a counter kind (`resolutions` sums every protocol)."""
     per_prefix: defaultdict[str, int] = defaultdict(int)
     per_day: defaultdict[str, int] = defaultdict(int)
+    per_protocol: defaultdict[str, int] = defaultdict(int)
     total = 0
     for key, n in store.counters().items():
-        kind, day, prefix = key.decode().split("/", 2)
-        if kind != RESOLUTIONS:
+        key_kind, day, prefix = key.decode().split("/", 2)
+        base, _, protocol = key_kind.partition(".")
+        if base != kind:
             continue
         per_prefix[prefix] += n
         per_day[day] += n
+        if protocol:
+            per_protocol[protocol] += n
         total += n
-    return total, dict(per_prefix), dict(per_day)
+    return total, dict(per_prefix), dict(per_day), dict(per_protocol)
+
+
+def resolution_totals(store: Store) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(total, per prefix, per day) of every resolution counted so far, all protocols."""
+    return totals(store, RESOLUTIONS)[:3]

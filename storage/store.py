@@ -34,6 +34,7 @@ _DB_META = b"meta"
 _META_CASE_SENSITIVE = b"case_sensitive"
 _META_PREFIXES_VERSION = b"prefixes_version"  # bumped by every prefix change, so workers reload their table
 _U64 = struct.Struct(">Q")
+REGISTRATIONS = "registrations"  #: counter kind: identifiers created, per prefix and day
 
 T = TypeVar("T")
 
@@ -130,17 +131,33 @@ class Store:
         log.info("growing the store map to %d MiB", new_size >> 20)
         self.env.set_mapsize(new_size)
 
-    def put_records(self, items: list[tuple[bytes, bytes]], append: bool = False, txn_hook: Callable | None = None) -> int:
-        """Write (key, record) pairs in one transaction; `append` is the fast path for keys sorted after every
+    def put_records(
+        self,
+        items: list[tuple[bytes, bytes]],
+        append: bool = False,
+        txn_hook: Callable[[lmdb.Transaction], None] | None = None,
+        now_s: float | None = None,
+    ) -> int:
+        """Write (key, record) pairs in one transaction, counting the new ones as registrations of their
+        prefix for today in the same transaction. `append` is the fast path for keys sorted after every
         stored key. `txn_hook(txn)` runs in the same transaction (load checkpoints). Returns how many were new."""
+        day = today(now_s)
 
         def work(txn: lmdb.Transaction) -> int:
-            before = txn.stat(self.handles)["entries"]
+            if append:
+                new_keys: Iterable[bytes] = (key for key, _ in items)
+            else:
+                new_keys = [key for key, _ in items if txn.get(key, db=self.handles) is None]
+            per_prefix: dict[bytes, int] = {}
+            for key in new_keys:
+                prefix = key[: key.find(b"/")]
+                per_prefix[prefix] = per_prefix.get(prefix, 0) + 1
             with txn.cursor(self.handles) as cursor:
                 cursor.putmulti(items, append=append)
+            self._add_counts(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in per_prefix.items()})
             if txn_hook is not None:
                 txn_hook(txn)
-            return txn.stat(self.handles)["entries"] - before
+            return sum(per_prefix.values())
 
         return self.write(work)
 
@@ -175,15 +192,13 @@ class Store:
     def add_counts(self, counts: dict[bytes, int]) -> None:
         """Add to persisted counters, in one transaction (LMDB serialises writers, so concurrent workers'
         additions never overwrite each other)."""
-
-        def work(txn: lmdb.Transaction) -> None:
-            for key, n in counts.items():
-                old = txn.get(key, db=self.counters_db)
-                total = n + (_U64.unpack(old)[0] if old else 0)
-                txn.put(key, _U64.pack(total), db=self.counters_db)
-
         if counts:
-            self.write(work)
+            self.write(lambda txn: self._add_counts(txn, counts))
+
+    def _add_counts(self, txn: lmdb.Transaction, counts: dict[bytes, int]) -> None:
+        for key, n in counts.items():
+            old = txn.get(key, db=self.counters_db)
+            txn.put(key, _U64.pack(n + (_U64.unpack(old)[0] if old else 0)), db=self.counters_db)
 
     def set_meta(self, key: bytes, value: bytes) -> None:
         self.write(lambda txn: txn.put(key, value, db=self.meta))

@@ -104,3 +104,13 @@ def test_counter_keeps_counts_when_the_store_write_fails(tmp_path):
     with Store(tmp_path / "s", create=True) as s:
         assert counter.flush(s) == 1
         assert resolution_totals(s)[0] == 1
+
+
+def test_new_records_count_as_registrations_of_their_prefix(store):
+    from storage.counters import REGISTRATIONS, totals
+
+    store.put_records([(b"88.1/A", pack_record([])), (b"88.1/B", pack_record([])), (b"88.2/C", pack_record([]))], append=True)
+    store.put_records([(b"88.1/A", pack_record([])), (b"88.2/D", pack_record([]))])  # A exists: not new
+    total, per_prefix, per_day, _ = totals(store, REGISTRATIONS)
+    assert total == 4
+    assert per_prefix == {"88.1": 2, "88.2": 2}

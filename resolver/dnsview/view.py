@@ -341,7 +341,7 @@ class DnsView:
                 reply.add_question(question)
             if opt is not None:
                 reply.add_ar(self._dnslib_opt(opt, exc.rcode))
-            return reply.pack()
+            return bytes(reply.pack())
 
     def _general_question(
         self, record: dnslib.DNSRecord, question: dnslib.DNSQuestion, opt: Any, base_flags: int, tcp: bool
@@ -386,12 +386,12 @@ class DnsView:
             )
         if opt is not None:
             reply.add_ar(self._dnslib_opt(opt, Rcode.NOERROR))
-        packed = reply.pack()
+        packed = bytes(reply.pack())
         if tcp:
             while len(packed) > MAX_TCP_MESSAGE_BYTES and reply.rr:
                 reply.rr.pop()
                 reply.header.tc = 1
-                packed = reply.pack()
+                packed = bytes(reply.pack())
         else:
             limit = PLAIN_UDP_BYTES
             if opt is not None:
@@ -400,7 +400,7 @@ class DnsView:
                 reply.rr = []
                 reply.auth = []
                 reply.header.tc = 1
-                return reply.pack()
+                return bytes(reply.pack())
         if not reply.header.tc:
             self._count(resolution)
         return packed

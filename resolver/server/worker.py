@@ -31,6 +31,8 @@ def node_site(config: ServeConfig) -> bytes:
         Interface(InterfaceType.QUERY, InterfaceProtocol.TCP, config.handle_port),
         Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, config.handle_port),
     )
+    if config.http_port:
+        interfaces += (Interface(InterfaceType.BOTH, InterfaceProtocol.HTTP, config.http_port),)
     server = ServerInfo(1, ipaddress.ip_address(config.published_address), b"", interfaces)
     return encode_site(SiteInfo(serial=1, attributes=(("desc", "idnode secondary node"),), servers=(server,)))
 
@@ -97,7 +99,7 @@ class Worker:
             try:
                 self.service.reload_prefixes()
                 if loop.time() >= next_flush:
-                    self.service.counter.flush(self.store)
+                    self.service.flush_counts()
                     next_flush = loop.time() + self.config.counter_flush_interval_s
             except Exception:
                 log.exception("housekeeping failed; trying again in a second")
@@ -106,7 +108,7 @@ class Worker:
         for closer in self._closers:
             closer.close()
         try:
-            self.service.counter.flush(self.store)
+            self.service.flush_counts()
         finally:
             self.store.close()
 
