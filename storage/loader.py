@@ -1,16 +1,17 @@
 """Bulk registration from NDJSON or CSV files into the store.
 
-Lines are parsed in chunks (in worker processes when the input is large) and written one chunk per LMDB
-transaction, so a failed load leaves every committed chunk in place and nothing half-written. Each commit also
-records a checkpoint (file identity and line), in the same transaction, so an interrupted load resumes where it
-stopped; a finished load removes it, and loading the same file again is safe because records are replaced
-whole. Keys that arrive sorted after everything stored take LMDB's append path, the fast one.
+Input is cut into chunks of whole lines; each chunk is written in one LMDB transaction together with a
+checkpoint (file identity, byte offset and line count), so a failed or interrupted load leaves every committed
+chunk in place and nothing half-written, and running the same unchanged file again resumes after the last
+commit. A finished load removes its checkpoint; loading a file again is safe because records are replaced
+whole. Keys that arrive sorted after everything stored take LMDB's append path.
+
+Large NDJSON files are parsed by one worker process per CPU, each reading its own chunks straight from the
+file and committing them in file order (a shared turn counter), so the parent does no per-record work.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import multiprocessing
 import os
 import time
@@ -19,20 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
-import orjson
 
-from resolver.handle.constants import MAX_HANDLE_BYTES
-from resolver.handle.errors import HandleProtocolError
-from storage.jsonvalues import ValueEncoder, ValueFormatError, encoded_record_from_json, value_from_json
-from storage.keys import InvalidHandle, handle_key, prefix_of_key
-from storage.records import pack_encoded, pack_record
+from storage.chunks import Chunk, chunk_bounds, parse_ndjson
+from storage.csvinput import CSV_COLUMNS, CSV_OPTIONAL, csv_chunks
+from storage.keys import prefix_of_key
 from storage.store import Store
 
-CHUNK_LINES = 20_000  #: lines per parse chunk and per write transaction: large enough to amortise the commit
-PARALLEL_MIN_BYTES = 8 << 20  #: below this, worker processes cost more than they save
-CSV_COLUMNS = ("handle", "index", "type", "data")  #: required CSV header columns; see the README
-CSV_OPTIONAL = ("format", "ttl", "permissions", "timestamp")
+CHUNK_BYTES = 8 << 20  #: NDJSON bytes per chunk (~16,000 typical lines): amortises the commit and its fsync
+PARALLEL_MIN_BYTES = 16 << 20  #: below this, starting worker processes costs more than it saves
+PROGRESS_INTERVAL_S = 0.5  #: how often the parent reports progress of a parallel load
+TURN_WAIT_S = 1.0  #: a worker waiting for its turn to commit re-checks for a failure this often
 _CHECKPOINT = b"load-checkpoint/"
+
+__all__ = ["CSV_COLUMNS", "CSV_OPTIONAL", "LoadError", "LoadReport", "load_files"]
+
+Progress = Callable[[str, int, float], None]
 
 
 class LoadError(Exception):
@@ -51,137 +53,46 @@ class LoadReport:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-@dataclass
-class _Chunk:
-    first_line: int
-    last_line: int
-    items: list[tuple[bytes, bytes]]
-    error: str | None = None  # "line N: message": items holds the lines before it
+@dataclass(frozen=True)
+class _Source:
+    """One input file and where its load resumes."""
+
+    path: Path
+    checkpoint_key: bytes
+    identity: tuple[int, int]  # size and mtime: a changed file is never resumed
+    resume_offset: int
+    resume_lines: int
+
+    @classmethod
+    def open(cls, store: Store, path: Path) -> _Source:
+        st = path.stat()
+        identity = (st.st_size, st.st_mtime_ns)
+        key = _CHECKPOINT + str(path.resolve()).encode()
+        saved = store.get_meta(key)
+        if saved is not None:
+            size, mtime_ns, offset, lines = msgpack.unpackb(saved)
+            if (size, mtime_ns) == identity:
+                return cls(path, key, identity, offset, lines)
+        return cls(path, key, identity, 0, 0)
+
+    def checkpoint(self, offset: int, lines: int) -> bytes:
+        return msgpack.packb([*self.identity, offset, lines])
 
 
-def _validate_handle(handle: str, case_sensitive: bool) -> bytes:
-    raw = handle.encode()
-    if len(raw) > MAX_HANDLE_BYTES:
-        raise ValueFormatError(f"handle: longer than {MAX_HANDLE_BYTES} bytes")
-    try:
-        return handle_key(raw, case_sensitive)
-    except InvalidHandle as exc:
-        raise ValueFormatError(f"handle: {exc}: {handle!r}") from exc
+def _commit(store: Store, source: _Source, chunk: Chunk, lines_before: int, now_s: int) -> int:
+    """Write a chunk's items and the checkpoint after it in one transaction; returns how many were new."""
+    checkpoint = source.checkpoint(chunk.end_offset, lines_before + chunk.line_count)
+    prefixes = {prefix_of_key(key) for key, _ in chunk.items}
 
+    def in_same_transaction(txn) -> None:
+        txn.put(source.checkpoint_key, checkpoint, db=store.meta)
+        store.ensure_prefixes(txn, prefixes, now_s)
 
-def parse_ndjson_chunk(lines: list[bytes], first_line: int, now_s: int, case_sensitive: bool) -> _Chunk:
-    items = []
-    encoder = ValueEncoder(now_s)
-    line_no = first_line
-    for line_no, line in enumerate(lines, first_line):
-        if not line.strip():
-            continue
-        try:
-            handle, encoded, all_public = encoded_record_from_json(orjson.loads(line), encoder)
-            items.append((_validate_handle(handle, case_sensitive), pack_encoded(encoded, all_public)))
-        except (ValueError, RecursionError, HandleProtocolError) as exc:  # JSON and value format errors
-            return _Chunk(first_line, line_no - 1, items, f"line {line_no}: {exc}")
-    return _Chunk(first_line, line_no, items)
-
-
-def _parse_chunk_job(args: tuple[list[bytes], int, int, bool]) -> _Chunk:
-    return parse_ndjson_chunk(*args)
-
-
-def _read_chunks(path: Path, skip_lines: int) -> Iterator[tuple[list[bytes], int]]:
-    with path.open("rb") as f:
-        for _ in range(skip_lines):
-            if not f.readline():
-                return
-        line_no = skip_lines + 1
-        while True:
-            lines = f.readlines(CHUNK_LINES * 200)
-            if not lines:
-                return
-            yield lines, line_no
-            line_no += len(lines)
-
-
-def _csv_chunks(path: Path, skip_lines: int, now_s: int, case_sensitive: bool) -> Iterator[_Chunk]:
-    """CSV: one value a row, header `handle,index,type,data[,format,ttl,permissions,timestamp]`; the rows of
-    one identifier are consecutive. A checkpoint never splits an identifier, so skipping whole lines is safe."""
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            yield _Chunk(1, 0, [], f"line 1: CSV header lacks {', '.join(missing)}")
-            return
-        items: list[tuple[bytes, bytes]] = []
-        current: tuple[str, list, int] | None = None  # handle, values, first line of the identifier
-        chunk_first = skip_lines + 2
-
-        def flush_identifier() -> None:
-            handle, values, _ = current
-            items.append((_validate_handle(handle, case_sensitive), pack_record(values)))
-
-        for row_no, row in enumerate(reader, 2):
-            if row_no - 1 <= skip_lines:
-                continue
-            try:
-                if current is not None and current[0] != row["handle"]:
-                    flush_identifier()  # a new handle completes the one before it
-                    current = None
-                    if len(items) >= CHUNK_LINES:
-                        yield _Chunk(chunk_first, row_no - 1, items)
-                        items, chunk_first = [], row_no
-                value = value_from_json(_csv_value(row), now_s, "row")
-                if current is None:
-                    current = (row["handle"], [], row_no)
-                if any(v.index == value.index for v in current[1]):
-                    raise ValueFormatError(f"index {value.index} appears twice for {row['handle']}")
-                current[1].append(value)
-            except (ValueError, TypeError, KeyError, HandleProtocolError) as exc:
-                last_good = current[2] - 1 if current else row_no - 1
-                yield _Chunk(chunk_first, last_good, items, f"line {row_no}: {exc}")
-                return
-        if current is not None:
-            try:
-                flush_identifier()
-            except (ValueError, HandleProtocolError) as exc:
-                yield _Chunk(chunk_first, current[2] - 1, items, f"line {current[2]}: {exc}")
-                return
-        yield _Chunk(chunk_first, row_no if items else chunk_first - 1, items)
-
-
-def _csv_value(row: dict) -> dict:
-    """One CSV row as a value in the JSON form, so both inputs share one parser and its checks."""
-    fmt = row.get("format") or "string"
-    obj: dict = {"index": _csv_int(row["index"], "index"), "type": row["type"],
-                 "data": {"format": fmt, "value": json.loads(row["data"]) if fmt == "admin" else row["data"]}}
-    for key in ("permissions", "timestamp"):
-        if row.get(key):
-            obj[key] = row[key]
-    if row.get("ttl"):
-        obj["ttl"] = int(row["ttl"]) if row["ttl"].lstrip("-").isdigit() else row["ttl"]
-    return obj
-
-
-def _csv_int(text: str, name: str) -> int:
-    try:
-        return int(text)
-    except ValueError as exc:
-        raise ValueFormatError(f"{name}: {text!r} is not an integer") from exc
-
-
-def _checkpoint_key(path: Path) -> bytes:
-    return _CHECKPOINT + str(path.resolve()).encode()
-
-
-def _file_identity(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return store.put_records(chunk.items, append=None, txn_hook=in_same_transaction, now_s=now_s)
 
 
 def load_files(
-    store: Store,
-    paths: list[Path],
-    progress: Callable[[str, int, float], None] | None = None,
-    parallel: bool | None = None,
+    store: Store, paths: list[Path], progress: Progress | None = None, parallel: bool | None = None
 ) -> LoadReport:
     """Register every record of `paths` (NDJSON, or CSV by the .csv ending). Raises LoadError naming the file
     and line at the first bad line, after committing the good lines before it."""
@@ -191,59 +102,130 @@ def load_files(
     for path in paths:
         if not path.is_file():
             raise LoadError(f"{path}: no such file")
-        _load_one(store, path, now_s, report, started, progress, parallel)
+        source = _Source.open(store, path)
+        report.skipped_lines += source.resume_lines
+        if path.suffix.lower() == ".csv":
+            _load_chunks(store, source, csv_chunks(path, source.resume_lines, now_s, store.case_sensitive),
+                         now_s, report, started, progress)
+        elif _use_processes(parallel, source):
+            _load_ndjson_parallel(store, source, now_s, report, started, progress)
+        else:
+            _load_chunks(store, source, _ndjson_chunks(source, now_s, store.case_sensitive),
+                         now_s, report, started, progress)
+        store.write(lambda txn, key=source.checkpoint_key: txn.delete(key, db=store.meta))
     report.seconds = time.monotonic() - started
     return report
 
 
-def _load_one(store, path, now_s, report, started, progress, parallel) -> None:
-    ckey = _checkpoint_key(path)
-    identity = _file_identity(path)
-    skip = 0
-    saved = store.get_meta(ckey)
-    if saved is not None:
-        size, mtime_ns, line = msgpack.unpackb(saved)
-        if [size, mtime_ns] == identity:
-            skip = line
-            report.skipped_lines += line
-    last_key = store.last_key() or b""
-    case_sensitive = store.case_sensitive
+def _use_processes(parallel: bool | None, source: _Source) -> bool:
+    if parallel is not None:
+        return parallel
+    return source.identity[0] - source.resume_offset >= PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1
 
-    if path.suffix.lower() == ".csv":
-        chunks: Iterator[_Chunk] = _csv_chunks(path, skip, now_s, case_sensitive)
-        pool = None
-    else:
-        jobs = ((lines, first, now_s, case_sensitive) for lines, first in _read_chunks(path, skip))
-        if parallel is None:
-            parallel = identity[0] >= PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1
-        if parallel:
-            pool = multiprocessing.get_context("fork").Pool(max(1, (os.cpu_count() or 2)))
-            chunks = pool.imap(_parse_chunk_job, jobs)
-        else:
-            pool = None
-            chunks = map(_parse_chunk_job, jobs)
+
+def _ndjson_chunks(source: _Source, now_s: int, case_sensitive: bool) -> Iterator[Chunk]:
+    size = source.identity[0]
+    with source.path.open("rb") as f:
+        index = 0
+        while True:
+            begin, end = chunk_bounds(f, index, source.resume_offset, size, CHUNK_BYTES)
+            if begin >= size:
+                return
+            f.seek(begin)
+            yield parse_ndjson(f.read(end - begin), begin, now_s, case_sensitive)
+            index += 1
+
+
+def _load_chunks(store, source, chunks, now_s, report, started, progress) -> None:
+    lines = source.resume_lines
+    for chunk in chunks:
+        chunk.first_line = lines + 1
+        if chunk.items or chunk.error is None:
+            report.new += _commit(store, source, chunk, lines, now_s)
+        report.records += len(chunk.items)
+        lines += chunk.line_count
+        if progress:
+            progress(str(source.path), report.records, time.monotonic() - started)
+        if chunk.error:
+            raise LoadError(f"{source.path}:{chunk.located_error()}")
+
+
+# -- parallel NDJSON ---------------------------------------------------------------------------------------
+
+
+class _Turns:
+    """State the workers share: whose turn it is to commit, and the running totals."""
+
+    def __init__(self, ctx, lines_before: int):
+        self.cond = ctx.Condition()
+        self.next_chunk = ctx.Value("q", 0, lock=False)
+        self.lines = ctx.Value("q", lines_before, lock=False)
+        self.records = ctx.Value("q", 0, lock=False)
+        self.new = ctx.Value("q", 0, lock=False)
+        self.failed = ctx.Value("b", 0, lock=False)
+        self.errors = ctx.SimpleQueue()
+
+
+def _worker(store_path: str, source: _Source, first: int, step: int, now_s: int, turns: _Turns) -> None:
+    """Parse chunks first, first+step, ... and commit each when its turn comes (file order)."""
     try:
-        for chunk in chunks:
-            if chunk.items:
-                keys = [k for k, _ in chunk.items]
-                append = keys[0] > last_key and all(a < b for a, b in zip(keys, keys[1:]))
-                checkpoint = msgpack.packb(identity + [chunk.last_line])
-                prefixes = {prefix_of_key(k) for k in keys}
+        with Store(store_path) as store, source.path.open("rb") as f:
+            size = source.identity[0]
+            index = first
+            while True:
+                begin, end = chunk_bounds(f, index, source.resume_offset, size, CHUNK_BYTES)
+                if begin >= size:
+                    return
+                f.seek(begin)
+                chunk = parse_ndjson(f.read(end - begin), begin, now_s, store.case_sensitive)
+                with turns.cond:
+                    while turns.next_chunk.value != index and not turns.failed.value:
+                        turns.cond.wait(TURN_WAIT_S)
+                    if turns.failed.value:
+                        return
+                    chunk.first_line = turns.lines.value + 1
+                    if chunk.items or chunk.error is None:
+                        turns.new.value += _commit(store, source, chunk, turns.lines.value, now_s)
+                    turns.records.value += len(chunk.items)
+                    turns.lines.value += chunk.line_count
+                    if chunk.error:
+                        turns.errors.put(f"{source.path}:{chunk.located_error()}")
+                        turns.failed.value = 1
+                    turns.next_chunk.value = index + 1
+                    turns.cond.notify_all()
+                if chunk.error:
+                    return
+                index += step
+    except BaseException as exc:  # tell the parent and the other workers, then stop
+        turns.errors.put(f"{source.path}: load worker failed: {exc!r}")
+        with turns.cond:
+            turns.failed.value = 1
+            turns.cond.notify_all()
 
-                def hook(txn, checkpoint=checkpoint, prefixes=prefixes):
-                    txn.put(ckey, checkpoint, db=store.meta)
-                    store.ensure_prefixes(txn, prefixes, now_s)
 
-                report.new += store.put_records(chunk.items, append=append, txn_hook=hook)
-                report.records += len(chunk.items)
-                last_key = max(last_key, keys[-1])
-                if progress:
-                    progress(str(path), report.records, time.monotonic() - started)
-            if chunk.error:
-                raise LoadError(f"{path}:{chunk.error}")
+def _load_ndjson_parallel(store, source, now_s, report, started, progress) -> None:
+    # spawn, not fork: an LMDB environment must not cross a fork, and the parent has the store open.
+    ctx = multiprocessing.get_context("spawn")
+    turns = _Turns(ctx, source.resume_lines)
+    count = max(1, os.cpu_count() or 1)
+    workers = [
+        ctx.Process(target=_worker, args=(str(store.path), source, n, count, now_s, turns), daemon=True)
+        for n in range(count)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        while any(w.is_alive() for w in workers):
+            for w in workers:
+                w.join(PROGRESS_INTERVAL_S / count)
+            if progress:
+                progress(str(source.path), report.records + turns.records.value, time.monotonic() - started)
     finally:
-        if pool is not None:
-            pool.terminate()
-    store.write(lambda txn: txn.delete(ckey, db=store.meta))
-
-
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # an interrupted transaction is never committed: nothing half-written
+            worker.join()
+    report.records += turns.records.value
+    report.new += turns.new.value
+    if not turns.errors.empty():
+        raise LoadError(turns.errors.get())

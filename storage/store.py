@@ -134,16 +134,20 @@ class Store:
     def put_records(
         self,
         items: list[tuple[bytes, bytes]],
-        append: bool = False,
+        append: bool | None = False,
         txn_hook: Callable[[lmdb.Transaction], None] | None = None,
         now_s: float | None = None,
     ) -> int:
         """Write (key, record) pairs in one transaction, counting the new ones as registrations of their
         prefix for today in the same transaction. `append` is the fast path for keys sorted after every
-        stored key. `txn_hook(txn)` runs in the same transaction (load checkpoints). Returns how many were new."""
+        stored key; None decides by looking. `txn_hook(txn)` runs in the same transaction (load checkpoints).
+        Returns how many were new."""
         day = today(now_s)
 
         def work(txn: lmdb.Transaction) -> int:
+            nonlocal append
+            if append is None:
+                append = self._appendable(txn, items)
             if append:
                 new_keys: Iterable[bytes] = (key for key, _ in items)
             else:
@@ -160,6 +164,15 @@ class Store:
             return sum(per_prefix.values())
 
         return self.write(work)
+
+    def _appendable(self, txn: lmdb.Transaction, items: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the keys are strictly ascending and all after the last stored key."""
+        if not items:
+            return False
+        with txn.cursor(self.handles) as cursor:
+            if cursor.last() and cursor.key() >= items[0][0]:
+                return False
+        return all(a[0] < b[0] for a, b in zip(items, items[1:]))
 
     def last_key(self) -> bytes | None:
         with self.env.begin(db=self.handles) as txn, txn.cursor() as cursor:

@@ -1,0 +1,80 @@
+"""A chunk of input lines turned into store items: the unit of parsing and of one write transaction.
+
+NDJSON input is cut into chunks at line boundaries by byte offset, so worker processes can each read their own
+chunks straight from the file; line numbers are known once the chunks before are counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import orjson
+
+from resolver.handle.constants import MAX_HANDLE_BYTES
+from resolver.handle.errors import HandleProtocolError
+from storage.jsonvalues import ValueEncoder, ValueFormatError, encoded_record_from_json
+from storage.keys import InvalidHandle, handle_key
+from storage.records import pack_encoded
+
+
+@dataclass
+class Chunk:
+    first_line: int  # line number of the chunk's first line (1-based); 0 when not yet known
+    line_count: int  # lines this chunk accounts for when it commits (up to, not including, a bad line)
+    items: list[tuple[bytes, bytes]]  # (key, record) of the good lines
+    end_offset: int = -1  # byte offset in the file just after the committed lines (NDJSON)
+    error: str | None = None  # why the line after the good ones failed ("field: reason")
+
+    def located_error(self) -> str:
+        """`line N: reason` with N counted in the whole file (first_line must be known)."""
+        return f"line {self.first_line + self.line_count}: {self.error}"
+
+
+def validate_handle(handle: str, case_sensitive: bool) -> bytes:
+    """The store key of a handle from input, or ValueFormatError naming the handle field."""
+    raw = handle.encode()
+    if len(raw) > MAX_HANDLE_BYTES:
+        raise ValueFormatError(f"handle: longer than {MAX_HANDLE_BYTES} bytes")
+    try:
+        return handle_key(raw, case_sensitive)
+    except InvalidHandle as exc:
+        raise ValueFormatError(f"handle: {exc}: {handle!r}") from exc
+
+
+def parse_ndjson(data: bytes, start_offset: int, now_s: int, case_sensitive: bool) -> Chunk:
+    """Parse whole NDJSON lines (`data` begins at byte `start_offset` of the file). On a bad line, the chunk
+    keeps the lines before it and says which (relative) line failed."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the newline that ends the last line starts no new line
+    encoder = ValueEncoder(now_s)
+    items = []
+    append = items.append
+    offset = start_offset
+    for n, line in enumerate(lines):
+        if line.strip():
+            try:
+                handle, encoded, all_public = encoded_record_from_json(orjson.loads(line), encoder)
+                append((validate_handle(handle, case_sensitive), pack_encoded(encoded, all_public)))
+            except (ValueError, RecursionError, HandleProtocolError) as exc:  # JSON and value format errors
+                return Chunk(0, n, items, offset, error=str(exc))
+        offset += len(line) + 1
+    return Chunk(0, len(lines), items, min(offset, start_offset + len(data)))
+
+
+def line_start_at_or_after(f: BinaryIO, position: int, start: int, size: int) -> int:
+    """The first line boundary at or after `position` (a chunk begins there), between `start` and `size`."""
+    if position <= start:
+        return start
+    if position >= size:
+        return size
+    f.seek(position - 1)
+    return position - 1 + len(f.readline())
+
+
+def chunk_bounds(f: BinaryIO, index: int, start: int, size: int, chunk_bytes: int) -> tuple[int, int]:
+    """Byte range [begin, end) of chunk `index` of the file from `start`: whole lines, about chunk_bytes."""
+    begin = line_start_at_or_after(f, start + index * chunk_bytes, start, size)
+    end = line_start_at_or_after(f, start + (index + 1) * chunk_bytes, start, size)
+    return begin, end
