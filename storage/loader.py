@@ -166,14 +166,16 @@ class _Turns:
         self.errors = ctx.SimpleQueue()
 
 
-def _worker(store_path: str, source: _Source, first: int, step: int, now_s: int, turns: _Turns) -> None:
+def _worker(
+    store_path: str, source: _Source, first: int, step: int, chunk_bytes: int, now_s: int, turns: _Turns
+) -> None:
     """Parse chunks first, first+step, ... and commit each when its turn comes (file order)."""
     try:
         with Store(store_path) as store, source.path.open("rb") as f:
             size = source.identity[0]
             index = first
             while True:
-                begin, end = chunk_bounds(f, index, source.resume_offset, size, CHUNK_BYTES)
+                begin, end = chunk_bounds(f, index, source.resume_offset, size, chunk_bytes)
                 if begin >= size:
                     return
                 f.seek(begin)
@@ -209,7 +211,7 @@ def _load_ndjson_parallel(store, source, now_s, report, started, progress) -> No
     turns = _Turns(ctx, source.resume_lines)
     count = max(1, os.cpu_count() or 1)
     workers = [
-        ctx.Process(target=_worker, args=(str(store.path), source, n, count, now_s, turns), daemon=True)
+        ctx.Process(target=_worker, args=(str(store.path), source, n, count, CHUNK_BYTES, now_s, turns), daemon=True)
         for n in range(count)
     ]
     try:

@@ -161,3 +161,16 @@ def test_cli_gen_is_deterministic_and_sorted(tmp_path):
     assert first == second and len(first) == 300
     keys = [json.loads(line)["handle"].upper().encode() for line in first]
     assert keys == sorted(keys)
+
+
+def test_parallel_load_names_the_right_line_and_keeps_the_chunks_before(tmp_path, monkeypatch):
+    from storage import loader
+
+    lines = list(generate_lines(60, 1, "88.100", 4))
+    monkeypatch.setattr(loader, "CHUNK_BYTES", len(lines[0]) * 7)  # many chunks over two workers
+    path = write_lines(tmp_path / "f.ndjson", lines[:44] + ['{"handle": 5}'] + lines[44:])
+    with Store(tmp_path / "s", create=True) as store:
+        with pytest.raises(LoadError, match=r"f.ndjson:line 45: handle: must be a string$"):
+            load_files(store, [path], parallel=True)
+        assert store.count_identifiers() == 44  # every line before the bad one, none after
+        assert store.get(json.loads(lines[44])["handle"]) is None
