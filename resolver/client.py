@@ -165,7 +165,11 @@ class HandleClient:
         """Send one request and wait for its answer (UDP: sent again when lost)."""
         request_id = next(self._ids) & 0xFFFFFFFF
         data = encode_request(
-            op_code, body, request_id=request_id, op_flags=op_flags, expiration=int(time.time()) + REQUEST_LIFETIME_S
+            op_code,
+            body,
+            request_id=request_id,
+            op_flags=op_flags,
+            expiration=int(time.time()) + REQUEST_LIFETIME_S,
         )
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -182,7 +186,9 @@ class HandleClient:
                         raise
             raise AssertionError("unreachable")
         except TimeoutError:
-            raise ResolveError(f"no answer from {self.host}:{self.port} within {self.timeout_s:g} s") from None
+            raise ResolveError(
+                f"no answer from {self.host}:{self.port} within {self.timeout_s:g} s"
+            ) from None
         finally:
             self._pending.pop(request_id, None)
 

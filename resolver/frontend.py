@@ -57,7 +57,10 @@ class HandleFrontend:
                 decode_site_info_request(request.body)  # validates the handle; any handle gets our site
                 return encode_response(request, _SUCCESS, self.service.site_data, expiration)
             return encode_error_response(
-                request, ResponseCode.OPERATION_NOT_SUPPORTED, f"op code {op_code} is not supported here", expiration
+                request,
+                ResponseCode.OPERATION_NOT_SUPPORTED,
+                f"op code {op_code} is not supported here",
+                expiration,
             )
         except HandleProtocolError as exc:
             return encode_error_answer(data, exc, expiration)
@@ -82,7 +85,9 @@ class HandleFrontend:
             except EnvelopeError:
                 return []
             except HandleProtocolError as exc:
-                answer = encode_error_answer(data[:ENVELOPE_BYTES], exc, int(self.clock()) + ANSWER_LIFETIME_S)
+                answer = encode_error_answer(
+                    data[:ENVELOPE_BYTES], exc, int(self.clock()) + ANSWER_LIFETIME_S
+                )
                 return [answer] if answer else []
             if whole is None:
                 return []

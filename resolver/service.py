@@ -14,9 +14,13 @@ from storage.keys import NA_PREFIX, InvalidHandle, handle_key
 from storage.records import RecordError, select_values, unpack_record
 from storage.store import PrefixInfo, Store
 
-PREFIX_ADMIN_INDEX = 200  #: HS_ADMIN of a prefix handle points at index 200 of itself, as the national system does
+PREFIX_ADMIN_INDEX = (
+    200  #: HS_ADMIN of a prefix handle points at index 200 of itself, as the national system does
+)
 PREFIX_VALUE_TTL_S = 86400  #: how long clients may cache a prefix handle's values
-UNKNOWN_PREFIX = b"-"  #: counter bucket for prefixes this node does not know, so garbage cannot grow the counters
+UNKNOWN_PREFIX = (
+    b"-"  #: counter bucket for prefixes this node does not know, so garbage cannot grow the counters
+)
 HS_SITE_INDEX = 1  #: index of the HS_SITE value of a prefix handle
 HS_ADMIN_INDEX = 100  #: conventional index of HS_ADMIN (handle-protocol.md)
 
@@ -67,7 +71,9 @@ class ResolutionService:
             return
         self._prefixes_version = version
         self._prefixes = self.store.prefixes()
-        self._prefix_tails = {key: _values_tail(self._prefix_handle_values(info)) for key, info in self._prefixes.items()}
+        self._prefix_tails = {
+            key: _values_tail(self._prefix_handle_values(info)) for key, info in self._prefixes.items()
+        }
         self._referral_tails = {
             key: _values_tail(self._prefix_handle_values(info)[:1])
             for key, info in self._prefixes.items()
@@ -84,15 +90,17 @@ class ResolutionService:
         site = info.site if info.state == "referral" and info.site else self.site_data
         handle = f"0.NA/{info.prefix}"
         return [
-                HandleValue(HS_SITE_INDEX, "HS_SITE", site, timestamp=info.created_s or now_s, ttl=PREFIX_VALUE_TTL_S),
-                HandleValue(
-                    HS_ADMIN_INDEX,
-                    "HS_ADMIN",
-                    encode_admin(AdminData(handle, PREFIX_ADMIN_INDEX, 0x0FFF)),
-                    timestamp=info.created_s or now_s,
-                    ttl=PREFIX_VALUE_TTL_S,
-                ),
-            ]
+            HandleValue(
+                HS_SITE_INDEX, "HS_SITE", site, timestamp=info.created_s or now_s, ttl=PREFIX_VALUE_TTL_S
+            ),
+            HandleValue(
+                HS_ADMIN_INDEX,
+                "HS_ADMIN",
+                encode_admin(AdminData(handle, PREFIX_ADMIN_INDEX, 0x0FFF)),
+                timestamp=info.created_s or now_s,
+                ttl=PREFIX_VALUE_TTL_S,
+            ),
+        ]
 
     def prefix_info(self, prefix: bytes) -> PrefixInfo | None:
         return self._prefixes.get(prefix)

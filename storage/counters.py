@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from storage.store import REGISTRATIONS, Store, counter_key, today
+from storage.store import Store, counter_key, today
 
-RESOLUTIONS = "resolutions"  #: counter kinds `resolutions.<protocol>`: resolutions answered, per prefix and day
+RESOLUTIONS = (
+    "resolutions"  #: counter kinds `resolutions.<protocol>`: resolutions answered, per prefix and day
+)
 PROTOCOLS = ("handle", "http", "dns")  #: every protocol whose resolutions are counted
 
 
@@ -49,7 +51,9 @@ class ResolutionCounter:
         return flushed
 
 
-def totals(store: Store, kind: str = RESOLUTIONS) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
+def totals(
+    store: Store, kind: str = RESOLUTIONS
+) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
     """(total, per prefix, per day, per protocol) of a counter kind (`resolutions` sums every protocol)."""
     per_prefix: defaultdict[str, int] = defaultdict(int)
     per_day: defaultdict[str, int] = defaultdict(int)

@@ -71,7 +71,11 @@ def csv_chunks(path: Path, skip_lines: int, now_s: int, case_sensitive: bool) ->
 def _row_as_value(row: dict) -> dict:
     fmt = row.get("format") or "string"
     data = json.loads(row["data"]) if fmt == "admin" else row["data"]
-    obj: dict = {"index": _int(row["index"], "index"), "type": row["type"], "data": {"format": fmt, "value": data}}
+    obj: dict = {
+        "index": _int(row["index"], "index"),
+        "type": row["type"],
+        "data": {"format": fmt, "value": data},
+    }
     for key in ("permissions", "timestamp"):
         if row.get(key):
             obj[key] = row[key]

@@ -191,7 +191,8 @@ def site_to_json(site: SiteInfo) -> dict:
                 "address": str(s.address),
                 "publicKey": {"format": "base64", "value": base64.b64encode(s.public_key).decode()},
                 "interfaces": [
-                    {"type": i.type, "protocol": _protocol_name(i.protocol), "port": i.port} for i in s.interfaces
+                    {"type": i.type, "protocol": _protocol_name(i.protocol), "port": i.port}
+                    for i in s.interfaces
                 ],
             }
             for s in site.servers
@@ -211,7 +212,11 @@ def _parse_vlist(value: Any, field: str) -> bytes:
         if not isinstance(item, dict):
             raise _fail(f"{field}[{n}]", "must be {handle, index}")
         handle = _str_field(item, "handle", f"{field}[{n}].handle").encode()
-        parts += [_U32.pack(len(handle)), handle, _U32.pack(_int_field(item, "index", f"{field}[{n}].index", 0, MAX_INDEX))]
+        parts += [
+            _U32.pack(len(handle)),
+            handle,
+            _U32.pack(_int_field(item, "index", f"{field}[{n}].index", 0, MAX_INDEX)),
+        ]
     return b"".join(parts)
 
 
@@ -312,7 +317,11 @@ def data_to_json(vtype: str, data: bytes) -> dict | str:
             admin = decode_admin(data)
             return {
                 "format": "admin",
-                "value": {"handle": admin.handle, "index": admin.index, "permissions": format(admin.permissions, "012b")},
+                "value": {
+                    "handle": admin.handle,
+                    "index": admin.index,
+                    "permissions": format(admin.permissions, "012b"),
+                },
             }
         if upper in ("HS_SITE", "HS_SITE.PREFIX"):
             return {"format": "site", "value": site_to_json(decode_site(data))}
@@ -325,7 +334,11 @@ def data_to_json(vtype: str, data: bytes) -> dict | str:
 
 
 def value_to_json(value: HandleValue) -> dict:
-    out: dict[str, Any] = {"index": value.index, "type": value.type, "data": data_to_json(value.type, value.data)}
+    out: dict[str, Any] = {
+        "index": value.index,
+        "type": value.type,
+        "data": data_to_json(value.type, value.data),
+    }
     out["ttl"] = format_timestamp(value.ttl) if value.ttl_type == TTL_ABSOLUTE else value.ttl
     if value.timestamp:
         out["timestamp"] = format_timestamp(value.timestamp)

@@ -105,13 +105,27 @@ def load_files(
         source = _Source.open(store, path)
         report.skipped_lines += source.resume_lines
         if path.suffix.lower() == ".csv":
-            _load_chunks(store, source, csv_chunks(path, source.resume_lines, now_s, store.case_sensitive),
-                         now_s, report, started, progress)
+            _load_chunks(
+                store,
+                source,
+                csv_chunks(path, source.resume_lines, now_s, store.case_sensitive),
+                now_s,
+                report,
+                started,
+                progress,
+            )
         elif _use_processes(parallel, source):
             _load_ndjson_parallel(store, source, now_s, report, started, progress)
         else:
-            _load_chunks(store, source, _ndjson_chunks(source, now_s, store.case_sensitive),
-                         now_s, report, started, progress)
+            _load_chunks(
+                store,
+                source,
+                _ndjson_chunks(source, now_s, store.case_sensitive),
+                now_s,
+                report,
+                started,
+                progress,
+            )
         store.write(lambda txn, key=source.checkpoint_key: txn.delete(key, db=store.meta))
     report.seconds = time.monotonic() - started
     return report
@@ -211,7 +225,9 @@ def _load_ndjson_parallel(store, source, now_s, report, started, progress) -> No
     turns = _Turns(ctx, source.resume_lines)
     count = max(1, os.cpu_count() or 1)
     workers = [
-        ctx.Process(target=_worker, args=(str(store.path), source, n, count, CHUNK_BYTES, now_s, turns), daemon=True)
+        ctx.Process(
+            target=_worker, args=(str(store.path), source, n, count, CHUNK_BYTES, now_s, turns), daemon=True
+        )
         for n in range(count)
     ]
     try:

@@ -18,7 +18,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:
-        with socket.socket(family, socket.SOCK_STREAM) as tcp, socket.socket(family, socket.SOCK_DGRAM) as udp:
+        with (
+            socket.socket(family, socket.SOCK_STREAM) as tcp,
+            socket.socket(family, socket.SOCK_DGRAM) as udp,
+        ):
             tcp.bind((host, 0))
             port = tcp.getsockname()[1]
             try:
@@ -29,7 +32,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def idnode(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resolver.cli", *args], capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "resolver.cli", *args], capture_output=True, text=True, **kwargs
+    )
 
 
 def _answers_tcp(host: str, port: int) -> bool:

@@ -8,11 +8,11 @@ import pytest
 from resolver.frontend import ANSWER_LIFETIME_S, HandleFrontend
 from resolver.handle.constants import OpCode, ResponseCode
 from resolver.handle.message import (
+    ResolutionRequest,
     decode_message,
     decode_resolution_response_body,
     encode_request,
     encode_resolution_request,
-    ResolutionRequest,
 )
 from resolver.handle.udp import split_datagrams
 from resolver.handle.values import Reader, decode_value
@@ -35,7 +35,7 @@ def frontend(tmp_path, vectors):
     with Store(tmp_path / "store", create=True) as store:
         public = [vectors[f"value_{i}_{name}"] for i, name in enumerate(["URL", "EMAIL", "DESC", "HS_ADMIN"])]
         private = vectors["value_4_INTERNAL"]
-        large = decode_message(vectors["large_response_whole"]).body[4 + len(b"88.100.1/ABC123"):]
+        large = decode_message(vectors["large_response_whole"]).body[4 + len(b"88.100.1/ABC123") :]
         store.put_records(
             sorted(
                 [
@@ -90,7 +90,10 @@ def test_request_digest_matches_reference(frontend, vectors):
     expected = decode_message(vectors["resolve_response_rd"])
     assert answer.envelope == expected.envelope._replace(message_length=answer.envelope.message_length)
     assert answer.header._replace(body_length=0) == expected.header._replace(body_length=0)
-    assert decode_resolution_response_body(answer.body, True)[:2] == decode_resolution_response_body(expected.body, True)[:2]
+    assert (
+        decode_resolution_response_body(answer.body, True)[:2]
+        == decode_resolution_response_body(expected.body, True)[:2]
+    )
 
 
 def test_filtered_request_selects_union_of_index_and_type(frontend, vectors):

@@ -28,7 +28,9 @@ def test_load_generated_file_registers_everything_and_prefixes(tmp_path, demo_nd
         report = load_files(store, [demo_ndjson])
         assert (report.records, report.new) == (2000, 2000)
         assert store.count_identifiers() == 2000
-        assert sorted(store.prefixes()) == sorted(p.encode() for p in Dataset(2000, 1, "88.100", 8).prefixes())
+        assert sorted(store.prefixes()) == sorted(
+            p.encode() for p in Dataset(2000, 1, "88.100", 8).prefixes()
+        )
         tail, all_public = unpack_record(store.get(Dataset(2000, 1, "88.100", 8).handle_at(17)))
         assert all_public and len(split_values(tail)) == 4
 
@@ -42,7 +44,9 @@ def test_rerunning_a_load_is_safe(tmp_path, demo_ndjson):
 
 
 def test_unsorted_input_and_duplicates_are_accepted(tmp_path):
-    path = write_lines(tmp_path / "u.ndjson", [record("88.1/B"), record("88.1/A"), record("88.1/b", "https://new")])
+    path = write_lines(
+        tmp_path / "u.ndjson", [record("88.1/B"), record("88.1/A"), record("88.1/b", "https://new")]
+    )
     with Store(tmp_path / "s", create=True) as store:
         load_files(store, [path])
         assert store.count_identifiers() == 2
@@ -62,13 +66,22 @@ def test_parallel_and_serial_parsing_store_the_same_bytes(tmp_path, demo_ndjson)
     [
         ("{not json", "line 3:"),
         (json.dumps({"handle": "no-slash", "values": []}), "line 3: handle:"),
-        (json.dumps({"handle": "88.1/C", "values": [{"index": 1, "type": "URL", "data": {"format": "hex", "value": "zz"}}]}),
-         "line 3: values[0].data.value: not valid hex"),
+        (
+            json.dumps(
+                {
+                    "handle": "88.1/C",
+                    "values": [{"index": 1, "type": "URL", "data": {"format": "hex", "value": "zz"}}],
+                }
+            ),
+            "line 3: values[0].data.value: not valid hex",
+        ),
         (json.dumps({"handle": "88.1/" + "C" * 2100, "values": []}), "line 3: handle: longer than 2048"),
     ],
 )
 def test_bad_line_names_file_and_line_and_keeps_the_lines_before(tmp_path, bad_line, message):
-    path = write_lines(tmp_path / "bad.ndjson", [record("88.1/A"), record("88.1/B"), bad_line, record("88.1/D")])
+    path = write_lines(
+        tmp_path / "bad.ndjson", [record("88.1/A"), record("88.1/B"), bad_line, record("88.1/D")]
+    )
     with Store(tmp_path / "s", create=True) as store:
         with pytest.raises(LoadError) as err:
             load_files(store, [path])
@@ -142,7 +155,10 @@ def test_csv_error_names_the_line(tmp_path):
             load_files(store, [path])
         assert store.count_identifiers() == 2
     path.write_text("handle,type\nx,y\n", encoding="utf-8")
-    with Store(tmp_path / "s") as store, pytest.raises(LoadError, match="line 1: CSV header lacks index, data"):
+    with (
+        Store(tmp_path / "s") as store,
+        pytest.raises(LoadError, match="line 1: CSV header lacks index, data"),
+    ):
         load_files(store, [path])
 
 

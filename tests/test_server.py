@@ -35,7 +35,9 @@ def node_store(tmp_path_factory, demo_ndjson):
     """The demo identifiers plus one identifier whose answer needs several UDP datagrams."""
     path = tmp_path_factory.mktemp("node") / "store"
     big = tmp_path_factory.mktemp("big") / "big.ndjson"
-    values = [{"index": i, "type": "URL", "data": f"https://example.com/{'x' * 80}/{i}"} for i in range(1, 30)]
+    values = [
+        {"index": i, "type": "URL", "data": f"https://example.com/{'x' * 80}/{i}"} for i in range(1, 30)
+    ]
     big.write_text(json.dumps({"handle": "88.100.1/ZZ-LARGE", "values": values}) + "\n")
     with Store(path, create=True) as store:
         load_files(store, [demo_ndjson, big])
@@ -74,7 +76,9 @@ def udp_silence(node, datagram: bytes, wait_s: float = 0.5) -> bool:
         return False
 
 
-def request(handle: bytes, request_id: int = 7, op_code: int = OpCode.RESOLUTION, body: bytes | None = None) -> bytes:
+def request(
+    handle: bytes, request_id: int = 7, op_code: int = OpCode.RESOLUTION, body: bytes | None = None
+) -> bytes:
     body = encode_resolution_request(ResolutionRequest(handle)) if body is None else body
     return encode_request(op_code, body, request_id=request_id, expiration=2_000_000_000, op_flags=0)
 
@@ -122,7 +126,9 @@ def test_site_info_lists_tcp_first_and_our_port(node):
     assert str(site.servers[0].address) == "127.0.0.1"
 
 
-@pytest.mark.parametrize("name", ["client_national_sdk_get_site_info", "client_national_sdk_resolve", "client_id_pointer_resolve"])
+@pytest.mark.parametrize(
+    "name", ["client_national_sdk_get_site_info", "client_national_sdk_resolve", "client_id_pointer_resolve"]
+)
 def test_national_sdk_requests_over_udp(node, vectors, name):
     (answer,) = udp_exchange(node, [vectors[name]])
     assert code_of(answer) in (ResponseCode.SUCCESS, ResponseCode.HANDLE_NOT_FOUND)
@@ -143,8 +149,12 @@ def test_national_sdk_session_on_one_tcp_connection_stays_open(node, vectors):
                 if got:
                     return got[0]
 
-        names = ["client_national_sdk_get_site_info", "client_national_sdk_resolve", "client_id_pointer_resolve",
-                 "client_national_sdk_resolve"]
+        names = [
+            "client_national_sdk_get_site_info",
+            "client_national_sdk_resolve",
+            "client_id_pointer_resolve",
+            "client_national_sdk_resolve",
+        ]
         answers = [ask(vectors[n]) for n in names]
     assert [code_of(a) for a in answers][0] == ResponseCode.SUCCESS
     assert all(code_of(a) == ResponseCode.HANDLE_NOT_FOUND for a in answers[1:])  # that id is not in the demo
@@ -188,10 +198,13 @@ def test_chunked_request_is_reassembled(node):
 
 # -- bad input ---------------------------------------------------------------------------------------------
 
+
 def test_garbage_and_truncated_envelopes_are_dropped(node):
     assert udp_silence(node, b"\xff" * 7)
     assert udp_silence(node, request(b"88.100.1/A")[:19])
-    assert udp_silence(node, b"\x02\x0a\x02\x0a" + b"\x00" * 12 + struct.pack(">I", 262_145))  # over the limit
+    assert udp_silence(
+        node, b"\x02\x0a\x02\x0a" + b"\x00" * 12 + struct.pack(">I", 262_145)
+    )  # over the limit
 
 
 def test_message_length_beyond_datagram_is_a_protocol_error(node):
@@ -215,7 +228,9 @@ def test_unknown_op_code_is_not_supported(node):
     assert code_of(answer) == ResponseCode.OPERATION_NOT_SUPPORTED
 
 
-@pytest.mark.parametrize("handle", [b"88.100.1/\xff\xfe", b"88.100.1/" + b"A" * 2050], ids=["bad-utf8", "too-long"])
+@pytest.mark.parametrize(
+    "handle", [b"88.100.1/\xff\xfe", b"88.100.1/" + b"A" * 2050], ids=["bad-utf8", "too-long"]
+)
 def test_invalid_handles(node, handle):
     (answer,) = udp_exchange(node, [request(handle)])
     assert code_of(answer) == ResponseCode.INVALID_HANDLE
@@ -239,15 +254,18 @@ def test_server_keeps_answering_after_a_burst_of_garbage(node):
 
 # -- lifecycle ---------------------------------------------------------------------------------------------
 
+
 def test_counts_survive_restart_and_sigterm_is_clean(tmp_path, demo_ndjson):
     data = tmp_path / "store"
     with Store(data, create=True) as store:
         load_files(store, [demo_ndjson])
     with running_node(data, workers=2) as running:
+
         async def go():
             async with HandleClient(running.host, running.port) as client:
                 for i in range(40):
                     assert (await client.resolve(DATASET.handle_at(i))).ok
+
         run(go())
         assert running.stop() == 0
     stats = json.loads(idnode("stats", "--data", str(data), "--json").stdout)
@@ -258,6 +276,7 @@ def test_counts_survive_restart_and_sigterm_is_clean(tmp_path, demo_ndjson):
 
 def test_ipv4_and_ipv6_binds(node_store):
     with running_node(node_store, workers=1, binds=("127.0.0.1", "::1")) as running:
+
         async def go(host):
             async with HandleClient(host, running.port, tcp=host == "::1") as client:
                 return await client.resolve(DATASET.handle_at(9))
