@@ -107,7 +107,8 @@ def test_counter_keeps_counts_when_the_store_write_fails(tmp_path):
 
 
 def test_new_records_count_as_registrations_of_their_prefix(store):
-    from storage.counters import REGISTRATIONS, totals
+    from storage.counters import totals
+    from storage.store import REGISTRATIONS
 
     store.put_records([(b"88.1/A", pack_record([])), (b"88.1/B", pack_record([])), (b"88.2/C", pack_record([]))], append=True)
     store.put_records([(b"88.1/A", pack_record([])), (b"88.2/D", pack_record([]))])  # A exists: not new
