@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-data
 DEMO_COUNT ?= 100000
 WORKERS ?= 2
+HTTP_PORT ?= 8000
 
 .PHONY: venv run demo test lint bench-micro bench-load clean
 
@@ -26,10 +27,15 @@ $(DEMO_DIR)/.built: | $(STAMP)
 	rm -f $(DEMO_DIR).ndjson.tmp
 	touch $@
 
-demo: $(DEMO_DIR)/.built
+# The two application scenarios (deploy/scenarios/): prefixes, templates and data, loaded with template checks.
+$(DEMO_DIR)/.scenarios: $(DEMO_DIR)/.built $(wildcard deploy/scenarios/*/*)
+	$(IDNODE) scenario load --data $(DEMO_DIR) deploy/scenarios/automotive deploy/scenarios/equipment
+	touch $@
+
+demo: $(DEMO_DIR)/.built $(DEMO_DIR)/.scenarios
 
 run: demo
-	$(IDNODE) serve --data $(DEMO_DIR) --bind 127.0.0.1 --workers $(WORKERS)
+	$(IDNODE) serve --data $(DEMO_DIR) --bind 127.0.0.1 --workers $(WORKERS) --http-port $(HTTP_PORT)
 
 test: venv
 	$(PY) -m pytest -q

@@ -21,6 +21,7 @@ and only ever sends to the one address it is given. Imports nothing of the serve
 from __future__ import annotations
 
 import array
+import math
 import multiprocessing
 import os
 import select
@@ -38,7 +39,7 @@ from resolver.handle.message import ResolutionRequest, encode_request, encode_re
 
 __all__ = ["DatasetSpec", "LoadGenError", "format_result", "percentiles", "request_pool", "run_udp_load"]
 
-REQUEST_TIMEOUT_S = 1.0  #: an answer later than this counts the request as lost; loopback answers take < 10 ms
+REQUEST_TIMEOUT_S = 1.0  #: an answer later than this means a lost request; loopback answers take < 10 ms
 DEFAULT_POOL_SIZE = 1 << 16  #: pre-encoded requests per process; a power of two (indexed by a mask)
 MAX_DURATION_S = 3600.0  #: a run is a benchmark, not a flood: refuse anything longer than an hour
 MAX_SOCKETS_PER_PROCESS = 4096  #: file descriptors are finite; 64-256 already spread well over SO_REUSEPORT
@@ -50,7 +51,8 @@ READY_TIMEOUT_S = 60.0  #: a process building its pool and opening its sockets t
 REPORT_GRACE_S = 30.0  #: after the run, how long the parent waits for a process's report before stopping it
 RECEIVE_BUFFER_BYTES = 1 << 20  #: per socket, so a burst of answers is not dropped by our own side
 REQUEST_LIFETIME_S = 86_400  #: ExpirationTime written into the pre-encoded requests (a run is far shorter)
-REQUEST_FLAGS = int(OpFlag.REC | OpFlag.CA | OpFlag.PO)  #: the reference client's defaults, as resolver.client
+OTHER_LOAD_REPORTED = 0.02  #: cores; another process this busy while we measure makes the figures suspect
+REQUEST_FLAGS = int(OpFlag.REC | OpFlag.CA | OpFlag.PO)  #: the reference client's defaults (resolver.client)
 
 _REQUEST_ID_AT = 8  # envelope: major, minor, flags, suggested minor, SessionId u32, then RequestId u32
 # RequestId, SequenceNumber, ResponseCode (envelope 20 bytes + OpCode u32 -> ResponseCode at 24).
@@ -157,7 +159,7 @@ def _open_sockets(plan: _Plan) -> list[socket.socket]:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
             except OSError:
                 pass  # a smaller buffer only risks drops we would count as lost
-            # Connected: the kernel picks a distinct source port, filters strangers, and send() skips the address.
+            # Connected: the kernel picks a distinct source port, filters strangers, send() skips the address.
             sock.connect((plan.host, plan.port))
             sock.setblocking(False)
     except BaseException:
@@ -183,12 +185,14 @@ def _generate(plan: _Plan, ready, go) -> dict:  # noqa: C901 - one hot loop, kep
         by_fd[sock.fileno()] = (sock.recv_into, sock.send, i)
         poller.register(sock.fileno(), select.EPOLLIN)
     buf = bytearray(_RECEIVE_BYTES)
+    drain = range(plan.window)
     unpack_answer = _ANSWER.unpack_from
     patch_id = _U32.pack_into
     clock = time.perf_counter_ns
     poll = poller.poll
     timeout_ns = int(plan.timeout_s * 1e9)
     scan_ns = int(TIMEOUT_SCAN_INTERVAL_S * 1e9)
+    getppid, parent = os.getppid, os.getppid()
 
     pending: dict[int, int] = {}  # request id -> send time (ns); insertion order is send order
     pending_pop = pending.pop
@@ -231,7 +235,9 @@ def _generate(plan: _Plan, ready, go) -> dict:  # noqa: C901 - one hot loop, kep
     while True:
         for fd, _ in poll(POLL_INTERVAL_S):
             recv_into, send, i = by_fd[fd]
-            while True:
+            # At most a window's worth per wake-up: a fast server must not keep us on one socket forever,
+            # and when the whole window came back at once no EAGAIN exception is paid.
+            for _ in drain:
                 try:
                     n = recv_into(buf)
                 except BlockingIOError:
@@ -269,6 +275,8 @@ def _generate(plan: _Plan, ready, go) -> dict:  # noqa: C901 - one hot loop, kep
         now = clock()
         if now >= next_scan:
             next_scan = now + scan_ns
+            if getppid() != parent:
+                break  # the parent is gone (killed): nobody will read the figures
             deadline = now - timeout_ns
             expired = []
             for rid, t0 in pending.items():
@@ -348,15 +356,15 @@ def _process_main(plan: _Plan, conn, go) -> None:
 
 
 def percentiles(sorted_values: Sequence[float], points: Iterable[float]) -> dict[float, float]:
-    """Nearest-rank percentiles of already sorted values: the smallest value with at least p% at or below it."""
+    """Nearest-rank percentiles of sorted values: the smallest value with at least p% at or below it."""
     n = len(sorted_values)
     out = {}
     for p in points:
         if not n:
             out[p] = float("nan")
             continue
-        rank = max(1, -(-n * p // 100))  # ceil(n * p / 100), at least the first
-        out[p] = sorted_values[min(n, int(rank)) - 1]
+        rank = max(1, math.ceil(n * p / 100 - 1e-9))  # the epsilon keeps 1000 * 99.9 / 100 at rank 999
+        out[p] = sorted_values[min(n, rank) - 1]
     return out
 
 
@@ -381,7 +389,62 @@ def _cpu_ticks(pid: int) -> int:
     return total + sum(_cpu_ticks(c) for c in children)
 
 
-def _merge(reports: list[dict], plan: _Plan, processes: int, server_cpu: dict | None) -> dict:
+def _process_ticks() -> dict[int, tuple[str, int]]:
+    """(command name, utime + stime) of every process on the machine, to spot load we did not make."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text.rpartition(")")[2].split()
+        out[int(entry)] = (name, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of all CPUs since boot (/proc/stat); busy is neither idle nor I/O wait."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def _others(before: dict, after: dict, ours: set[int], seconds: float) -> list[dict]:
+    """Processes other than the generator and the server that used CPU while we measured."""
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (name, ticks) in after.items():
+        if pid in ours:
+            continue
+        share = (ticks - before.get(pid, (name, 0))[1]) / hz / seconds
+        if share >= OTHER_LOAD_REPORTED:
+            busy.append({"pid": pid, "name": name, "cpu": round(share, 3)})
+    return sorted(busy, key=lambda b: -b["cpu"])
+
+
+def _descendants(pid: int) -> set[int]:
+    found = {pid}
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        return found
+    for child in children:
+        found |= _descendants(child)
+    return found
+
+
+def _merge(
+    reports: list[dict], plan: _Plan, processes: int, server_cpu: dict | None, other_load: list[dict]
+) -> dict:
     samples = array.array("q")
     codes: dict[int, int] = {}
     totals = dict.fromkeys(
@@ -406,7 +469,7 @@ def _merge(reports: list[dict], plan: _Plan, processes: int, server_cpu: dict | 
             {
                 "index": report["index"],
                 "answers": report["answers"],
-                "answers_per_s": round(report["answers"] / report["elapsed_s"], 1) if report["elapsed_s"] else 0.0,
+                "answers_per_s": round(report["answers"] / max(report["elapsed_s"], 1e-9), 1),
                 "elapsed_s": round(report["elapsed_s"], 3),
                 "cpu_s": round(report["cpu_s"], 3),
             }
@@ -464,6 +527,7 @@ def _merge(reports: list[dict], plan: _Plan, processes: int, server_cpu: dict | 
         "generator_cpu": round(sum(p["cpu_s"] for p in per_process) / max(
             (p["elapsed_s"] for p in per_process), default=1.0) if per_process else 0.0, 3),
         "server_cpu": server_cpu,
+        "other_load": other_load,
         "per_process": per_process,
     }  # fmt: skip
 
@@ -492,7 +556,8 @@ def run_udp_load(
     """
     if not 0 < duration_s <= MAX_DURATION_S or not 0 <= warmup_s <= MAX_DURATION_S:
         raise LoadGenError(f"duration and warm-up must lie within (0, {MAX_DURATION_S:g}] seconds")
-    if processes < 1 or not 1 <= sockets_per_process <= MAX_SOCKETS_PER_PROCESS or not 1 <= window <= MAX_WINDOW:
+    sockets_ok = 1 <= sockets_per_process <= MAX_SOCKETS_PER_PROCESS
+    if processes < 1 or not sockets_ok or not 1 <= window <= MAX_WINDOW:
         raise LoadGenError(
             f"need processes >= 1, 1..{MAX_SOCKETS_PER_PROCESS} sockets and a window of 1..{MAX_WINDOW}"
         )
@@ -531,9 +596,13 @@ def run_udp_load(
         go.set()
         time.sleep(warmup_s)
         ticks_start = {pid: _cpu_ticks(pid) for pid in server_pids}
+        everyone_start = _process_ticks()
+        machine_start = _machine_ticks()
         measure_start = time.monotonic()
         time.sleep(duration_s)
         ticks_end = {pid: _cpu_ticks(pid) for pid in server_pids}
+        everyone_end = _process_ticks()
+        machine_end = _machine_ticks()
         measured = time.monotonic() - measure_start
         reports = []
         for process, conn in workers:
@@ -559,7 +628,15 @@ def run_udp_load(
         server_cpu = {
             str(pid): round((ticks_end[pid] - ticks_start[pid]) / hz / measured, 3) for pid in server_pids
         }
-    return _merge(reports, plans[0], processes, server_cpu)
+    ours = {os.getpid(), *(p.pid for p, _ in workers)}
+    for pid in server_pids:
+        ours |= _descendants(pid)
+    other_load = _others(everyone_start, everyone_end, ours, measured)
+    result = _merge(reports, plans[0], processes, server_cpu, other_load)
+    # Everything the CPUs did meanwhile, in cores: generator + server + kernel softirq + whoever else.
+    busy = (machine_end[0] - machine_start[0]) / os.sysconf("SC_CLK_TCK") / measured
+    result["machine_busy"] = {"cores": round(busy, 3), "of": os.cpu_count()}
+    return result
 
 
 # --- presentation -----------------------------------------------------------------------------------------
@@ -581,7 +658,7 @@ def format_result(result: dict) -> str:
     for name, n in result["errors"].items():
         lines.append(f"  {name:<22}{n:>12,}")
     lines += [
-        f"lost        {result['lost']:>12,}   (timeout {s['timeout_s']:g} s; late answers {result['late']:,})",
+        f"lost        {result['lost']:>12,}   (timeout {s['timeout_s']:g} s, late {result['late']:,})",
     ]
     other = {k: result[k] for k in ("malformed", "send_errors", "receive_errors") if result[k]}
     if other:
@@ -589,8 +666,7 @@ def format_result(result: dict) -> str:
     lines += [
         "",
         "latency µs     Min      P50      P90      P99    P99.9      Max",
-        "          "
-        + "".join(f"{lat[k]:>9,.0f}" for k in ("min", "p50", "p90", "p99", "p99.9", "max")),
+        "          " + "".join(f"{lat[k]:>9,.0f}" for k in ("min", "p50", "p90", "p99", "p99.9", "max")),
         "",
         f"generator CPU {result['generator_cpu']:.2f} cores"
         + (
@@ -599,4 +675,12 @@ def format_result(result: dict) -> str:
             else ""
         ),
     ]
+    if result.get("machine_busy"):
+        busy = result["machine_busy"]
+        lines[-1] += f"; whole machine {busy['cores']:.2f} of {busy['of']} cores"
+    if result.get("other_load"):
+        lines.append(
+            "WARNING: other processes were busy meanwhile: "
+            + ", ".join(f"{o['name']} ({o['pid']}) {o['cpu']:.2f}" for o in result["other_load"])
+        )
     return "\n".join(lines)

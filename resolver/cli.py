@@ -9,50 +9,16 @@ import logging
 import sys
 from pathlib import Path
 
-from resolver.config import (
-    DEFAULT_DNS_ZONE,
-    DEFAULT_HANDLE_PORT,
-    DEFAULT_NODE_PREFIX,
-    TCP_IDLE_TIMEOUT_S,
-    ServeConfig,
-)
+from resolver.cli_errors import CliError  # one class for __main__ and the subcommand modules
+from resolver.config import DEFAULT_HANDLE_PORT, DEFAULT_NODE_PREFIX
 
 log = logging.getLogger("idnode")
 
 
-class CliError(Exception):
-    """A problem the user can fix; printed without a traceback, exit status 2."""
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from resolver.server.supervisor import resolve_port, supervise
-    from storage.store import Store, StoreError
+    from resolver.cli_ops import cmd_serve  # settings from file, environment and flags; systemd; reload
 
-    try:
-        config = ServeConfig(
-            data_dir=args.data,
-            binds=args.bind or ["127.0.0.1"],
-            handle_port=args.handle_port,
-            workers=args.workers or ServeConfig(args.data).workers,
-            node_prefix=args.node_prefix,
-            tcp_idle_timeout_s=args.tcp_idle_timeout,
-            http_port=args.http_port,
-            dns_port=args.dns_port,
-            dns_zone=args.dns_zone,
-        )
-        with Store(config.data_dir) as store:
-            count = store.count_identifiers()
-    except (ValueError, StoreError) as exc:
-        raise CliError(str(exc)) from exc
-    config.handle_port = resolve_port(config)
-    listen = ", ".join(f"[{b}]:{config.handle_port}" if ":" in b else f"{b}:{config.handle_port}" for b in config.binds)
-    print(
-        f"idnode: serving {count:,} identifiers from {config.data_dir} on {listen} (Handle UDP+TCP), "
-        f"{config.workers} workers",
-        file=sys.stderr,
-        flush=True,
-    )
-    return supervise(config)
+    return cmd_serve(args)
 
 
 def _progress(path: str, records: int, seconds: float) -> None:
@@ -125,7 +91,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from storage.counters import resolution_totals
+    from resolver.reports import collect_stats
     from storage.store import Store, StoreError
 
     try:
@@ -133,22 +99,23 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     except StoreError as exc:
         raise CliError(str(exc)) from exc
     with store:
-        total, per_prefix, per_day = resolution_totals(store)
-        stats = {
-            "identifiers": store.count_identifiers(),
-            "prefixes": len(store.prefixes()),
-            "resolutions": {"total": total, "per_prefix": per_prefix, "per_day": per_day},
-        }
+        stats = collect_stats(store)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
     print(f"identifiers   {stats['identifiers']:>14,}")
     print(f"prefixes      {stats['prefixes']:>14,}")
-    print(f"resolutions   {total:>14,}")
-    for day in sorted(per_day):
-        print(f"  {day}    {per_day[day]:>14,}")
-    for prefix in sorted(per_prefix):
-        print(f"  {prefix:<12}{per_prefix[prefix]:>14,}")
+    enterprises = stats["enterprises"]
+    print(f"connected     {enterprises['connected']:>14,}  enterprise nodes seen in the last 24 h")
+    for kind in ("registrations", "resolutions"):
+        block = stats[kind]
+        print(f"{kind:<14}{block['total']:>14,}")
+        for protocol in sorted(block["per_protocol"]):
+            print(f"  via {protocol:<8}{block['per_protocol'][protocol]:>14,}")
+        for day in sorted(block["per_day"]):
+            print(f"  {day}    {block['per_day'][day]:>14,}")
+        for prefix in sorted(block["per_prefix"]):
+            print(f"  {prefix:<12}{block['per_prefix'][prefix]:>14,}")
     return 0
 
 
@@ -184,17 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the node")
-    serve.add_argument("--data", required=True, type=Path, help="store directory")
-    serve.add_argument("--bind", action="append", help="address to listen on (repeatable; IPv4 or IPv6)")
-    serve.add_argument("--handle-port", type=int, default=DEFAULT_HANDLE_PORT, help="Handle UDP+TCP port (0: any)")
-    serve.add_argument("--http-port", type=int, help="HTTP API port (default: no HTTP)")
-    serve.add_argument("--dns-port", type=int, help="DNS port, UDP and TCP (default: no DNS)")
-    serve.add_argument("--dns-zone", default=DEFAULT_DNS_ZONE, help="zone of the DNS view")
-    serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
-    serve.add_argument("--node-prefix", default=DEFAULT_NODE_PREFIX, help="this node's own prefix")
-    serve.add_argument(
-        "--tcp-idle-timeout", type=float, default=TCP_IDLE_TIMEOUT_S, help="seconds before a silent TCP connection closes"
-    )
+    from resolver.cli_ops import add_serve_arguments, register
+
+    add_serve_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
     load = sub.add_parser("load", help="bulk-register identifiers from NDJSON or CSV files")
@@ -232,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     udp = bench_sub.add_parser("udp", help="closed-loop Handle resolutions over UDP (see bench/loadgen.py)")
     udp.add_argument("--server", default=f"127.0.0.1:{DEFAULT_HANDLE_PORT}", help="HOST:PORT of the node")
     udp.add_argument("--dataset-count", type=int, help="identifiers in the store (`idnode gen --count`)")
-    udp.add_argument("--seed", type=int, default=1, help="`idnode gen --seed` of the store; also seeds the requests")
+    udp.add_argument("--seed", type=int, default=1, help="`idnode gen --seed`; seeds requests too")
     udp.add_argument("--prefix", default=DEFAULT_NODE_PREFIX, help="`idnode gen --prefix` of the store")
     udp.add_argument("--enterprises", type=int, default=32, help="`idnode gen --enterprises` of the store")
     udp.add_argument("--handles", help="file of handles to ask for, one a line (instead of --dataset-count)")
@@ -243,9 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     udp.add_argument("--window", type=int, default=4, help="requests outstanding per socket")
     udp.add_argument("--missing", type=float, default=0.0, help="share of requests for absent handles (0..1)")
     udp.add_argument("--timeout", type=float, default=1.0, help="seconds before a request counts as lost")
-    udp.add_argument("--server-pid", type=int, action="append", help="report this process's CPU share (repeatable)")
+    udp.add_argument("--server-pid", type=int, action="append", help="report its CPU use (repeatable)")
     udp.add_argument("--json", help="also write the result as JSON to this file")
     udp.set_defaults(func=_cmd_bench)
+    register(sub)  # backup, restore, check
+    from resolver.cli_admin import register as register_admin
+
+    register_admin(sub)  # prefix, operator, template, trace, report
     return parser
 
 

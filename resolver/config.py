@@ -15,6 +15,9 @@ DEFAULT_NODE_PREFIX = "88.100"  #: the secondary node's own prefix; enterprises 
 TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; close only when it falls silent
 COUNTER_FLUSH_INTERVAL_S = 2.0  #: resolution counts reach the store this often (and at shutdown)
 PREFIX_RELOAD_INTERVAL_S = 1.0  #: how soon a prefix added or changed elsewhere is seen by every worker
+STOP_GRACE_S = 10.0  #: how long a stopping or replaced worker may drain and flush before SIGKILL
+LOG_LEVELS = ("debug", "info", "warning", "error")  #: accepted `log_level` values
+LOG_FORMATS = ("text", "json")  #: `text` for a terminal, `json` (an object a line) for journald and shippers
 
 
 @dataclass
@@ -31,6 +34,11 @@ class ServeConfig:
     tcp_idle_timeout_s: float = TCP_IDLE_TIMEOUT_S
     counter_flush_interval_s: float = COUNTER_FLUSH_INTERVAL_S
     prefix_reload_interval_s: float = PREFIX_RELOAD_INTERVAL_S
+    stop_grace_s: float = STOP_GRACE_S
+    log_level: str = "info"
+    log_format: str = "text"
+    access_log_sample: float = 0.0  # share of answered requests written to the access log (0: none, 1: all)
+    metrics_dir: str = ""  # prometheus-client multiprocess files; empty: a private temporary directory
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -42,6 +50,18 @@ class ServeConfig:
                 raise ValueError(f"{name.replace('_', ' ')}: {port} is not a port number")
         if self.tcp_idle_timeout_s <= 0:
             raise ValueError("tcp idle timeout: must be positive")
+        for name in ("counter_flush_interval_s", "prefix_reload_interval_s", "stop_grace_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        self.log_level = self.log_level.lower()
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if not 0.0 <= self.access_log_sample <= 1.0:
+            raise ValueError(f"access_log_sample: {self.access_log_sample} is not between 0 and 1")
+        if not self.binds:
+            raise ValueError("binds: at least one address")
         for bind in self.binds:
             try:
                 ipaddress.ip_address(bind)

@@ -24,13 +24,15 @@ from storage.keys import handle_key, normalize_prefix
 log = logging.getLogger(__name__)
 
 INITIAL_MAP_BYTES = 1 << 30  #: 1 GiB virtual; the map doubles on demand, so this only sets the first step
-MAX_DBS = 8  #: named databases: handles, prefixes, counters, meta, and room for later ones
+MAX_DBS = 8  #: named databases: handles, prefixes, counters, meta, enterprises, templates, and room for later ones
 PREFIX_SCHEMA_VERSION = 1  #: version of the msgpack prefix record
 
 _DB_HANDLES = b"handles"
 _DB_PREFIXES = b"prefixes"
 _DB_COUNTERS = b"counters"
 _DB_META = b"meta"
+_DB_ENTERPRISES = b"enterprises"  # credentials (salted hashes) and last-seen times: storage/enterprises.py
+_DB_TEMPLATES = b"templates"  # metadata templates per prefix: resolver/templates.py
 _META_CASE_SENSITIVE = b"case_sensitive"
 _META_PREFIXES_VERSION = b"prefixes_version"  # bumped by every prefix change, so workers reload their table
 _U64 = struct.Struct(">Q")
@@ -94,6 +96,8 @@ class Store:
         self.prefixes_db = self.env.open_db(_DB_PREFIXES)
         self.counters_db = self.env.open_db(_DB_COUNTERS)
         self.meta = self.env.open_db(_DB_META)
+        self.enterprises_db = self.env.open_db(_DB_ENTERPRISES)
+        self.templates_db = self.env.open_db(_DB_TEMPLATES)
         stored = self.get_meta(_META_CASE_SENSITIVE)
         if stored is None:
             self.write(lambda txn: txn.put(_META_CASE_SENSITIVE, b"1" if case_sensitive else b"0", db=self.meta))
@@ -122,6 +126,11 @@ class Store:
                     return work(txn)
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.MapResizedError:
+                # Another process grew the map: adopt its size (LMDB: set_mapsize(0)) and try again.
+                for view in self._views:
+                    view.suspend()
+                self.env.set_mapsize(0)
 
     def _grow(self) -> None:
         # set_mapsize needs every transaction of this process closed, the readers' included.
@@ -172,7 +181,7 @@ class Store:
         with txn.cursor(self.handles) as cursor:
             if cursor.last() and cursor.key() >= items[0][0]:
                 return False
-        return all(a[0] < b[0] for a, b in zip(items, items[1:]))
+        return all(a[0] < b[0] for a, b in zip(items, items[1:], strict=False))
 
     def last_key(self) -> bytes | None:
         with self.env.begin(db=self.handles) as txn, txn.cursor() as cursor:
@@ -186,6 +195,11 @@ class Store:
             self._bump_prefixes_version(txn)
 
         self.write(work)
+
+    def put_prefix_in(self, txn: lmdb.Transaction, info: PrefixInfo) -> None:
+        """`put_prefix` inside the caller's write transaction (a read-modify-write of a prefix)."""
+        txn.put(normalize_prefix(info.prefix.encode()), info.pack(), db=self.prefixes_db)
+        self._bump_prefixes_version(txn)
 
     def _bump_prefixes_version(self, txn: lmdb.Transaction) -> None:
         old = txn.get(_META_PREFIXES_VERSION, db=self.meta)
@@ -207,6 +221,11 @@ class Store:
         additions never overwrite each other)."""
         if counts:
             self.write(lambda txn: self._add_counts(txn, counts))
+
+    def add_counts_in(self, txn: lmdb.Transaction, counts: dict[bytes, int]) -> None:
+        """Add to persisted counters inside the caller's write transaction (registrations counted with the
+        write that made them)."""
+        self._add_counts(txn, counts)
 
     def _add_counts(self, txn: lmdb.Transaction, counts: dict[bytes, int]) -> None:
         for key, n in counts.items():

@@ -46,10 +46,14 @@ def _answers_tcp(host: str, port: int) -> bool:
 
 
 class RunningNode:
-    def __init__(self, data_dir: Path, workers: int = 2, binds: tuple[str, ...] = ("127.0.0.1",), extra=()):
+    def __init__(
+        self, data_dir: Path, workers: int | None = 2, binds: tuple[str, ...] = ("127.0.0.1",), extra=()
+    ):
         self.host = binds[0]
         self.port = free_port(self.host)
-        args = ["serve", "--data", str(data_dir), "--handle-port", str(self.port), "--workers", str(workers)]
+        args = ["serve", "--data", str(data_dir), "--handle-port", str(self.port)]
+        if workers is not None:  # None: the configuration file (extra=("--config", FILE)) decides
+            args += ["--workers", str(workers)]
         for bind in binds:
             args += ["--bind", bind]
         self.process = subprocess.Popen(
@@ -66,7 +70,7 @@ class RunningNode:
                 self.stop()
                 raise RuntimeError(f"idnode serve did not start:\n{self.output}")
             time.sleep(0.05)
-        time.sleep(0.2 * workers)  # let every worker bind, so SO_REUSEPORT spreads over all of them
+        time.sleep(0.2 * (workers or 1))  # let every worker bind, so SO_REUSEPORT spreads over all of them
         self.output = ""
 
     def stop(self, timeout_s: float = 15.0) -> int:

@@ -30,7 +30,7 @@ class Soa:
 
     def for_zone(self, zone: str) -> Soa:
         """This SOA with its empty names filled in for ``zone``."""
-        origin = name_map(zone).zone
+        origin = name_map(zone).zone.lstrip(".")  # "" for the root zone, so names do not end in ".."
         return Soa(
             self.mname or "ns1." + origin,
             self.rname or "hostmaster." + origin,

@@ -91,3 +91,7 @@ MAX_TTL_S = 86_400
 MAX_TXT_TEXT_BYTES = 60_000
 URI_WEIGHT = 1  #: RFC 7553 §4.3: every URL value gets the same weight; the index orders them (priority)
 MAX_URI_PRIORITY = 0xFFFF  #: RFC 7553 §4.2: u16; larger value indexes share the last priority
+#: Memo of encoded answer records per values tail: hot identifiers (QR-code scans of the same products) are
+#: answered by copying bytes. Entries are at most MAX_CACHED_TAIL_BYTES, so the memo stays a few tens of MB.
+RENDER_CACHE_ENTRIES = 8192
+MAX_CACHED_TAIL_BYTES = 2048  #: larger tails (rare) are rendered for every answer instead

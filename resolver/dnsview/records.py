@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,18 +30,21 @@ TTL_ABSOLUTE = 1  #: handle-protocol.md § Handle value: ttl is the Unix time of
 URL_TYPE = b"URL"  #: handle-protocol.md § Handle value: the type shown as URI records too
 BASE64_TAG = b"base64:"  #: a TXT field starting so is base64 of bytes that are not shown as text
 
-_VALUE_HEAD = struct.Struct(">IIBiB")  # index, timestamp, ttlType, ttl, permissions
+_VALUE_HEAD = struct.Struct(">IIBiBI")  # index, timestamp, ttlType, ttl, permissions, type length
 _U32 = struct.Struct(">I")
 _U16X2 = struct.Struct(">HH")
 _COUNT_BYTES = _U32.size
-#: Smallest encoded value: fixed head, empty type, empty data, no references.
-_MIN_VALUE_BYTES = _VALUE_HEAD.size + 3 * _COUNT_BYTES
+#: Smallest encoded value: fixed head with the type length, empty type, empty data, no references.
+_MIN_VALUE_BYTES = _VALUE_HEAD.size + 2 * _COUNT_BYTES
 _MIN_REFERENCE_BYTES = 2 * _COUNT_BYTES
 
 # Control characters that make data binary: C0 except TAB, LF, CR, and DEL. A type may not hold blanks either,
 # so that "index type data" splits at its first two spaces.
 _DATA_CONTROLS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _TYPE_CONTROLS = bytes(range(0x00, 0x21)) + b"\x7f"
+# Deleting these from printable ASCII text leaves nothing: a one-call test for the common case.
+_DATA_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+_TYPE_PRINTABLE = bytes(range(0x21, 0x7F))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,7 @@ class IdentifierRecords:
     txt_ttl_s: int
     uri: tuple[tuple[int, int, bytes], ...]  #: (priority, weight, target) of each URI record
     uri_ttl_s: int
+    clock_dependent: bool = False  #: a value expires at an absolute time, so the TTLs follow the clock
 
 
 def decode_values(tail: bytes) -> list[tuple[int, int, int, int, bytes, bytes]]:
@@ -69,10 +74,8 @@ def decode_values(tail: bytes) -> list[tuple[int, int, int, int, bytes, bytes]]:
     for _ in range(count):
         if pos + _MIN_VALUE_BYTES > end:
             raise CorruptValues("value runs past the end of the tail")
-        index, _timestamp, ttl_type, ttl, permissions = _VALUE_HEAD.unpack_from(tail, pos)
+        index, _timestamp, ttl_type, ttl, permissions, n = _VALUE_HEAD.unpack_from(tail, pos)
         pos += _VALUE_HEAD.size
-        (n,) = _U32.unpack_from(tail, pos)
-        pos += _COUNT_BYTES
         if n > end - pos:
             raise CorruptValues("value type runs past the end of the tail")
         vtype = tail[pos : pos + n]
@@ -118,16 +121,17 @@ def _shows_as_text(raw: bytes, controls: bytes) -> bool:
     return _is_utf8(raw)
 
 
-def txt_field(raw: bytes, controls: bytes = _DATA_CONTROLS) -> bytes:
+def txt_field(raw: bytes, printable: bytes = _DATA_PRINTABLE, controls: bytes = _DATA_CONTROLS) -> bytes:
     """A value field as TXT text: UTF-8 text as it is, anything else as ``base64:`` and RFC 4648 base64."""
-    if _shows_as_text(raw, controls):
-        return raw
-    return BASE64_TAG + base64.b64encode(raw)
+    if raw.translate(None, printable) or raw.startswith(BASE64_TAG):
+        if not _shows_as_text(raw, controls):
+            return BASE64_TAG + base64.b64encode(raw)
+    return raw
 
 
 def txt_text(index: int, vtype: bytes, data: bytes) -> bytes:
     """``index type data``: the whole text of a value's TXT record, before it is cut into strings."""
-    return b"%d %s %s" % (index, txt_field(vtype, _TYPE_CONTROLS), txt_field(data))
+    return b"%d %s %s" % (index, txt_field(vtype, _TYPE_PRINTABLE, _TYPE_CONTROLS), txt_field(data))
 
 
 def split_strings(text: bytes) -> tuple[bytes, ...]:
@@ -165,23 +169,32 @@ def render_records(tail: bytes, now_s: float = 0.0) -> IdentifierRecords:
     txt = []
     uri = []
     txt_ttl = uri_ttl = MAX_TTL_S
+    clock_dependent = False
     for index, ttl_type, ttl, permissions, vtype, data in decode_values(tail):
         if not permissions & PUBLIC_READ:
             continue
-        ttl_s = clamp_ttl(ttl_type, ttl, now_s)
-        text = txt_text(index, vtype, data)
+        if ttl_type == TTL_ABSOLUTE:
+            clock_dependent = True
+            ttl_s = clamp_ttl(ttl_type, ttl, now_s)
+        else:
+            ttl_s = MIN_TTL_S if ttl < MIN_TTL_S else MAX_TTL_S if ttl > MAX_TTL_S else ttl
+        # txt_text, with its common case (printable ASCII fields) inline: this runs for every answer.
+        shown_type = vtype
+        if vtype.translate(None, _TYPE_PRINTABLE) or vtype.startswith(BASE64_TAG):
+            shown_type = txt_field(vtype, _TYPE_PRINTABLE, _TYPE_CONTROLS)
+        shown_data = data
+        if data.translate(None, _DATA_PRINTABLE) or data.startswith(BASE64_TAG):
+            shown_data = txt_field(data)
+        text = b"%d %s %s" % (index, shown_type, shown_data)
         if len(text) <= MAX_TXT_TEXT_BYTES:
-            txt.append(split_strings(text))
-            txt_ttl = min(txt_ttl, ttl_s)
+            txt.append((text,) if len(text) <= MAX_CHARACTER_STRING_BYTES else split_strings(text))
+            if ttl_s < txt_ttl:
+                txt_ttl = ttl_s
         if data and vtype.upper() == URL_TYPE and _is_utf8(data):
             uri.append((min(index, MAX_URI_PRIORITY), URI_WEIGHT, data))
-            uri_ttl = min(uri_ttl, ttl_s)
-    return IdentifierRecords(tuple(txt), txt_ttl, tuple(uri), uri_ttl)
-
-
-def has_absolute_ttl(tail: bytes) -> bool:
-    """Whether any value of ``tail`` expires at an absolute time (its DNS TTL then depends on the clock)."""
-    return any(v[1] == TTL_ABSOLUTE for v in decode_values(tail))
+            if ttl_s < uri_ttl:
+                uri_ttl = ttl_s
+    return IdentifierRecords(tuple(txt), txt_ttl, tuple(uri), uri_ttl, clock_dependent)
 
 
 def txt_rdata(strings: Sequence[bytes]) -> bytes:
@@ -227,13 +240,13 @@ def zone_lines(
     values_tail: bytes,
     zone: str = DEFAULT_ZONE,
     case_sensitive: bool = False,
-    now_s: float = 0.0,
+    now_s: float | None = None,
 ) -> list[str]:
     """Master-file lines (TXT and URI) for one identifier, at the owner name the live view answers for.
 
-    ``handle`` is text, UTF-8 bytes or a store key. ``now_s`` fixes the TTL of values with an absolute
-    expiry, which a static zone cannot follow. An identifier without public values gives no lines.
+    ``handle`` is text, UTF-8 bytes or a store key. ``now_s`` (default: now) fixes the TTL of values with an
+    absolute expiry, which a static zone cannot follow. An identifier without public values gives no lines.
     """
     nmap = name_map(zone, case_sensitive)
     owner = nmap.name_of_key(handle_key(handle, case_sensitive))
-    return record_lines(owner, render_records(values_tail, now_s))
+    return record_lines(owner, render_records(values_tail, time.time() if now_s is None else now_s))

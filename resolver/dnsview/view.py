@@ -25,6 +25,7 @@ from .constants import (
     EDNS_UDP_BYTES,
     FAST_QUERY_CLEAR_MASK,
     HEADER_BYTES,
+    MAX_CACHED_TAIL_BYTES,
     MAX_LABEL_BYTES,
     MAX_NAME_BYTES,
     MAX_TCP_MESSAGE_BYTES,
@@ -33,6 +34,7 @@ from .constants import (
     PLAIN_UDP_BYTES,
     POINTER_TO_QUESTION,
     RCODE_MASK,
+    RENDER_CACHE_ENTRIES,
     Flag,
     Opcode,
     Rcode,
@@ -61,21 +63,34 @@ OnResolution = Callable[[bytes], None]
 
 _HEADER = struct.Struct(">HHHHHH")
 _FLAGS = struct.Struct(">HH")
-_QUESTION_TAIL = struct.Struct(">HH")
+_QUESTION_TAIL = struct.Struct(">HH")  # qtype, qclass
 _RR_HEAD = struct.Struct(">HHIH")  # type, class, ttl, rdlength
-_OPT_FIXED = struct.Struct(
-    ">HHBBHH"
-)  # after the root owner: type, payload size, ext rcode, version, flags, rdlen
+_OPT_FIXED = struct.Struct(">HHBBHH")  # after the root owner: type, size, ext rcode, version, flags, rdlen
 _OPT_BYTES = 1 + _OPT_FIXED.size
-_OPTION_HEAD = struct.Struct(">HH")
-_OPT_TAIL = struct.Struct(">IH")  # our OPT record's TTL field (ext rcode, version, flags) and rdlength
+_OPTION_HEAD = struct.Struct(">HH")  # option code, length
+_TTL_RDLENGTH = struct.Struct(">IH")
 _POINTER = struct.Struct(">H")
 _POINTER_BITS = 0xC000  # RFC 1035 §4.1.4
 _RCODE_EXT_SHIFT = 4  # RFC 6891 §6.1.3: the OPT record holds the upper 8 of the 12 rcode bits
-_FAST_QTYPES = (RrType.TXT, RrType.URI)
+# Answer records owned by the question name: pointer, type and class fixed, then TTL and rdlength.
+_TXT_OWNER = POINTER_TO_QUESTION + _FLAGS.pack(RrType.TXT, RrClass.IN)
+_URI_OWNER = POINTER_TO_QUESTION + _FLAGS.pack(RrType.URI, RrClass.IN)
+
+# Plain ints for the hot path: arithmetic on IntFlag members costs a microsecond a query.
+_FAST_QTYPES = frozenset((int(RrType.TXT), int(RrType.URI)))
+_TXT = int(RrType.TXT)
+_OPT = int(RrType.OPT)
+_IN = int(RrClass.IN)
+_QR = int(Flag.QR)
+_AA = int(Flag.AA)
+_TC = int(Flag.TC)
+_COPIED = int(COPIED_FLAGS)
+_FAST_CLEAR = int(FAST_QUERY_CLEAR_MASK)
+_REFUSED = int(Rcode.REFUSED)
+_NOERROR = int(Rcode.NOERROR)
+
 _NOT_SERVED_QTYPES = {RrType.AXFR: RefusedQuery, RrType.IXFR: RefusedQuery}
 _UNIMPLEMENTED_QTYPES = (RrType.MAILA, RrType.MAILB)
-_IN = RrClass.IN
 
 
 class Resolution(NamedTuple):
@@ -111,6 +126,7 @@ class DnsView:
         on_resolution: OnResolution | None = None,
         max_udp_bytes: int = EDNS_UDP_BYTES,
         clock: Callable[[], float] = time.time,
+        cache_entries: int = RENDER_CACHE_ENTRIES,
     ) -> None:
         self.names = NameMap(zone, case_sensitive)
         self.zone = self.names.zone
@@ -125,6 +141,8 @@ class DnsView:
             )
         self.max_udp_bytes = max_udp_bytes
         self._clock = clock
+        self._cache_entries = cache_entries
+        self._cache: dict[bytes, tuple[tuple[bytes, int], tuple[bytes, int]]] = {}
         self._zone_list = list(self.names.zone_labels)
         self._zone_count = len(self._zone_list)
         self._soa_rdata = soa_rdata(self.soa)
@@ -133,7 +151,7 @@ class DnsView:
         )
         # Our OPT record (RFC 6891 §6.1.2): root owner, our UDP size, rcode 0, version 0, DO copied.
         opt_head = b"\x00" + _FLAGS.pack(RrType.OPT, self.max_udp_bytes)
-        self._opt = (opt_head + _OPT_TAIL.pack(0, 0), opt_head + _OPT_TAIL.pack(EDNS_DO, 0))
+        self._opt = (opt_head + _TTL_RDLENGTH.pack(0, 0), opt_head + _TTL_RDLENGTH.pack(EDNS_DO, 0))
 
     # --- the entry point -------------------------------------------------------------------------
     def answer(self, query: bytes, transport: str = "udp") -> bytes | None:
@@ -157,24 +175,35 @@ class DnsView:
         return self._general(query, _is_tcp(transport))
 
     # --- resolution, shared by both paths --------------------------------------------------------
-    def resolve(self, below: list[bytes], qtype: int) -> Resolution:
-        """The outcome of a question for a name in the zone, given its lower-cased labels left of the zone."""
-        if not below:
-            return self._resolve_apex(qtype)
+    def locate(self, below: list[bytes]) -> tuple[int, bytes | None, bytes | None]:
+        """(rcode, key, values tail) for a name below the apex, given its lower-cased labels left of the zone.
+
+        The tail is None when the name has no data: the rcode then says NXDOMAIN, or NOERROR (NODATA) for a
+        prefix node or a name that names of identifiers may lie below (RFC 8020).
+        """
         kind, payload, interior = self.names.classify(below)
         if kind is NameKind.IDENTIFIER:
             key: bytes | None = payload
         elif kind is NameKind.DIGEST:
             key = self._key_of_digest(payload, below)
         elif kind is NameKind.NODE:
-            return Resolution(Rcode.NOERROR, True, [], True, None)
+            return Rcode.NOERROR, None, None
         else:
             key = None
         if key is None:
-            return Resolution(Rcode.NXDOMAIN, True, [], True, None)
+            return Rcode.NXDOMAIN, None, None
         tail = self._lookup(key)
         if tail is None:
-            return Resolution(Rcode.NOERROR if interior else Rcode.NXDOMAIN, True, [], True, None)
+            return (Rcode.NOERROR if interior else Rcode.NXDOMAIN), key, None
+        return Rcode.NOERROR, key, tail
+
+    def resolve(self, below: list[bytes], qtype: int) -> Resolution:
+        """The outcome of a question for a name in the zone, given its lower-cased labels left of the zone."""
+        if not below:
+            return self._resolve_apex(qtype)
+        rcode, key, tail = self.locate(below)
+        if tail is None:
+            return Resolution(rcode, True, [], True, None)
         records = self.records(tail)
         rrsets: list[tuple[int, int, Sequence[Any]]] = []
         if (qtype == RrType.TXT or qtype == RrType.ANY) and records.txt:
@@ -204,9 +233,8 @@ class DnsView:
             return None
         return key
 
-    def _count(self, resolution: Resolution) -> None:
-        if self._on_resolution is not None and resolution.key is not None:
-            key = resolution.key
+    def _count(self, key: bytes | None) -> None:
+        if self._on_resolution is not None and key is not None:
             self._on_resolution(key[: key.find(b"/")])
 
     def _resolve_guarded(self, below: list[bytes], qtype: int) -> Resolution:
@@ -219,13 +247,35 @@ class DnsView:
             log.debug("lookup failed", exc_info=True)
             return Resolution(Rcode.SERVFAIL, False, [], False, None)
 
+    def _encoded(self, tail: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+        """(TXT, URI) answer records of a values tail in wire form, owned by the question name (0xC00C),
+        each with its record count; memoized per tail, so a hot identifier is answered by copying bytes."""
+        hit = self._cache.get(tail)
+        if hit is not None:
+            return hit
+        records = self.records(tail)
+        txt = []
+        for strings in records.txt:
+            rdata = bytes((len(strings[0]),)) + strings[0] if len(strings) == 1 else txt_rdata(strings)
+            txt.append(_TXT_OWNER + _TTL_RDLENGTH.pack(records.txt_ttl_s, len(rdata)) + rdata)
+        uri = []
+        for item in records.uri:
+            rdata = uri_rdata(*item)
+            uri.append(_URI_OWNER + _TTL_RDLENGTH.pack(records.uri_ttl_s, len(rdata)) + rdata)
+        encoded = ((b"".join(txt), len(txt)), (b"".join(uri), len(uri)))
+        if not records.clock_dependent and len(tail) <= MAX_CACHED_TAIL_BYTES and self._cache_entries:
+            if len(self._cache) >= self._cache_entries:
+                del self._cache[next(iter(self._cache))]  # oldest first: cheap, and fair enough for a memo
+            self._cache[tail] = encoded
+        return encoded
+
     # --- the fast path ---------------------------------------------------------------------------
     def _fast(self, query: bytes, tcp: bool) -> bytes | None:
         n = len(query)
         if n < HEADER_BYTES + 5:
             return None
         qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(query)
-        if flags & FAST_QUERY_CLEAR_MASK or qdcount != 1 or ancount or nscount or arcount > 1:
+        if flags & _FAST_CLEAR or qdcount != 1 or ancount or nscount or arcount > 1:
             return None
         pos = HEADER_BYTES
         labels = []
@@ -246,7 +296,7 @@ class DnsView:
         if qclass != _IN or qtype not in _FAST_QTYPES:
             return None
         question_end = pos + 4
-        do = -1  # no OPT
+        opt = b""
         udp_limit = PLAIN_UDP_BYTES
         if arcount:
             if n < question_end + _OPT_BYTES or query[question_end] != 0:
@@ -255,7 +305,7 @@ class DnsView:
                 query, question_end + 1
             )
             opt_end = question_end + _OPT_BYTES
-            if rtype != RrType.OPT or version or ext_rcode or opt_end + rdlen != n:
+            if rtype != _OPT or version or ext_rcode or opt_end + rdlen != n:
                 return None
             while opt_end < n:  # options are ignored (RFC 6891 §6.1.2), but must be well formed
                 if opt_end + 4 > n:
@@ -263,7 +313,7 @@ class DnsView:
                 opt_end += 4 + _OPTION_HEAD.unpack_from(query, opt_end)[1]
             if opt_end != n:
                 return None
-            do = edns_flags & EDNS_DO
+            opt = self._opt[1 if edns_flags & EDNS_DO else 0]
             udp_limit = min(max(payload, PLAIN_UDP_BYTES), self.max_udp_bytes)
         elif question_end != n:
             return None
@@ -272,38 +322,39 @@ class DnsView:
 
         k = self._zone_count
         lowered = [label.lower() for label in labels]
-        if len(lowered) < k or (k and lowered[-k:] != self._zone_list):
-            resolution = Resolution(Rcode.REFUSED, False, [], False, None)
-        else:
-            resolution = self._resolve_guarded(lowered[: len(lowered) - k], qtype)
-
-        # --- build ---
-        rflags = Flag.QR | (flags & COPIED_FLAGS) | resolution.rcode
-        if resolution.authoritative:
-            rflags |= Flag.AA
-        parts = [b"", query[HEADER_BYTES:question_end]]
+        rflags = _QR | (flags & _COPIED)
+        key = None
         count = 0
-        for rtype, ttl, items in resolution.rrsets:
-            for item in items:
-                rdata = txt_rdata(item) if rtype == RrType.TXT else uri_rdata(*item)
-                parts.append(POINTER_TO_QUESTION + _RR_HEAD.pack(rtype, _IN, ttl, len(rdata)) + rdata)
-                count += 1
-        authority = 0
-        if resolution.negative:
-            zone_at = HEADER_BYTES + sum(len(label) + 1 for label in labels[: len(labels) - k])
-            parts.append(_POINTER.pack(_POINTER_BITS | zone_at) + self._soa_tail)
-            authority = 1
-        opt = b"" if do < 0 else self._opt[1 if do else 0]
-        parts.append(opt)
-        parts[0] = _HEADER.pack(qid, rflags, 1, count, authority, 1 if opt else 0)
-        reply = b"".join(parts)
-        limit = MAX_TCP_MESSAGE_BYTES if tcp else udp_limit
-        if len(reply) > limit:
+        authority = b""
+        if len(lowered) < k or (k and lowered[-k:] != self._zone_list):
+            rflags |= _REFUSED
+            records = b""
+        else:
+            below = lowered[: len(lowered) - k]
+            rcode, key, tail = self.locate(below) if below else (_NOERROR, None, None)
+            records = b""
+            if tail is not None:
+                records, count = self._encoded(tail)[0 if qtype == _TXT else 1]
+            if not count:
+                zone_at = HEADER_BYTES + sum(len(label) + 1 for label in labels[: len(labels) - k])
+                authority = _POINTER.pack(_POINTER_BITS | zone_at) + self._soa_tail
+            rflags |= _AA | rcode
+        question = query[HEADER_BYTES:question_end]
+        reply = b"".join(
+            (
+                _HEADER.pack(qid, rflags, 1, count, 1 if authority else 0, 1 if opt else 0),
+                question,
+                records,
+                authority,
+                opt,
+            )
+        )
+        if len(reply) > (MAX_TCP_MESSAGE_BYTES if tcp else udp_limit):
             if tcp:
                 return None  # over 64 KiB: the careful path trims it
-            head = _HEADER.pack(qid, rflags | Flag.TC, 1, 0, 0, 1 if opt else 0)
-            return head + query[HEADER_BYTES:question_end] + opt
-        self._count(resolution)
+            return _HEADER.pack(qid, rflags | _TC, 1, 0, 0, 1 if opt else 0) + question + opt
+        if count:
+            self._count(key)
         return reply
 
     # --- the careful path ------------------------------------------------------------------------
@@ -311,15 +362,26 @@ class DnsView:
         if len(query) < HEADER_BYTES:
             return None  # not even an id to answer to
         qid, flags = _FLAGS.unpack_from(query)
-        if flags & Flag.QR:
+        if flags & _QR:
             return None  # never answer an answer: two servers could bounce errors forever
-        base_flags = Flag.QR | (flags & (OPCODE_MASK | COPIED_FLAGS))
+        base_flags = _QR | (flags & (OPCODE_MASK | _COPIED))
+        try:
+            return self._general_answer(query, qid, flags, base_flags, tcp)
+        except Exception:  # a bug or a dnslib surprise: the client still gets an answer, the server goes on
+            log.debug("no answer could be built; answering SERVFAIL", exc_info=True)
+            return _pack_error(qid, base_flags, Rcode.SERVFAIL)
+
+    def _general_answer(self, query: bytes, qid: int, flags: int, base_flags: int, tcp: bool) -> bytes:
         try:
             record = _parse(query)
         except Exception as exc:  # dnslib raises DNSError, and others (RecursionError) on hostile input
             log.debug("unparsable query: %s", exc)
             return _pack_error(qid, base_flags, Rcode.FORMERR)
         question = record.questions[0] if len(record.questions) == 1 else None
+        query_opcode = (flags & OPCODE_MASK) >> OPCODE_SHIFT
+        # The sections of other opcodes (UPDATE's zone section...) mean other things: echo only a QUERY's.
+        name_ok = question is not None and _valid_name(question.qname.label)
+        echo = question if name_ok and query_opcode == Opcode.QUERY else None
         opts = [rr for rr in record.ar if rr.rtype == RrType.OPT]
         opt = opts[0] if len(opts) == 1 and not opts[0].rname.label else None
         try:
@@ -327,18 +389,20 @@ class DnsView:
                 raise MalformedQuery(
                     "more than one OPT record, or one not owned by the root (RFC 6891 §6.1.1)"
                 )
-            if (flags & OPCODE_MASK) >> OPCODE_SHIFT != Opcode.QUERY:
+            if query_opcode != Opcode.QUERY:
                 raise NotImplementedQuery("only QUERY is implemented")
             if question is None:
                 raise MalformedQuery("a query has exactly one question")
+            if not name_ok:
+                raise MalformedQuery("a label over 63 bytes or a name over 255 bytes")
             if opt is not None and opt.edns_ver != 0:
                 raise BadEdnsVersion("only EDNS version 0 is implemented")
             return self._general_question(record, question, opt, base_flags, tcp)
         except DnsViewError as exc:
             log.debug("query answered %s: %s", exc.rcode.name, exc)
             reply = dnslib.DNSRecord(dnslib.DNSHeader(id=qid, bitmap=base_flags | (exc.rcode & RCODE_MASK)))
-            if question is not None:
-                reply.add_question(question)
+            if echo is not None:
+                reply.add_question(echo)
             if opt is not None:
                 reply.add_ar(self._dnslib_opt(opt, exc.rcode))
             return bytes(reply.pack())
@@ -347,10 +411,6 @@ class DnsView:
         self, record: dnslib.DNSRecord, question: dnslib.DNSQuestion, opt: Any, base_flags: int, tcp: bool
     ) -> bytes:
         labels = list(question.qname.label)
-        if any(len(label) > MAX_LABEL_BYTES for label in labels):
-            raise MalformedQuery("a label of more than 63 bytes")
-        if sum(len(label) + 1 for label in labels) + 1 > MAX_NAME_BYTES:
-            raise MalformedQuery("a name of more than 255 bytes")
         if question.qclass not in (RrClass.IN, RrClass.ANY):
             raise RefusedQuery("the zone exists in class IN only")
         qtype = question.qtype
@@ -402,7 +462,7 @@ class DnsView:
                 reply.header.tc = 1
                 return bytes(reply.pack())
         if not reply.header.tc:
-            self._count(resolution)
+            self._count(resolution.key)
         return packed
 
     def _dnslib_rdata(self, rtype: int, item: Any) -> dnslib.RD:
@@ -434,13 +494,20 @@ def _is_tcp(transport: str) -> bool:
     raise ValueError(f"transport is 'udp' or 'tcp', not {transport!r}")
 
 
+def _valid_name(labels: Sequence[bytes]) -> bool:
+    """Labels of at most 63 bytes, and at most 255 bytes in all (RFC 1035 §2.3.4); dnslib checks neither."""
+    return all(len(label) <= MAX_LABEL_BYTES for label in labels) and (
+        sum(len(label) + 1 for label in labels) + 1 <= MAX_NAME_BYTES
+    )
+
+
 def _dnslib_name(name: str) -> dnslib.DNSLabel:
     return dnslib.DNSLabel(text_labels(name))
 
 
 def _parse(query: bytes) -> dnslib.DNSRecord:
-    """dnslib's parse, refusing trailing bytes, which it lets through. (It reads the unassigned label types
-    01 and 10 as long labels: :meth:`DnsView._general_question` refuses labels over 63 bytes.)"""
+    """dnslib's parse, refusing trailing bytes, which it lets through. (It also reads the unassigned label
+    types 01 and 10 as labels of 64-191 bytes: :func:`_valid_name` refuses those.)"""
     buffer = dnslib.DNSBuffer(query)
     header = dnslib.DNSHeader.parse(buffer)
     questions = [dnslib.DNSQuestion.parse(buffer) for _ in range(header.q)]

@@ -1,23 +1,60 @@
-"""The parent of `idnode serve`: starts N worker processes that share the ports through SO_REUSEPORT,
-restarts one that dies (with back-off), and stops them all on SIGTERM/SIGINT."""
+"""The parent of `idnode serve`: starts N worker processes that share the ports through SO_REUSEPORT (or the
+sockets systemd passed), restarts one that dies or hangs (with back-off), replaces them one at a time on
+SIGHUP with the configuration read again, and stops them all on SIGTERM/SIGINT. It talks to systemd
+(READY, RELOADING, STOPPING, STATUS, WATCHDOG) and holds the data directory lock while it serves.
+
+A replacement never leaves a port without a listener: the new worker binds and reports READY before the
+old one is told to drain (see resolver.server.lifecycle for how a draining worker loses nothing).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from resolver import logs, metrics
 from resolver.config import ServeConfig
+from resolver.server import systemd
+from resolver.server.lifecycle import HEARTBEAT, READY, DataDirLock
 from resolver.server.worker import run_worker
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)  #: delays before restarting a worker that keeps dying
 STABLE_AFTER_S = 30.0  #: a worker that lived this long resets its back-off
-STOP_GRACE_S = 10.0  #: how long workers get to flush and close before SIGKILL
-WAIT_POLL_S = 0.2  #: how often the parent looks for exited workers and stop requests
+START_TIMEOUT_S = (
+    60.0  #: a worker opens the store and binds in well under a second; a huge store may map slowly
+)
+HEARTBEAT_TIMEOUT_S = 30.0  #: a ready worker silent this long has a stuck event loop and is killed
+WAIT_POLL_S = 0.2  #: the longest the parent sleeps between looks at its workers
+STOP_WAIT_AFTER_KILL_S = 5.0  #: SIGKILL takes effect at once; this only bounds a wait that cannot be long
+
+
+class SupervisorError(Exception):
+    """The node cannot start (the message says why)."""
+
+
+@dataclass
+class WorkerProc:
+    pid: int
+    slot: int
+    fd: int | None  # read end of the worker's pipe (READY, HEARTBEAT); None once it hit EOF
+    config: ServeConfig
+    failures: int = 0
+    restart_on_exit: bool = True  # False while a start or a reload waits for it to become ready
+    ready: bool = False
+    retiring: bool = False
+    hung: bool = False
+    started_s: float = field(default_factory=time.monotonic)
+    beat_s: float = field(default_factory=time.monotonic)
+    exit_status: int | None = None
 
 
 def resolve_port(config: ServeConfig) -> int:
@@ -27,7 +64,10 @@ def resolve_port(config: ServeConfig) -> int:
     host = config.binds[0]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(50):
-        with socket.socket(family, socket.SOCK_STREAM) as tcp, socket.socket(family, socket.SOCK_DGRAM) as udp:
+        with (
+            socket.socket(family, socket.SOCK_STREAM) as tcp,
+            socket.socket(family, socket.SOCK_DGRAM) as udp,
+        ):
             tcp.bind((host, 0))
             port = tcp.getsockname()[1]
             try:
@@ -38,69 +78,414 @@ def resolve_port(config: ServeConfig) -> int:
     raise OSError("no port free for both UDP and TCP")
 
 
-def _spawn(config: ServeConfig) -> int:
-    pid = os.fork()
-    if pid == 0:  # the child: a worker until it is told to stop
-        code = 0
+def _describe_exit(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
         try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            run_worker(config)
-        except BaseException:
-            log.exception("worker %d failed", os.getpid())
-            code = 1
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class Supervisor:
+    def __init__(self, config: ServeConfig, load_config: Callable[[], ServeConfig] | None = None):
+        self.config = config
+        self.load_config = load_config
+        self.workers: dict[int, WorkerProc] = {}
+        self.restarts: list[tuple[float, int, int]] = []  # (due, slot, failures) of workers to start again
+        self.inherited = systemd.listen_fds()
+        self.stop_requested = False
+        self.reload_requested = False
+        self.watchdog_s = systemd.watchdog_interval_s()
+        self._watchdog_due = 0.0
+        self._wakeup_r = self._wakeup_w = -1
+        self._lock: DataDirLock | None = None
+        self._metrics_tmp: str | None = None
+        self._old_handlers: dict[int, object] = {}
+
+    # -- entry ----------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._lock = self._take_lock(self.config)
+        try:
+            self._setup_metrics()
+            self._install_signals()
+            if self.inherited:
+                names = ", ".join(f"{s.name}({'udp' if s.is_udp else 'tcp'})" for s in self.inherited)
+                log.info("using sockets from systemd: %s", names, extra={"event": "socket_activation"})
+            if not self._start_all():
+                return 1
+            status = f"serving with {len(self.workers)} workers"
+            systemd.ready(status)
+            metrics.set_workers(len(self.workers))
+            log.info("%s: %s", status, ", ".join(str(p) for p in self.workers), extra={"event": "started"})
+            while not self.stop_requested:
+                self._pump(WAIT_POLL_S)
+                self._restart_due()
+                if self.reload_requested and not self.stop_requested:
+                    self.reload_requested = False
+                    self._reload()
+            return 0
         finally:
-            os._exit(code)
-    return pid
+            systemd.stopping()
+            log.info("stopping %d workers", len(self.workers), extra={"event": "stopping"})
+            self._stop_all()
+            self._restore_signals()
+            if self._lock is not None:
+                self._lock.release()
+            if self._metrics_tmp:
+                metrics.cleanup(self._metrics_tmp)
+            log.info("stopped", extra={"event": "stopped"})
 
-
-def supervise(config: ServeConfig) -> int:
-    stopping = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    workers: dict[int, tuple[int, float, int]] = {}  # pid -> (slot, started at, failures in a row)
-    for slot in range(config.workers):
-        workers[_spawn(config)] = (slot, time.monotonic(), 0)
-    log.info("serving with %d workers: %s", config.workers, ", ".join(str(p) for p in workers))
-    while not stopping:
-        # Poll rather than block: a blocking waitpid is resumed after the signal handler runs (PEP 475).
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:
-            time.sleep(WAIT_POLL_S)
-            continue
-        if stopping or pid not in workers:
-            continue
-        slot, started, failures = workers.pop(pid)
-        failures = 0 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
-        delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
-        log.warning("worker %d exited (status %d); restarting in %.1f s", pid, status, delay)
-        time.sleep(delay)
-        if not stopping:
-            workers[_spawn(config)] = (slot, time.monotonic(), failures)
-    return _stop_all(workers)
-
-
-def _stop_all(workers: dict[int, tuple[int, float, int]]) -> int:
-    for pid in workers:
+    def _take_lock(self, config: ServeConfig) -> DataDirLock:
+        lock = DataDirLock(config.data_dir)
         try:
-            os.kill(pid, signal.SIGTERM)
+            lock.acquire()
+        except BlockingIOError as exc:
+            raise SupervisorError(str(exc)) from None
+        except OSError as exc:
+            raise SupervisorError(f"cannot lock {lock.path}: {exc}") from None
+        return lock
+
+    def _setup_metrics(self) -> None:
+        directory = self.config.metrics_dir
+        if not directory:
+            directory = self._metrics_tmp = tempfile.mkdtemp(prefix="idnode-metrics-")
+        metrics.enable(directory, wipe=True)
+
+    def _install_signals(self) -> None:
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        for fd in (self._wakeup_r, self._wakeup_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self._wakeup_w)
+
+        def on_stop(signum: int, frame: object) -> None:
+            self.stop_requested = True
+
+        def on_reload(signum: int, frame: object) -> None:
+            self.reload_requested = True
+
+        handlers = {signal.SIGTERM: on_stop, signal.SIGINT: on_stop, signal.SIGHUP: on_reload}
+        handlers[signal.SIGCHLD] = lambda signum, frame: None  # only to wake the loop through the wakeup fd
+        for signum, handler in handlers.items():
+            self._old_handlers[signum] = signal.signal(signum, handler)
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        for fd in (self._wakeup_r, self._wakeup_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wakeup_r = self._wakeup_w = -1
+
+    # -- workers ----------------------------------------------------------------------------------------------
+
+    def _spawn(
+        self, slot: int, config: ServeConfig, failures: int = 0, restart_on_exit: bool = True
+    ) -> WorkerProc:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: a worker until it is told to stop
+            code = 0
+            try:
+                os.close(read_fd)
+                signal.set_wakeup_fd(-1)
+                for fd in [self._wakeup_r, self._wakeup_w] + [p.fd for p in self.workers.values() if p.fd]:
+                    if fd is not None and fd >= 0:
+                        os.close(fd)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
+                os.set_blocking(write_fd, False)
+                run_worker(config, write_fd, self.inherited)
+            except BaseException:
+                log.exception("worker %d failed", os.getpid(), extra={"event": "worker_failed"})
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        proc = WorkerProc(pid, slot, read_fd, config, failures=failures, restart_on_exit=restart_on_exit)
+        self.workers[pid] = proc
+        self.restarts = [r for r in self.restarts if r[1] != slot]
+        return proc
+
+    def _serving(self) -> list[WorkerProc]:
+        return sorted((p for p in self.workers.values() if not p.retiring), key=lambda p: p.slot)
+
+    def _start_all(self) -> bool:
+        procs = [self._spawn(slot, self.config, restart_on_exit=False) for slot in range(self.config.workers)]
+        if not self._await_ready(procs, START_TIMEOUT_S):
+            log.error("workers failed to start; stopping", extra={"event": "start_failed"})
+            return False
+        for proc in procs:
+            proc.restart_on_exit = True
+        return True
+
+    def _await_ready(self, procs: list[WorkerProc], timeout_s: float) -> bool:
+        """Pump until every proc is ready (True), or one exits, the time runs out or a stop is asked (False)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(p.ready for p in procs):
+            if any(p.exit_status is not None for p in procs) or self.stop_requested:
+                return False
+            if time.monotonic() > deadline:
+                log.error(
+                    "a worker did not become ready in %.0f s", timeout_s, extra={"event": "start_timeout"}
+                )
+                return False
+            self._pump(0.05)
+        return True
+
+    def _await_exit(self, proc: WorkerProc, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while proc.exit_status is None and time.monotonic() < deadline:
+            self._pump(0.05)
+        if proc.exit_status is None:
+            log.warning(
+                "worker %d did not stop in %.0f s; killing it",
+                proc.pid,
+                timeout_s,
+                extra={"event": "worker_killed"},
+            )
+            self._kill(proc.pid, signal.SIGKILL)
+            while proc.exit_status is None:
+                self._pump(0.05)
+
+    def _kill(self, pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + STOP_GRACE_S
-    remaining = set(workers)
-    while remaining and time.monotonic() < deadline:
-        for pid in list(remaining):
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                remaining.discard(pid)
-        time.sleep(0.05)
-    for pid in remaining:
-        log.warning("worker %d did not stop in %.0f s; killing it", pid, STOP_GRACE_S)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    return 0
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def _pump(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for a signal or a worker message, then handle messages, exits, hangs and
+        the systemd watchdog. Every waiting loop of the supervisor goes through here."""
+        fds = [
+            fd
+            for fd in [self._wakeup_r] + [p.fd for p in self.workers.values()]
+            if fd is not None and fd >= 0
+        ]
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout_s)
+        except InterruptedError:
+            readable = []
+        now = time.monotonic()
+        if self._wakeup_r >= 0 and self._wakeup_r in readable:
+            try:
+                while os.read(self._wakeup_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        for proc in list(self.workers.values()):
+            if proc.fd is not None and proc.fd in readable:
+                self._read_link(proc, now)
+        self._reap()
+        self._check_hung(now)
+        if self.watchdog_s and now >= self._watchdog_due:
+            systemd.watchdog_ping()
+            self._watchdog_due = now + self.watchdog_s
+
+    def _read_link(self, proc: WorkerProc, now: float) -> None:
+        try:
+            data = os.read(proc.fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker closed its end: it is exiting
+            os.close(proc.fd)
+            proc.fd = None
+            return
+        proc.beat_s = now
+        if READY in data and not proc.ready:
+            proc.ready = True
+            log.debug("worker %d ready", proc.pid)
+        if HEARTBEAT not in data and READY not in data:
+            log.debug("worker %d sent %r", proc.pid, data)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.workers.pop(pid, None)
+            if proc is None:
+                continue
+            proc.exit_status = status
+            if proc.fd is not None:
+                os.close(proc.fd)
+                proc.fd = None
+            metrics.process_dead(pid)
+            if proc.retiring or self.stop_requested:
+                log.debug("worker %d exited (%s)", pid, _describe_exit(status))
+                continue
+            if not proc.restart_on_exit:
+                log.error(
+                    "worker %d exited before it was ready (%s)",
+                    pid,
+                    _describe_exit(status),
+                    extra={"event": "worker_start_failed"},
+                )
+                continue
+            lived = time.monotonic() - proc.started_s
+            failures = 0 if lived > STABLE_AFTER_S else proc.failures + 1
+            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            log.warning(
+                "worker %d exited (%s) after %.0f s; restarting in %.1f s",
+                pid,
+                _describe_exit(status),
+                lived,
+                delay,
+                extra={"event": "worker_exited", "worker": pid, "restart_in_s": delay},
+            )
+            metrics.worker_restarted("hung" if proc.hung else "exited")
+            self.restarts.append((time.monotonic() + delay, proc.slot, failures))
+            metrics.set_workers(len(self.workers))
+
+    def _check_hung(self, now: float) -> None:
+        limit = max(HEARTBEAT_TIMEOUT_S, 10 * self.config.prefix_reload_interval_s)
+        for proc in self.workers.values():
+            if proc.ready and not proc.retiring and not proc.hung and now - proc.beat_s > limit:
+                log.error(
+                    "worker %d sent no heartbeat for %.0f s; killing it",
+                    proc.pid,
+                    now - proc.beat_s,
+                    extra={"event": "worker_hung", "worker": proc.pid},
+                )
+                proc.hung = True
+                self._kill(proc.pid, signal.SIGKILL)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        due = [r for r in self.restarts if r[0] <= now]
+        if not due or self.stop_requested:
+            return
+        self.restarts = [r for r in self.restarts if r[0] > now]
+        for _, slot, failures in due:
+            proc = self._spawn(slot, self.config, failures)
+            log.info("worker %d started in slot %d", proc.pid, slot, extra={"event": "worker_restarted"})
+        metrics.set_workers(len(self.workers))
+
+    # -- reload -----------------------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        systemd.reloading()
+        log.info("reloading the configuration", extra={"event": "reload_start"})
+        old_config = self.config
+        try:
+            new = self.load_config() if self.load_config else old_config
+        except Exception as exc:  # a bad file must not take the node down: keep serving the old one
+            log.error(
+                "configuration not reloaded, keeping the running one: %s",
+                exc,
+                extra={"event": "reload_failed"},
+            )
+            metrics.reloaded(False)
+            systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
+            return
+        if new.handle_port == 0:
+            new.handle_port = old_config.handle_port  # port 0 was resolved once; keep the port clients know
+        new_lock = None
+        if new.data_dir.resolve() != old_config.data_dir.resolve():
+            try:
+                new_lock = self._take_lock(new)
+            except SupervisorError as exc:
+                log.error("configuration not reloaded: %s", exc, extra={"event": "reload_failed"})
+                metrics.reloaded(False)
+                systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
+                return
+        if (new.log_level, new.log_format) != (old_config.log_level, old_config.log_format):
+            logs.setup(new.log_level, new.log_format)
+        ok = self._replace_workers(new)
+        if ok:
+            self.config = new
+            if new_lock is not None and self._lock is not None:
+                self._lock.release()
+                self._lock = new_lock
+            metrics.reloaded(True)
+            log.info(
+                "configuration reloaded: %d workers %s",
+                len(self._serving()),
+                ", ".join(str(p.pid) for p in self._serving()),
+                extra={"event": "reload_done"},
+            )
+        else:
+            if new_lock is not None:
+                new_lock.release()
+            metrics.reloaded(False)
+        metrics.set_workers(len(self.workers))
+        systemd.ready(f"serving with {len(self._serving())} workers" + ("" if ok else "; last reload failed"))
+
+    def _replace_workers(self, new: ServeConfig) -> bool:
+        """One slot at a time: start a worker with `new`, wait until it is ready, then drain the old one.
+        The first new worker is the canary: if it fails, nothing has changed and the reload is abandoned."""
+        old = self._serving()
+        for slot in range(max(len(old), new.workers)):
+            if self.stop_requested:
+                return False
+            if slot < new.workers:
+                proc = self._spawn(slot, new, restart_on_exit=False)
+                if not self._await_ready([proc], START_TIMEOUT_S):
+                    if proc.exit_status is None:
+                        self._kill(proc.pid, signal.SIGKILL)
+                        self._await_exit(proc, STOP_WAIT_AFTER_KILL_S)
+                    if slot == 0:
+                        log.error(
+                            "a worker with the new configuration did not start; keeping the running workers",
+                            extra={"event": "reload_failed"},
+                        )
+                        return False
+                    log.error(
+                        "a worker with the new configuration did not start in slot %d; the old one stays",
+                        slot,
+                        extra={"event": "reload_partial"},
+                    )
+                    continue
+                proc.restart_on_exit = True
+            if slot < len(old) and old[slot].pid in self.workers:
+                self._retire(old[slot])
+        return True
+
+    def _retire(self, proc: WorkerProc) -> None:
+        proc.retiring = True
+        self._kill(proc.pid, signal.SIGTERM)
+        self._await_exit(proc, proc.config.stop_grace_s)
+
+    # -- stop -------------------------------------------------------------------------------------------------
+
+    def _stop_all(self) -> None:
+        self.restarts.clear()
+        procs = list(self.workers.values())
+        for proc in procs:
+            proc.retiring = True
+            self._kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + max((p.config.stop_grace_s for p in procs), default=0)
+        while self.workers and time.monotonic() < deadline:
+            self._pump(0.05)
+        for proc in list(self.workers.values()):
+            log.warning(
+                "worker %d did not stop in %.0f s; killing it",
+                proc.pid,
+                proc.config.stop_grace_s,
+                extra={"event": "worker_killed"},
+            )
+            self._kill(proc.pid, signal.SIGKILL)
+            try:
+                os.waitpid(proc.pid, 0)
+            except ChildProcessError:
+                pass
+            self.workers.pop(proc.pid, None)
+
+
+def supervise(config: ServeConfig, load_config: Callable[[], ServeConfig] | None = None) -> int:
+    """Run the node until SIGTERM/SIGINT; SIGHUP builds the configuration again with `load_config`."""
+    return Supervisor(config, load_config).run()

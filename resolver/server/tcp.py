@@ -6,27 +6,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from resolver.frontend import HandleFrontend
 from resolver.handle.errors import EnvelopeError
 from resolver.handle.tcp import FrameBuffer
+from resolver.server.stats import CODES_AT, NO_ANSWER, QueryStats
 
 log = logging.getLogger(__name__)
 
 
 class HandleTcpProtocol(asyncio.Protocol):
-    def __init__(self, frontend: HandleFrontend, after_batch: Callable[[], None], idle_timeout_s: float):
+    def __init__(
+        self,
+        frontend: HandleFrontend,
+        renew_view: Callable[[], None],
+        idle_timeout_s: float,
+        stats: QueryStats | None = None,
+        connections: set[HandleTcpProtocol] | None = None,
+    ):
         self.frontend = frontend
-        self.after_batch = after_batch
+        self.renew_view = renew_view
         self.idle_timeout_s = idle_timeout_s
         self.transport: asyncio.Transport | None = None
         self._frames = FrameBuffer()
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.stats = stats or QueryStats()
+        self._counts = self.stats.counts("handle-tcp")
+        self._tick = self.stats.sample_every
+        self._connections = connections  # the worker's open connections, so that a drain can close them
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self._connections is not None:
+            self._connections.add(self)
+        self.stats.tcp_connections += 1
         loop = asyncio.get_running_loop()
         self._last_activity = loop.time()
         self._idle_timer = loop.call_later(self.idle_timeout_s, self._check_idle)
@@ -49,20 +65,41 @@ class HandleTcpProtocol(asyncio.Protocol):
             log.debug("closing TCP connection from %s: %s", self._peer(), exc)
             self.transport.close()
             return
+        if messages:
+            # Renewed before answering, so the answers reflect every write committed before they were asked.
+            self.renew_view()
+        self._tick -= 1
+        started = time.perf_counter() if not self._tick else 0.0
         try:
             answers = [a for a in map(self.frontend.answer_message, messages) if a]
+            counts = self._counts
+            for answer in answers:
+                counts[answer[CODES_AT]] += 1
+            if len(answers) < len(messages):
+                counts[NO_ANSWER] += len(messages) - len(answers)
+            if started and messages:
+                self._tick = self.stats.sample_every
+                spent = (time.perf_counter() - started) / len(messages)
+                first = answers[0] if answers else None
+                self.stats.sample("handle-tcp", spent, self._peer(), messages[0], first)
         except Exception:
             log.exception("unexpected error answering over TCP from %s", self._peer())
             self.transport.close()
             return
         if answers:
             self.transport.write(b"".join(answers))
-        self.after_batch()
 
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if peer else "?"
 
+    def quiet_for(self, now: float) -> float:
+        """Seconds since the client last sent anything (0 while a request is only partly received)."""
+        return 0.0 if len(self._frames) else now - self._last_activity
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._connections is not None:
+            self._connections.discard(self)
+        self.stats.tcp_connections -= 1
         if self._idle_timer is not None:
             self._idle_timer.cancel()

@@ -7,38 +7,68 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from resolver.frontend import HandleFrontend
+from resolver.server.stats import CODES_AT, NO_ANSWER, QueryStats
 
 log = logging.getLogger(__name__)
 
 
 class HandleUdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, frontend: HandleFrontend, after_batch: Callable[[], None]):
+    def __init__(
+        self, frontend: HandleFrontend, renew_view: Callable[[], None], stats: QueryStats | None = None
+    ):
         self.frontend = frontend
-        self.after_batch = after_batch
+        self.renew_view = renew_view
         self.transport: asyncio.DatagramTransport | None = None
         self._batch_pending = False
+        # Counting costs one dict increment; one datagram in `sample_every` is timed (maybe access-logged).
+        self.stats = stats or QueryStats()
+        self._counts = self.stats.counts("handle-udp")
+        self._tick = self.stats.sample_every
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if not self._batch_pending:
+            # Datagrams that arrive in one loop iteration share a read transaction. It is renewed when the
+            # batch starts, not after it, so that an answer reflects every write committed before the
+            # request arrived, even on a worker that was idle when the write happened.
+            self._batch_pending = True
+            self.renew_view()
+            asyncio.get_running_loop().call_soon(self._end_batch)
+        self._tick -= 1
+        if not self._tick:
+            self._answer_sampled(data, addr)
+            return
         try:
-            for datagram in self.frontend.answer_datagram(data, addr):
+            answers = self.frontend.answer_datagram(data, addr)
+            for datagram in answers:
                 self._sendto(datagram, addr)
+            self._counts[answers[0][CODES_AT] if answers else NO_ANSWER] += 1
         except Exception:  # a bug must cost one answer, not the listener
             log.exception("unexpected error answering a UDP datagram from %s", addr[0])
-        if not self._batch_pending:
-            # Datagrams that arrive in one loop iteration share a read transaction; renew it after them.
-            self._batch_pending = True
-            asyncio.get_running_loop().call_soon(self._end_batch)
+
+    def _answer_sampled(self, data: bytes, addr: tuple) -> None:
+        self._tick = self.stats.sample_every
+        started = time.perf_counter()
+        answers: list[bytes] = []
+        try:
+            answers = self.frontend.answer_datagram(data, addr)
+            for datagram in answers:
+                self._sendto(datagram, addr)
+            self._counts[answers[0][CODES_AT] if answers else NO_ANSWER] += 1
+        except Exception:
+            log.exception("unexpected error answering a UDP datagram from %s", addr[0])
+        spent = time.perf_counter() - started
+        self.stats.sample("handle-udp", spent, addr[0], data, answers[0] if answers else None)
 
     def _end_batch(self) -> None:
         self._batch_pending = False
-        self.after_batch()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)

@@ -8,12 +8,24 @@ import ipaddress
 import logging
 import signal
 import socket
+import time
 
 import uvloop
 
+from resolver import metrics
 from resolver.config import ServeConfig
 from resolver.frontend import HandleFrontend
-from resolver.handle.values import Interface, InterfaceProtocol, InterfaceType, ServerInfo, SiteInfo, encode_site
+from resolver.handle.values import (
+    Interface,
+    InterfaceProtocol,
+    InterfaceType,
+    ServerInfo,
+    SiteInfo,
+    encode_site,
+)
+from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
+from resolver.server.stats import QueryStats
+from resolver.server.systemd import InheritedSocket
 from resolver.server.tcp import HandleTcpProtocol
 from resolver.server.udp import HandleUdpProtocol
 from resolver.service import ResolutionService
@@ -23,6 +35,8 @@ log = logging.getLogger(__name__)
 
 UDP_RECEIVE_BUFFER_BYTES = 4 << 20  #: absorbs bursts while the worker is busy; the kernel caps it at rmem_max
 TCP_BACKLOG = 1024  #: pending connections per listener
+HANDLE_SOCKET_NAMES = ("handle", "idnode.socket", "unknown")  #: FileDescriptorName= of activated Handle sockets
+FLUSH_ERROR_LOG_EVERY_S = 60.0  #: a flush that keeps failing (disk full) is logged this often, not every pass
 
 
 def node_site(config: ServeConfig) -> bytes:
@@ -65,30 +79,108 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, inherited: list[InheritedSocket] | None = None):
         self.config = config
         self.store = Store(config.data_dir)
         self.service = ResolutionService(self.store, config.node_prefix, node_site(config))
         self.frontend = HandleFrontend(self.service)
         self._closers: list = []
+        self._http = None  # the aiohttp runner when HTTP is served (resolver/http)
+        # Sockets passed by systemd socket activation, by FileDescriptorName= (the Handle ones are used here).
+        self.inherited = list(inherited or [])
+        self.stats = QueryStats(config.access_log_sample)
+        self.health = metrics.WorkerHealth(config.counter_flush_interval_s)
+        self.link = WorkerLink(None)
+        self.connections: set[HandleTcpProtocol] = set()
+        self._udp_socks: list[socket.socket] = []
+        self._tcp_servers: list = []
+        self._flush_failing_since: float | None = None
+        self._flush_logged_s = 0.0
 
     def after_batch(self) -> None:
         self.service.refresh()
 
+    def _handle_sockets(self) -> tuple[list[socket.socket], list[socket.socket]]:
+        """(UDP, TCP) Handle sockets: those systemd passed, else our own SO_REUSEPORT ones on every bind."""
+        activated = [s for s in self.inherited if s.name in HANDLE_SOCKET_NAMES]
+        if activated:
+            udp = [socket.socket(fileno=s.fd) for s in activated if s.is_udp]
+            tcp = [socket.socket(fileno=s.fd) for s in activated if not s.is_udp]
+            for sock in udp + tcp:
+                sock.setblocking(False)
+            return udp, tcp
+        port = self.config.handle_port
+        return [_udp_socket(h, port) for h in self.config.binds], [_tcp_socket(h, port) for h in self.config.binds]
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for host in self.config.binds:
+        udp_socks, tcp_socks = self._handle_sockets()
+        for sock in udp_socks:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: HandleUdpProtocol(self.frontend, self.after_batch),
-                sock=_udp_socket(host, self.config.handle_port),
+                lambda: HandleUdpProtocol(self.frontend, self.after_batch, self.stats), sock=sock
             )
             self._closers.append(udp)
+            self._udp_socks.append(sock)
+        for sock in tcp_socks:
             tcp = await loop.create_server(
-                lambda: HandleTcpProtocol(self.frontend, self.after_batch, self.config.tcp_idle_timeout_s),
-                sock=_tcp_socket(host, self.config.handle_port),
+                lambda: HandleTcpProtocol(
+                    self.frontend, self.after_batch, self.config.tcp_idle_timeout_s, self.stats, self.connections
+                ),
+                sock=sock,
                 backlog=TCP_BACKLOG,
             )
             self._closers.append(tcp)
+            self._tcp_servers.append(tcp)
+        if self.config.http_port is not None:
+            from resolver.http.app import start_http  # aiohttp is imported only by nodes that serve HTTP
+
+            self._http = await start_http(
+                self.store, self.service, self.frontend, self.config.binds, self.config.http_port
+            )
+        self.health.listening = True
+
+    async def drain(self) -> None:
+        """Leave without refusing a request: stop taking new TCP connections, take this worker's UDP
+        sockets out of their SO_REUSEPORT groups and answer what is queued on them, close TCP connections
+        between requests (see resolver.server.lifecycle)."""
+        self.health.draining = True
+        if self._http is not None:
+            await self._http.cleanup()  # stops listening, lets in-flight requests finish (bounded)
+            self._http = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.stop_grace_s / 2  # the rest of the grace is for flushing
+        for server in self._tcp_servers:
+            server.close()
+        # Sockets of socket activation are shared by every worker: closing ours loses nothing queued.
+        await drain_udp(self._udp_socks, leave_group=not any(s.name in HANDLE_SOCKET_NAMES for s in self.inherited))
+        await close_connections(self.connections, deadline)
+
+    def flush(self) -> None:
+        """Persist resolution counts, keeping the health state and a rate-limited log of failures."""
+        now = time.monotonic()
+        try:
+            self.service.flush_counts()
+        except Exception as exc:
+            self.health.flush_error = str(exc) or type(exc).__name__
+            metrics.flush_result(False)
+            if self._flush_failing_since is None or now - self._flush_logged_s >= FLUSH_ERROR_LOG_EVERY_S:
+                log.error(
+                    "cannot write resolution counts to the store (kept in memory, retrying): %s",
+                    self.health.flush_error,
+                    extra={"event": "flush_failed"},
+                )
+                self._flush_logged_s = now
+            self._flush_failing_since = self._flush_failing_since or now
+            return
+        if self._flush_failing_since is not None:
+            log.warning(
+                "resolution counts written again after %.0f s of failures",
+                now - self._flush_failing_since,
+                extra={"event": "flush_recovered"},
+            )
+            self._flush_failing_since = None
+        self.health.flushed_s, self.health.flush_error = now, ""
+        metrics.flush_result(True)
 
     async def housekeeping(self) -> None:
         """Every second: pick up prefix changes; every flush interval: persist resolution counts."""
@@ -96,10 +188,13 @@ class Worker:
         next_flush = loop.time() + self.config.counter_flush_interval_s
         while True:
             await asyncio.sleep(self.config.prefix_reload_interval_s)
+            self.health.housekeeping_s = time.monotonic()
+            self.link.heartbeat()
             try:
+                metrics.publish(self.stats)
                 self.service.reload_prefixes()
                 if loop.time() >= next_flush:
-                    self.service.flush_counts()
+                    self.flush()
                     next_flush = loop.time() + self.config.counter_flush_interval_s
             except Exception:
                 log.exception("housekeeping failed; trying again in a second")
@@ -111,23 +206,33 @@ class Worker:
             self.service.flush_counts()
         finally:
             self.store.close()
+            try:
+                metrics.publish(self.stats)
+            except Exception:
+                log.exception("could not publish the last metrics")
 
 
-async def _serve(config: ServeConfig) -> None:
-    worker = Worker(config)
+async def _serve(config: ServeConfig, link: WorkerLink, inherited: list[InheritedSocket] | None) -> None:
+    worker = Worker(config, inherited)
+    worker.link = link
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await worker.start()
+    link.ready()
     housekeeping = asyncio.create_task(worker.housekeeping())
     try:
         await stop.wait()
+        await worker.drain()
     finally:
         housekeeping.cancel()
         worker.close()
 
 
-def run_worker(config: ServeConfig) -> None:
-    """Entry point of a worker process."""
-    uvloop.run(_serve(config))
+def run_worker(
+    config: ServeConfig, link_fd: int | None = None, inherited: list[InheritedSocket] | None = None
+) -> None:
+    """Entry point of a worker process: `link_fd` is its pipe to the supervisor, `inherited` the sockets
+    of socket activation."""
+    uvloop.run(_serve(config, WorkerLink(link_fd), inherited))

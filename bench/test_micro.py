@@ -1,0 +1,169 @@
+"""Micro-benchmarks of the Handle hot path: decode the request, get the record, encode the answer.
+
+Each group times one piece on a real LMDB store of generated identifiers, so the pieces add up to the cost of
+one UDP answer minus the event loop and the socket calls (``bench/loadgen.py`` measures the whole). Run them
+with ``make bench-micro``; under the normal ``--benchmark-disable`` every case runs once and only its answer
+is checked, so they double as a quick smoke test. Timings are never asserted here.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from bench.datagen import Dataset, generate_lines, missing_handle, write_ndjson
+from resolver.config import ServeConfig
+from resolver.frontend import HandleFrontend
+from resolver.handle.constants import OpCode, OpFlag, ResponseCode
+from resolver.handle.message import (
+    ResolutionRequest,
+    decode_request,
+    decode_resolution_request,
+    decode_response,
+    encode_request,
+    encode_resolution_request,
+    encode_resolution_response,
+)
+from resolver.server.worker import node_site
+from resolver.service import ResolutionService
+from storage.keys import handle_key
+from storage.loader import load_files
+from storage.records import unpack_record
+from storage.store import Store
+
+DATASET = Dataset(20_000, seed=1, prefix="88.100", enterprises=8)  #: small enough to build in about a second
+KEYS_ROTATED = 1024  #: store gets cycle over this many handles, so one hot page does not flatter the figure
+EXPIRATION = 1_900_000_000  #: a fixed ExpirationTime keeps the answers byte-identical between runs
+CNRI_FLAGS = int(OpFlag.REC | OpFlag.CA | OpFlag.PO)  #: the reference client's flags (resolve_request_plain)
+
+
+def resolution_request(handle: str, request_id: int = 0x01020304) -> bytes:
+    """A request shaped like the vector ``resolve_request_plain``: version 2.3 suggesting 2.10, no filters."""
+    body = encode_resolution_request(ResolutionRequest(handle.encode()))
+    return encode_request(
+        OpCode.RESOLUTION, body, request_id=request_id, expiration=EXPIRATION, op_flags=CNRI_FLAGS,
+        version=(2, 3),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("micro")
+    source = path / "ids.ndjson"
+    with source.open("w", encoding="utf-8") as out:
+        write_ndjson(generate_lines(DATASET.count, DATASET.seed, DATASET.prefix, DATASET.enterprises), out)
+    with Store(path / "store", create=True) as store:
+        load_files(store, [source])
+    return path / "store"
+
+
+@pytest.fixture(scope="module")
+def store(store_dir):
+    with Store(store_dir) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def frontend(store, store_dir):
+    service = ResolutionService(store, "88.100", node_site(ServeConfig(store_dir)))
+    return HandleFrontend(service, clock=lambda: EXPIRATION - 43_200)
+
+
+@pytest.fixture(scope="module")
+def handles() -> list[str]:
+    return DATASET.sample_handles(KEYS_ROTATED, rng_seed=7)
+
+
+# --- the pieces ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="decode-request")
+def test_decode_request(benchmark, handles):
+    data = resolution_request(handles[0])
+
+    def decode():
+        message = decode_request(data)
+        return message, decode_resolution_request(message.body)
+
+    message, query = benchmark(decode)
+    assert message.envelope.request_id == 0x01020304
+    assert query == ResolutionRequest(handles[0].encode())
+
+
+@pytest.mark.benchmark(group="store-get")
+def test_store_get_and_unpack(benchmark, store, handles):
+    view = store.read_view()
+    keys = itertools.cycle([handle_key(h.encode()) for h in handles])
+
+    def get():
+        return unpack_record(view.get(next(keys)))
+
+    tail, all_public = benchmark(get)
+    assert tail[:4] == b"\x00\x00\x00\x04" and all_public  # URL, EMAIL, DESC, HS_ADMIN, all public
+
+
+@pytest.mark.benchmark(group="store-get")
+def test_store_get_missing(benchmark, store):
+    view = store.read_view()
+    key = handle_key(missing_handle(0, DATASET.prefix, DATASET.enterprises).encode())
+    assert benchmark(view.get, key) is None
+
+
+@pytest.mark.benchmark(group="store-get")
+def test_read_view_refresh(benchmark, frontend):
+    """What the server pays per batch of datagrams to see new writes: abort + begin of a read transaction."""
+    benchmark(frontend.service.refresh)
+    assert frontend.service.resolve(b"88.100.1/NOPE")[0] == ResponseCode.HANDLE_NOT_FOUND
+
+
+@pytest.mark.benchmark(group="encode-answer")
+def test_encode_resolution_response(benchmark, store, handles):
+    request = decode_request(resolution_request(handles[0]))
+    tail, _ = unpack_record(store.get(handles[0]))
+    handle = handles[0].encode()
+    answer = benchmark(encode_resolution_response, request, handle, tail, EXPIRATION)
+    message = decode_response(answer)
+    assert message.header.response_code == ResponseCode.SUCCESS
+    assert message.envelope.request_id == 0x01020304 and len(answer) <= 512
+
+
+# --- the whole chain ----------------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="hot-path")
+def test_chain_by_hand(benchmark, store, handles):
+    """decode-request → store-get → encode-response with nothing between: the floor under answer_message."""
+    view = store.read_view()
+    datagrams = itertools.cycle([resolution_request(h) for h in handles])
+
+    def answer():
+        request = decode_request(next(datagrams))
+        query = decode_resolution_request(request.body)
+        tail, _ = unpack_record(view.get(handle_key(query.handle)))
+        return encode_resolution_response(request, query.handle, tail, EXPIRATION)
+
+    assert decode_response(benchmark(answer)).header.response_code == ResponseCode.SUCCESS
+
+
+@pytest.mark.benchmark(group="hot-path")
+def test_answer_message_found(benchmark, frontend, handles):
+    datagrams = itertools.cycle([resolution_request(h) for h in handles])
+    answer = benchmark(lambda: frontend.answer_message(next(datagrams)))
+    assert decode_response(answer).header.response_code == ResponseCode.SUCCESS
+
+
+@pytest.mark.benchmark(group="hot-path")
+def test_answer_message_missing(benchmark, frontend):
+    data = resolution_request(missing_handle(3, DATASET.prefix, DATASET.enterprises))
+    answer = benchmark(frontend.answer_message, data)
+    assert decode_response(answer).header.response_code == ResponseCode.HANDLE_NOT_FOUND
+
+
+@pytest.mark.benchmark(group="hot-path")
+def test_answer_datagram_found(benchmark, frontend, handles):
+    """What the UDP protocol calls per datagram (answer_message plus the chunking check)."""
+    datagrams = itertools.cycle([resolution_request(h) for h in handles])
+    source = ("127.0.0.1", 40000)
+    answers = benchmark(lambda: frontend.answer_datagram(next(datagrams), source))
+    assert len(answers) == 1 and decode_response(answers[0]).header.response_code == ResponseCode.SUCCESS

@@ -1,0 +1,166 @@
+"""The operator's API (credentials of the user `operator`), the same operations as `idnode prefix`,
+`idnode template` and `idnode report`:
+
+    GET  /api/admin/enterprises                     prefixes, organisations, state, last seen, connected
+    POST /api/admin/prefixes                        {"prefix", "org", "site"?: "HOST:PORT"}: add or update
+    POST /api/admin/prefixes/{prefix}/disable       nothing under it resolves, its credential is refused
+    POST /api/admin/prefixes/{prefix}/enable
+    POST /api/admin/prefixes/{prefix}/credential    issue or rotate the secret: {"user", "secret"}, shown once
+    PUT|GET|DELETE /api/admin/templates/{prefix}    the prefix's template document
+    GET  /api/admin/report                          the acceptance figures
+
+and `GET /api/whoami` for any authenticated user (an enterprise node's heartbeat: it marks it connected).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from resolver.handle.constants import ResponseCode
+from resolver.http.common import MAX_ADMIN_BODY_BYTES, HttpError, json_response, parse_json, read_body
+from resolver.http.context import CONTEXT
+from resolver.reports import acceptance_report
+from resolver.templates import TemplateError, delete_templates, get_templates, set_templates
+from storage.enterprises import (
+    EnterpriseError,
+    add_prefix,
+    enterprises,
+    issue_credential,
+    set_prefix_enabled,
+)
+
+
+def _bad(exc: Exception) -> HttpError:
+    return HttpError(400, ResponseCode.INVALID_VALUE, str(exc), field=str(exc).split(":", 1)[0])
+
+
+def _info_json(info) -> dict:
+    return {
+        "prefix": info.prefix,
+        "org": info.org,
+        "state": info.state,
+        "site": info.extra.get("site_address"),
+    }
+
+
+async def whoami(request: web.Request) -> web.Response:
+    identity = await request.app[CONTEXT].auth.require(request)
+    prefix = identity.prefix.decode() if identity.prefix is not None else None
+    return json_response(
+        {"responseCode": 1, "user": identity.user, "prefix": prefix, "operator": identity.is_operator}
+    )
+
+
+async def list_enterprises(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require_operator(request)
+    listed = enterprises(ctx.store)
+    return json_response(
+        {"responseCode": 1, "connected": sum(1 for e in listed if e["connected"]), "enterprises": listed}
+    )
+
+
+async def add_prefix_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require_operator(request)
+    obj = parse_json(await read_body(request, MAX_ADMIN_BODY_BYTES))
+    if not isinstance(obj, dict):
+        raise HttpError(400, ResponseCode.INVALID_VALUE, 'the body is {"prefix", "org", "site"?}')
+    for name in ("prefix", "org", "site"):
+        if name in obj and obj[name] is not None and not isinstance(obj[name], str):
+            raise HttpError(400, ResponseCode.INVALID_VALUE, f"{name}: must be a string", field=name)
+    try:
+        info = add_prefix(ctx.store, obj.get("prefix") or "", obj.get("org") or "", obj.get("site"))
+    except EnterpriseError as exc:
+        raise _bad(exc) from exc
+    ctx.service.reload_prefixes()
+    return json_response({"responseCode": 1, **_info_json(info)})
+
+
+async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require_operator(request)
+    try:
+        info = set_prefix_enabled(ctx.store, request.match_info["prefix"], enabled)
+    except EnterpriseError as exc:
+        raise HttpError(
+            404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
+        ) from exc
+    ctx.service.reload_prefixes()
+    return json_response({"responseCode": 1, **_info_json(info)})
+
+
+async def disable_prefix(request: web.Request) -> web.Response:
+    return await _set_enabled(request, False)
+
+
+async def enable_prefix(request: web.Request) -> web.Response:
+    return await _set_enabled(request, True)
+
+
+async def credential(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require_operator(request)
+    try:
+        user, secret = issue_credential(ctx.store, request.match_info["prefix"])
+    except EnterpriseError as exc:
+        raise HttpError(
+            404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
+        ) from exc
+    ctx.after_write()  # the prefix's ADMIN identifier may be new
+    return json_response({"responseCode": 1, "user": user, "secret": secret})
+
+
+async def put_templates(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require_operator(request)
+    document = parse_json(await read_body(request, MAX_ADMIN_BODY_BYTES))
+    prefix = request.match_info["prefix"]
+    if isinstance(document, dict) and str(document.get("prefix", "")).upper() != prefix.upper():
+        raise HttpError(
+            400, ResponseCode.INVALID_VALUE, f"prefix: the document is for another prefix than {prefix}"
+        )
+    try:
+        template_set = set_templates(ctx.store, document)
+    except TemplateError as exc:
+        raise _bad(exc) from exc
+    names = [t.name for t in template_set.templates]
+    return json_response({"responseCode": 1, "prefix": template_set.prefix, "templates": names})
+
+
+async def get_templates_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require(request)  # an enterprise may read its own; the operator any
+    prefix = request.match_info["prefix"]
+    document = get_templates(ctx.store, prefix)
+    if document is None:
+        raise HttpError(404, ResponseCode.VALUES_NOT_FOUND, f"no templates for {prefix}")
+    return json_response(document)
+
+
+async def delete_templates_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require_operator(request)
+    prefix = request.match_info["prefix"]
+    if not delete_templates(ctx.store, prefix):
+        raise HttpError(404, ResponseCode.VALUES_NOT_FOUND, f"no templates for {prefix}")
+    return json_response({"responseCode": 1, "prefix": prefix})
+
+
+async def report(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.auth.require_operator(request)
+    return json_response(acceptance_report(ctx.store))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/whoami", whoami)
+    app.router.add_get("/api/admin/enterprises", list_enterprises)
+    app.router.add_post("/api/admin/prefixes", add_prefix_route)
+    app.router.add_post("/api/admin/prefixes/{prefix}/disable", disable_prefix)
+    app.router.add_post("/api/admin/prefixes/{prefix}/enable", enable_prefix)
+    app.router.add_post("/api/admin/prefixes/{prefix}/credential", credential)
+    app.router.add_put("/api/admin/templates/{prefix}", put_templates)
+    app.router.add_get("/api/admin/templates/{prefix}", get_templates_route)
+    app.router.add_delete("/api/admin/templates/{prefix}", delete_templates_route)
+    app.router.add_get("/api/admin/report", report)

@@ -1,0 +1,179 @@
+"""HTTP Basic authentication with the Handle.Net user form: `300:<prefix>/ADMIN` for an enterprise (the
+administrator of its prefix), `operator` for the node's operator.
+
+Secrets are checked against their salted scrypt hash (storage/enterprises.py). scrypt is slow on purpose, so
+a verified (user, secret) pair is remembered per worker, keyed by a keyed hash of the secret, as long as the
+stored credential is the same; rotating a secret invalidates it at once. Repeated failures for one user are
+answered 429 without hashing, so guessing is slow and cannot tie up a worker. Every authenticated enterprise
+call marks the enterprise as seen, persisted at most once a minute per enterprise per worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from resolver.handle.constants import ResponseCode
+from resolver.http.common import HttpError
+from storage.enterprises import get_credential, mark_seen, prefix_of_user, user_key
+from storage.store import PrefixInfo, Store
+
+log = logging.getLogger(__name__)
+
+AUTH_CACHE_ENTRIES = 4096  #: verified (user, secret) pairs remembered per worker
+MAX_AUTH_FAILURES = 10  #: failed logins per user within the window before further tries get 429
+AUTH_FAILURE_WINDOW_S = 60.0  #: ... this window
+MAX_TRACKED_USERS = 10_000  #: users whose failures are remembered; beyond, the oldest are forgotten
+SEEN_WRITE_INTERVAL_S = 60.0  #: last-seen times are persisted at most this often per enterprise per worker
+MAX_AUTH_HEADER_BYTES = 4096  #: an Authorization header longer than this is not a Basic credential
+REALM = 'Basic realm="idnode", charset="UTF-8"'
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made an authenticated request: an enterprise's administrator (`prefix` set) or the operator."""
+
+    user: str
+    prefix: bytes | None  # normalized prefix key; None for the operator
+
+    @property
+    def is_operator(self) -> bool:
+        return self.prefix is None
+
+    def administers(self, prefix_key: bytes) -> bool:
+        return self.prefix is None or self.prefix == prefix_key
+
+
+def _unauthorized(message: str, code: ResponseCode = ResponseCode.AUTHENTICATION_FAILED) -> HttpError:
+    return HttpError(401, code, message, headers={"WWW-Authenticate": REALM})
+
+
+def split_basic(header: str) -> tuple[str, str]:
+    """(user, secret) of a Basic Authorization header. The user `300:88.100.7/ADMIN` contains a colon: pyhandle
+    sends it percent-encoded (300%3A...), curl -u sends it as is; both are understood."""
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded or len(header) > MAX_AUTH_HEADER_BYTES:
+        raise _unauthorized("the Authorization header is not HTTP Basic")
+    try:
+        text = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _unauthorized("the Basic credential is not base64 of UTF-8 user:secret") from exc
+    head, sep, rest = text.partition(":")
+    if not sep:
+        raise _unauthorized("the Basic credential has no ':' between user and secret")
+    if head.isdigit() and ":" in rest:  # index:handle:secret, the user written without percent-encoding
+        handle, _, secret = rest.partition(":")
+        return f"{head}:{handle}", secret
+    return unquote(head), rest
+
+
+class Authenticator:
+    def __init__(self, store: Store, clock=time.monotonic):
+        self.store = store
+        self.clock = clock
+        self._pepper = secrets.token_bytes(32)  # the cache keys secrets by HMAC under this per-process key
+        self._verified: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
+        self._failures: OrderedDict[bytes, deque[float]] = OrderedDict()
+        self._seen_written: dict[bytes, float] = {}
+
+    async def identify(self, request: web.Request) -> Identity | None:
+        """The identity of the request's credential; None without an Authorization header; HttpError when
+        the credential is wrong (401), throttled (429) or its prefix disabled (403)."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            return None
+        user, secret = split_basic(header)
+        key = user_key(user)
+        if key is None:
+            raise _unauthorized(
+                f"unknown user {user!r}: enterprises are 300:<prefix>/ADMIN, the operator 'operator'"
+            )
+        self._check_throttle(key)
+        credential = get_credential(self.store, key)
+        if credential is None:
+            self._fail(key)
+            raise _unauthorized(f"no credential is issued for {user}")
+        tag = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
+        if self._verified.get((key, tag)) != credential.digest:
+            ok = await asyncio.get_running_loop().run_in_executor(None, credential.verify, secret)
+            if not ok:
+                self._fail(key)
+                raise _unauthorized(f"wrong secret for {user}")
+            self._remember(key, tag, credential.digest)
+        prefix = prefix_of_user(key)
+        if prefix is not None:
+            self._check_prefix(prefix)
+            self._mark_seen(prefix)
+        return Identity(user, prefix)
+
+    async def require(self, request: web.Request) -> Identity:
+        identity = await self.identify(request)
+        if identity is None:
+            raise _unauthorized(
+                "this request needs HTTP Basic credentials", ResponseCode.AUTHENTICATION_NEEDED
+            )
+        return identity
+
+    async def require_operator(self, request: web.Request) -> Identity:
+        identity = await self.require(request)
+        if not identity.is_operator:
+            raise HttpError(403, ResponseCode.INSUFFICIENT_PERMISSIONS, "only the operator may do this")
+        return identity
+
+    def _check_prefix(self, prefix: bytes) -> None:
+        with self.store.env.begin(db=self.store.prefixes_db) as txn:
+            raw = txn.get(prefix)
+        if raw is None or PrefixInfo.unpack(raw).state == "disabled":
+            raise HttpError(
+                403,
+                ResponseCode.INSUFFICIENT_PERMISSIONS,
+                f"prefix {prefix.decode()} is disabled on this node",
+            )
+
+    def _check_throttle(self, key: bytes) -> None:
+        failures = self._failures.get(key)
+        if not failures:
+            return
+        horizon = self.clock() - AUTH_FAILURE_WINDOW_S
+        while failures and failures[0] < horizon:
+            failures.popleft()
+        if len(failures) >= MAX_AUTH_FAILURES:
+            raise HttpError(
+                429, ResponseCode.SERVER_TOO_BUSY, f"too many failed logins; try again in {AUTH_FAILURE_WINDOW_S:.0f} s",
+                headers={"Retry-After": str(int(AUTH_FAILURE_WINDOW_S))},
+            )  # fmt: skip
+
+    def _fail(self, key: bytes) -> None:
+        failures = self._failures.pop(key, None) or deque(maxlen=MAX_AUTH_FAILURES)
+        failures.append(self.clock())
+        self._failures[key] = failures
+        while len(self._failures) > MAX_TRACKED_USERS:
+            self._failures.popitem(last=False)
+
+    def _remember(self, key: bytes, tag: bytes, digest: bytes) -> None:
+        self._verified[(key, tag)] = digest
+        while len(self._verified) > AUTH_CACHE_ENTRIES:
+            self._verified.popitem(last=False)
+        self._failures.pop(key, None)
+
+    def _mark_seen(self, prefix: bytes) -> None:
+        now = self.clock()
+        last = self._seen_written.get(prefix)
+        if last is not None and now - last < SEEN_WRITE_INTERVAL_S:
+            return
+        self._seen_written[prefix] = now
+        try:
+            mark_seen(self.store, prefix)
+        except Exception:  # being seen is bookkeeping; the request itself must not fail for it
+            log.exception("could not record that %s was seen", prefix.decode())

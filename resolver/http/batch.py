@@ -1,0 +1,105 @@
+"""Batch registration: `POST /api/batch` with up to 2,000 identifiers as NDJSON (one record a line) or a JSON
+array, in the record form of `idnode load`. The batch is one LMDB transaction; the answer says per item what
+happened. `?atomic=true` makes it all or nothing: one bad item and nothing is written. `?overwrite=false`
+refuses identifiers that exist already. Parsing uses the bulk loader's value encoder (shapes built once)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from resolver.handle.constants import ResponseCode
+from resolver.http.common import (
+    MAX_BATCH_BODY_BYTES,
+    HttpError,
+    error_from_write,
+    json_response,
+    query_bool,
+    read_body,
+)
+from resolver.http.context import CONTEXT
+from storage.jsonvalues import ValueEncoder
+from storage.keys import normalize_prefix
+from storage.writes import MAX_BATCH_ITEMS, WriteError, parse_batch_item, put_batch
+
+
+def split_records(body: bytes) -> list[tuple[int, Any]]:
+    """(position, parsed JSON or the exception) per record: a JSON array's items (positions from 1), or the
+    non-empty lines of NDJSON (positions are line numbers)."""
+    stripped = body.lstrip()
+    if stripped.startswith(b"["):
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, ResponseCode.PROTOCOL_ERROR, f"the body is not a JSON array: {exc}") from exc
+        if not isinstance(items, list):
+            raise HttpError(400, ResponseCode.PROTOCOL_ERROR, "the body is not a JSON array")
+        _check_count(len(items))
+        return list(enumerate(items, 1))
+    lines = body.split(b"\n")
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    _check_count(len(numbered))
+    out: list[tuple[int, Any]] = []
+    for n, line in numbered:
+        try:
+            out.append((n, orjson.loads(line)))
+        except orjson.JSONDecodeError as exc:
+            out.append((n, exc))
+    return out
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_BATCH_ITEMS:
+        raise HttpError(
+            413, ResponseCode.PROTOCOL_ERROR, f"{count:,} identifiers: at most {MAX_BATCH_ITEMS:,} per request",
+            limit=MAX_BATCH_ITEMS,
+        )  # fmt: skip
+    if count == 0:
+        raise HttpError(400, ResponseCode.PROTOCOL_ERROR, "the batch is empty")
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    identity = await ctx.auth.require(request)
+    atomic = query_bool(request, "atomic", False)
+    overwrite = query_bool(request, "overwrite", True)
+    records = split_records(await read_body(request, MAX_BATCH_BODY_BYTES))
+    encoder = ValueEncoder(int(time.time()))
+    items = [parse_batch_item(position, obj, encoder, ctx.store) for position, obj in records]
+    if identity.prefix is not None:
+        for item in items:
+            if item.error is None and not identity.administers(
+                normalize_prefix(item.key[: item.key.find(b"/")])
+            ):
+                item.error = WriteError(
+                    ResponseCode.INSUFFICIENT_PERMISSIONS,
+                    f"{identity.user} may write only under {identity.prefix.decode()}/",
+                )
+    result = put_batch(
+        ctx.store,
+        items,
+        atomic=atomic,
+        overwrite=overwrite,
+        allowed_prefix=identity.prefix,
+        checker=ctx.checker,
+    )
+    if result.written:
+        ctx.after_write()
+    body = {
+        "responseCode": 1 if result.written else 2,
+        "atomic": atomic,
+        "written": result.written,
+        "created": result.created,
+        "replaced": result.replaced,
+        "failed": result.failed,
+        "results": result.results,
+    }
+    if result.written:
+        return json_response(body)
+    error = error_from_write(result.first_error)
+    body["responseCode"] = int(error.code)
+    body["message"] = f"atomic batch refused, nothing written: {result.failed} of {len(items)} items failed"
+    return json_response(body, error.status)

@@ -1,0 +1,98 @@
+"""DNS over UDP and TCP (RFC 1035 §4.2) for the DNS view: datagrams in, answers out; over TCP each message
+carries a two-byte length, several may be pipelined, and the connection stays open until it falls silent.
+No exception escapes a handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable
+
+from resolver.dnsview.view import DnsView
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">H")
+MAX_PENDING_TCP_BYTES = 2 * 65_537  #: one whole message and the start of the next; more unread input is abuse
+
+
+class DnsUdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, view: DnsView, after_batch: Callable[[], None]):
+        self.view = view
+        self.after_batch = after_batch
+        self._batch_pending = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sendto = transport.sendto  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            answer = self.view.answer(data, "udp")
+            if answer is not None:
+                self._sendto(answer, addr)
+        except Exception:
+            log.exception("unexpected error answering a DNS datagram from %s", addr[0])
+        if not self._batch_pending:
+            self._batch_pending = True
+            asyncio.get_running_loop().call_soon(self._end_batch)
+
+    def _end_batch(self) -> None:
+        self._batch_pending = False
+        self.after_batch()
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("DNS UDP error: %s", exc)
+
+
+class DnsTcpProtocol(asyncio.Protocol):
+    def __init__(self, view: DnsView, after_batch: Callable[[], None], idle_timeout_s: float):
+        self.view = view
+        self.after_batch = after_batch
+        self.idle_timeout_s = idle_timeout_s
+        self._buffer = bytearray()
+        self._last_activity = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        self._last_activity = loop.time()
+        self._idle_timer = loop.call_later(self.idle_timeout_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        remaining = self._last_activity + self.idle_timeout_s - loop.time()
+        if remaining <= 0:
+            self.transport.close()
+        else:
+            self._idle_timer = loop.call_later(remaining, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = asyncio.get_running_loop().time()
+        self._buffer += data
+        answers = []
+        try:
+            while len(self._buffer) >= 2:
+                (length,) = _LENGTH.unpack_from(self._buffer)
+                if len(self._buffer) < 2 + length:
+                    break
+                message = bytes(self._buffer[2 : 2 + length])
+                del self._buffer[: 2 + length]
+                answer = self.view.answer(message, "tcp")
+                if answer is not None:
+                    answers.append(_LENGTH.pack(len(answer)) + answer)
+        except Exception:
+            log.exception("unexpected error answering DNS over TCP")
+            self.transport.close()
+            return
+        if answers:
+            self.transport.write(b"".join(answers))
+        if len(self._buffer) > MAX_PENDING_TCP_BYTES:
+            self.transport.close()
+        self.after_batch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()

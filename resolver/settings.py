@@ -1,0 +1,321 @@
+"""Where the settings of `idnode serve` come from: a TOML file, `IDNODE_*` environment variables and
+command-line flags, in that order of strength (flag > environment > file > default), mapped onto
+`ServeConfig`.
+
+Every `ServeConfig` field is a setting under the same name: `workers` in the file, `IDNODE_WORKERS` in the
+environment, `--workers` on the command line (a few flags keep shorter names: `--data`, `--bind`,
+`--tcp-idle-timeout`). Unknown keys and bad values are rejected before anything starts, naming the key and
+where its value came from. The file is `--config FILE`, else `$IDNODE_CONFIG`, else /etc/idnode/idnode.toml
+when it exists and nothing else says where the data is. Imports no server code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from resolver.config import LOG_FORMATS, LOG_LEVELS, ServeConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/idnode/idnode.toml")  #: where install.sh puts the configuration
+ENV_PREFIX = "IDNODE_"  #: environment variables IDNODE_<KEY> override the file
+CONFIG_ENV = "IDNODE_CONFIG"  #: names the configuration file when --config is not given
+_NONE_WORDS = ("", "none", "off")  #: what an environment variable says to unset an optional setting
+
+# Flags whose names differ from `--<key with dashes>` (kept from before the configuration file existed).
+FLAG_NAMES: dict[str, tuple[str, ...]] = {
+    "data_dir": ("--data", "--data-dir"),
+    "binds": ("--bind",),
+    "tcp_idle_timeout_s": ("--tcp-idle-timeout",),
+    "counter_flush_interval_s": ("--flush-interval",),
+    "prefix_reload_interval_s": ("--prefix-reload-interval",),
+    "stop_grace_s": ("--stop-grace",),
+}
+
+HELP: dict[str, str] = {
+    "data_dir": "store directory",
+    "binds": "address to listen on (repeatable; IPv4 or IPv6)",
+    "handle_port": "Handle UDP+TCP port (0: any free port)",
+    "http_port": "HTTP API port (default: no HTTP)",
+    "dns_port": "DNS port, UDP and TCP (default: no DNS)",
+    "dns_zone": "zone of the DNS view",
+    "workers": "worker processes (default and 0: one per CPU)",
+    "node_prefix": "this node's own prefix",
+    "site_address": "address published in the node's HS_SITE (default: the first bind, loopback for 0.0.0.0)",
+    "tcp_idle_timeout_s": "seconds before a silent TCP connection closes",
+    "counter_flush_interval_s": "seconds between writes of resolution counts to the store",
+    "prefix_reload_interval_s": "seconds between checks for prefixes changed by other processes",
+    "stop_grace_s": "seconds a stopping or replaced worker may take to drain and flush",
+    "log_level": f"one of {', '.join(LOG_LEVELS)}",
+    "log_format": f"one of {', '.join(LOG_FORMATS)} (json: one object a line, for journald)",
+    "access_log_sample": "share of answered requests written to the access log, 0 to 1 (0: no access log)",
+    "metrics_dir": "directory of the Prometheus multiprocess files (default: a private temporary one)",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; the message names the key and its source."""
+
+
+def fields() -> dict[str, Any]:
+    """Every setting: key -> its type (resolved annotations of ServeConfig)."""
+    hints = typing.get_type_hints(ServeConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(ServeConfig)}
+
+
+def defaults() -> dict[str, Any]:
+    """key -> default value (data_dir has none)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ServeConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def flag_names(key: str) -> tuple[str, ...]:
+    if key in FLAG_NAMES:
+        return FLAG_NAMES[key]
+    return ("--" + key.removesuffix("_s").replace("_", "-"),)
+
+
+def _split_optional(tp: Any) -> tuple[Any, bool]:
+    """(inner type, optional?) of `X | None`."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _describe(tp: Any) -> str:
+    inner, _ = _split_optional(tp)
+    if typing.get_origin(inner) is list:
+        return "a list of strings"
+    return {int: "an integer", float: "a number", str: "a string", Path: "a path", bool: "true or false"}.get(
+        inner, str(inner)
+    )
+
+
+def convert_value(key: str, tp: Any, value: Any) -> Any:
+    """A value read from TOML, checked against the field's type (no string parsing: TOML is typed)."""
+    inner, optional = _split_optional(tp)
+    if value is None and optional:
+        return None
+    if typing.get_origin(inner) is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif inner is bool:
+        if isinstance(value, bool):
+            return value
+    elif inner is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif inner is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif inner is str:
+        if isinstance(value, str):
+            return value
+    elif inner is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+    raise ValueError(f"{value!r} is not {_describe(tp)}")
+
+
+def parse_text(key: str, tp: Any, text: str) -> Any:
+    """A value given as text (environment variable or flag), converted to the field's type."""
+    inner, optional = _split_optional(tp)
+    if optional and text.strip().lower() in _NONE_WORDS:
+        return None
+    if typing.get_origin(inner) is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if inner is bool:
+        word = text.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{text!r} is not true or false")
+    if inner is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+    if inner is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+    if inner is Path:
+        if not text:
+            raise ValueError("an empty path")
+        return Path(text)
+    return text
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file, checked for unknown keys and types (values are checked by ServeConfig)."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: not readable") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    known = fields()
+    out = {}
+    for key, value in raw.items():
+        if key not in known:
+            hint = " (settings are top-level keys)" if isinstance(value, dict) else ""
+            raise ConfigError(f"{path}: {key}: unknown setting{hint}")
+        try:
+            out[key] = convert_value(key, known[key], value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {key}: {exc}") from None
+    return out
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from IDNODE_<KEY> variables. An IDNODE_ variable that names no setting is logged as a warning
+    rather than refused: other parts of the node may read variables of their own under the same prefix."""
+    known = fields()
+    out = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in known:
+            log.warning("environment %s names no setting of idnode serve; ignored", name)
+            continue
+        try:
+            out[key] = parse_text(key, known[key], text)
+        except ValueError as exc:
+            raise ConfigError(f"environment {name}: {exc}") from None
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags for every setting, defaulting to None so that an absent flag lets env, file and default speak."""
+    parser.add_argument("--config", type=Path, help=f"TOML configuration file (default: ${CONFIG_ENV})")
+    for key, tp in fields().items():
+        inner, _ = _split_optional(tp)
+        help_text = HELP.get(key, key.replace("_", " "))
+        if typing.get_origin(inner) is list:
+            parser.add_argument(*flag_names(key), dest=key, action="append", default=None, help=help_text)
+        else:
+            parser.add_argument(*flag_names(key), dest=key, default=None, metavar=key.upper(), help=help_text)
+
+
+def read_flags(args: argparse.Namespace) -> dict[str, Any]:
+    known = fields()
+    out = {}
+    for key, tp in known.items():
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        flag = flag_names(key)[0]
+        if isinstance(value, list):
+            items = [part.strip() for item in value for part in item.split(",") if part.strip()]
+            out[key] = items
+            continue
+        try:
+            out[key] = parse_text(key, tp, str(value))
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+    return out
+
+
+def config_path(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Path | None:
+    """The configuration file to read: --config, $IDNODE_CONFIG, or the default one when it exists and
+    neither --data nor IDNODE_DATA_DIR says where the store is."""
+    given = getattr(args, "config", None) if args is not None else None
+    if given:
+        return Path(given)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    data_flag = getattr(args, "data_dir", None) if args is not None else None
+    data_given = data_flag or environ.get(env_name("data_dir"))
+    if not data_given and DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def _key_of_message(message: str) -> str | None:
+    """The setting a ServeConfig validation message is about ("handle port: ..." -> handle_port)."""
+    head = message.split(":", 1)[0].strip().replace(" ", "_")
+    known = fields()
+    for candidate in (head, head + "s", head + "_s"):
+        if candidate in known:
+            return candidate
+    return None
+
+
+def build_config(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> ServeConfig:
+    """Merge default < file < environment < flags into a checked ServeConfig."""
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if path is not None:
+        layers.append((str(path), read_file(path)))
+    layers.append(("environment", read_env(environ)))
+    layers.append(("flags", dict(flags or {})))
+    merged: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for name, layer in layers:
+        for key, value in layer.items():
+            merged[key] = value
+            source[key] = name
+    if "data_dir" not in merged:
+        raise ConfigError("data_dir: not set (give --data DIR, IDNODE_DATA_DIR or data_dir in the file)")
+    if merged.get("workers") == 0:  # 0 means the default: one worker per CPU
+        del merged["workers"]
+    try:
+        return ServeConfig(**merged)
+    except ValueError as exc:
+        key = _key_of_message(str(exc))
+        where = _source_text(key, source.get(key or "")) if key else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def _source_text(key: str, layer: str | None) -> str:
+    if layer == "environment":
+        return f"environment {env_name(key)}: "
+    if layer == "flags":
+        return f"{flag_names(key)[0]}: "
+    if layer:
+        return f"{layer}: "
+    return "default: "
+
+
+def loader_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Callable[[], ServeConfig]:
+    """A function that builds the configuration again from the same flags, re-reading environment and file
+    (the supervisor calls it on SIGHUP)."""
+    flags = read_flags(args)
+
+    def load() -> ServeConfig:
+        env = os.environ if environ is None else environ
+        return build_config(flags, env, config_path(args, env))
+
+    return load

@@ -1,0 +1,351 @@
+"""Enterprises of the node: their prefixes (hosted here or served by their own node), their credentials, and
+when they were last seen.
+
+A credential is a secret issued once and stored only as a salted scrypt hash, with its salt and parameters, so
+the parameters can be raised later without invalidating issued secrets. Enterprise users have the Handle.Net
+form `300:<prefix>/ADMIN`; the identifier `<prefix>/ADMIN` is registered when the first secret is issued, so
+REST clients that check the admin identity exists (pyhandle does) find it. The operator's user is `operator`.
+
+Records live in the store's `enterprises` database: `cred/<user>` (msgpack) and `seen/<PREFIX>` (u64 Unix
+seconds). Imports the Handle value codec, never the servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+import msgpack
+
+from resolver.handle.values import (
+    AdminData,
+    HandleValue,
+    Interface,
+    InterfaceProtocol,
+    InterfaceType,
+    ServerInfo,
+    SiteInfo,
+    encode_admin,
+    encode_site,
+)
+from storage.keys import normalize_prefix
+from storage.records import pack_record
+from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
+
+CREDENTIAL_SCHEMA_VERSION = 1  #: version of the msgpack credential record
+SCRYPT_N = (
+    2**14
+)  #: scrypt cost: ~50 ms and 16 MiB per check on this machine class; verified logins are cached
+SCRYPT_R = 8  #: scrypt block size (the common recommendation)
+SCRYPT_P = 1  #: scrypt parallelism
+SCRYPT_DKLEN = 32  #: bytes of derived key stored
+SALT_BYTES = 16  #: per-secret random salt
+SECRET_BYTES = 24  #: entropy of an issued secret (printed as 32 URL-safe characters)
+MIN_SECRET_CHARS = 12  #: an operator-chosen secret shorter than this is refused
+ADMIN_INDEX = 300  #: the index in the user name `300:<prefix>/ADMIN`, as Handle.Net clients write it
+ADMIN_SUFFIX = (
+    "ADMIN"  #: suffix of the enterprise's admin identity handle; reserved, not writable over the API
+)
+OPERATOR_USER = "operator"  #: the node operator's user name
+CONNECTED_WINDOW_S = 86_400  #: an enterprise seen (authenticated) within this window counts as connected
+MAX_PREFIX_CHARS = 64  #: longer is a typing mistake, not a prefix
+
+_CRED = b"cred/"
+_SEEN = b"seen/"
+_U64 = struct.Struct(">Q")
+_PREFIX_RE = re.compile(r"[0-9A-Za-z]+(\.[0-9A-Za-z-]+)*")
+_USER_RE = re.compile(r"(\d+):([^/]+)/(.+)")
+REGISTRATIONS_ADMIN = f"{REGISTRATIONS}.admin"  #: counter kind of identifiers created by the admin tools
+
+
+class EnterpriseError(ValueError):
+    """A prefix or credential operation cannot be done as asked; the message says why."""
+
+
+# -- names ---------------------------------------------------------------------------------------------------
+
+
+def validate_prefix(text: str) -> str:
+    """`text` as a prefix (`88.100.7`): dot-separated ASCII segments, not the 0.NA namespace."""
+    text = text.strip()
+    if not text or len(text) > MAX_PREFIX_CHARS or not _PREFIX_RE.fullmatch(text):
+        raise EnterpriseError(f"prefix: {text!r} is not a prefix like 88.100.7")
+    if text.upper() == "0.NA" or text.upper().startswith("0.NA."):
+        raise EnterpriseError("prefix: 0.NA is the namespace of prefix handles, not an enterprise prefix")
+    return text
+
+
+def enterprise_user(prefix: str) -> str:
+    """The Handle.Net user name of a prefix's administrator: `300:88.100.7/ADMIN`."""
+    return f"{ADMIN_INDEX}:{prefix}/{ADMIN_SUFFIX}"
+
+
+def user_key(user: str) -> bytes | None:
+    """The stored form of a user name, or None when it names no user this node can have: `operator`, or
+    `300:<prefix>/ADMIN` with the prefix upper-cased like every prefix."""
+    if user == OPERATOR_USER:
+        return user.encode()
+    match = _USER_RE.fullmatch(user)
+    if not match or int(match.group(1)) != ADMIN_INDEX or match.group(3).upper() != ADMIN_SUFFIX:
+        return None
+    return f"{ADMIN_INDEX}:{match.group(2).upper()}/{ADMIN_SUFFIX}".encode()
+
+
+def prefix_of_user(key: bytes) -> bytes | None:
+    """The prefix key an enterprise user administers; None for the operator."""
+    if key == OPERATOR_USER.encode():
+        return None
+    return key[key.index(b":") + 1 : key.rindex(b"/")]
+
+
+# -- secrets -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A stored credential: the scrypt hash of a secret with everything needed to check it again."""
+
+    user: str
+    salt: bytes
+    digest: bytes
+    n: int = SCRYPT_N
+    r: int = SCRYPT_R
+    p: int = SCRYPT_P
+    issued_s: int = 0
+
+    def pack(self) -> bytes:
+        return msgpack.packb(
+            {
+                "v": CREDENTIAL_SCHEMA_VERSION,
+                "user": self.user,
+                "kdf": "scrypt",
+                "n": self.n,
+                "r": self.r,
+                "p": self.p,
+                "salt": self.salt,
+                "hash": self.digest,
+                "issued": self.issued_s,
+            }
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Credential:
+        obj = msgpack.unpackb(raw)
+        if obj.get("v") != CREDENTIAL_SCHEMA_VERSION or obj.get("kdf") != "scrypt":
+            raise EnterpriseError(
+                f"credential record schema {obj.get('v')!r}/{obj.get('kdf')!r} is not readable"
+            )
+        return cls(obj["user"], obj["salt"], obj["hash"], obj["n"], obj["r"], obj["p"], obj["issued"])
+
+    def verify(self, secret: str) -> bool:
+        return hmac.compare_digest(
+            _scrypt(secret, self.salt, self.n, self.r, self.p, len(self.digest)), self.digest
+        )
+
+
+def _scrypt(secret: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    return hashlib.scrypt(
+        secret.encode(), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=256 * r * n + (1 << 20)
+    )
+
+
+def hash_secret(user: str, secret: str, now_s: int | None = None) -> Credential:
+    salt = secrets.token_bytes(SALT_BYTES)
+    digest = _scrypt(secret, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN)
+    return Credential(user, salt, digest, issued_s=int(time.time()) if now_s is None else now_s)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def get_credential(store: Store, key: bytes, txn: lmdb.Transaction | None = None) -> Credential | None:
+    if txn is None:
+        with store.env.begin(db=store.enterprises_db) as own:
+            raw = own.get(_CRED + key)
+    else:
+        raw = txn.get(_CRED + key, db=store.enterprises_db)
+    return Credential.unpack(raw) if raw is not None else None
+
+
+def set_operator_secret(store: Store, secret: str) -> None:
+    if len(secret) < MIN_SECRET_CHARS:
+        raise EnterpriseError(f"secret: at least {MIN_SECRET_CHARS} characters")
+    credential = hash_secret(OPERATOR_USER, secret)
+    store.write(
+        lambda txn: txn.put(_CRED + OPERATOR_USER.encode(), credential.pack(), db=store.enterprises_db)
+    )
+
+
+def issue_credential(store: Store, prefix: str, now_s: int | None = None) -> tuple[str, str]:
+    """A new secret for the administrator of `prefix` (replacing any earlier one): (user, secret). The secret
+    is returned once and never stored. Registers `<prefix>/ADMIN` if it is not there yet."""
+    now_s = int(time.time()) if now_s is None else now_s
+    key = normalize_prefix(validate_prefix(prefix).encode())
+    secret = new_secret()
+
+    def work(txn: lmdb.Transaction) -> str:
+        info = _prefix_in(store, txn, key)
+        if info.state == "disabled":
+            raise EnterpriseError(f"prefix {info.prefix} is disabled; enable it before issuing a credential")
+        user = enterprise_user(info.prefix)
+        credential = hash_secret(user, secret, now_s)
+        stored_as = (
+            f"{ADMIN_INDEX}:{key.decode()}/{ADMIN_SUFFIX}".encode()
+        )  # user_key(user), prefix upper-cased
+        txn.put(_CRED + stored_as, credential.pack(), db=store.enterprises_db)
+        admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
+        if txn.get(admin_key, db=store.handles) is None:
+            txn.put(admin_key, pack_record(_admin_identity_values(info.prefix, now_s)), db=store.handles)
+            store.add_counts_in(txn, {counter_key(REGISTRATIONS_ADMIN, today(now_s), key): 1})
+        return user
+
+    user = store.write(work)
+    return user, secret
+
+
+def _admin_identity_values(prefix: str, now_s: int) -> list[HandleValue]:
+    """Public values of `<prefix>/ADMIN`: who administers it and what it is. No key material: the secret's
+    hash stays in the enterprises database, which no protocol serves."""
+    return [
+        HandleValue(
+            1, "DESC", f"administrator of prefix {prefix} (credential held by this node)".encode(), now_s
+        ),
+        HandleValue(100, "HS_ADMIN", encode_admin(AdminData(f"0.NA/{prefix}", 200, 0x0FFF)), now_s),
+    ]
+
+
+# -- prefixes ------------------------------------------------------------------------------------------------
+
+
+def site_from_address(text: str, serial: int = 1) -> bytes:
+    """The HS_SITE of an enterprise node at `HOST:PORT` (an IP address, `[v6]:port` for IPv6): one server
+    answering queries on TCP, then UDP, at that port (ID-SDK talks the first interface it sees)."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise EnterpriseError(f"site: {text!r} is not HOST:PORT")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise EnterpriseError(f"site: {host!r} is not an IP address (an HS_SITE carries addresses)") from exc
+    interfaces = (
+        Interface(InterfaceType.QUERY, InterfaceProtocol.TCP, int(port)),
+        Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, int(port)),
+    )
+    server = ServerInfo(1, address, b"", interfaces)
+    return encode_site(SiteInfo(serial=serial, attributes=(("desc", "enterprise node"),), servers=(server,)))
+
+
+def _prefix_in(store: Store, txn: lmdb.Transaction, key: bytes) -> PrefixInfo:
+    raw = txn.get(key, db=store.prefixes_db)
+    if raw is None:
+        raise EnterpriseError(f"prefix {key.decode()} is not known here (add it with `idnode prefix add`)")
+    return PrefixInfo.unpack(raw)
+
+
+def add_prefix(
+    store: Store, prefix: str, org: str, site: str | None = None, now_s: int | None = None
+) -> PrefixInfo:
+    """Register an enterprise prefix, or update the organisation and site of a known one. With `site`
+    (HOST:PORT) the prefix is served by the enterprise's own node and resolutions under it are referred
+    there; without, its identifiers are hosted here. A disabled prefix stays disabled."""
+    prefix = validate_prefix(prefix)
+    if not org.strip():
+        raise EnterpriseError("org: the organisation's name is required")
+    key = normalize_prefix(prefix.encode())
+    now_s = int(time.time()) if now_s is None else now_s
+
+    def work(txn: lmdb.Transaction) -> PrefixInfo:
+        raw = txn.get(key, db=store.prefixes_db)
+        old = PrefixInfo.unpack(raw) if raw is not None else None
+        serial = (old.extra.get("site_serial", 0) + 1) if old and site else 1
+        extra: dict[str, Any] = dict(old.extra) if old else {}
+        extra.pop("site_address", None)
+        if site:
+            extra.update(site_address=site.strip(), site_serial=serial)
+        state = "referral" if site else "hosted"
+        if old is not None and old.state == "disabled":
+            state = "disabled"
+        info = PrefixInfo(
+            prefix=old.prefix if old else prefix,
+            state=state,
+            org=org.strip(),
+            site=site_from_address(site, serial) if site else None,
+            created_s=old.created_s if old else now_s,
+            extra=extra,
+        )
+        store.put_prefix_in(txn, info)
+        return info
+
+    return store.write(work)
+
+
+def set_prefix_enabled(store: Store, prefix: str, enabled: bool) -> PrefixInfo:
+    """Disable a prefix (nothing under it resolves, its credential is refused) or enable it again."""
+    key = normalize_prefix(validate_prefix(prefix).encode())
+
+    def work(txn: lmdb.Transaction) -> PrefixInfo:
+        old = _prefix_in(store, txn, key)
+        state = ("referral" if old.site else "hosted") if enabled else "disabled"
+        info = PrefixInfo(old.prefix, state, old.org, old.site, old.created_s, old.extra)
+        store.put_prefix_in(txn, info)
+        return info
+
+    return store.write(work)
+
+
+# -- last seen -----------------------------------------------------------------------------------------------
+
+
+def mark_seen(store: Store, prefix_key: bytes, now_s: int | None = None) -> None:
+    now_s = int(time.time()) if now_s is None else now_s
+    store.write(lambda txn: txn.put(_SEEN + prefix_key, _U64.pack(now_s), db=store.enterprises_db))
+
+
+def last_seen(store: Store) -> dict[bytes, int]:
+    """Prefix key -> Unix seconds of the enterprise's last authenticated call."""
+    with store.env.begin(db=store.enterprises_db) as txn, txn.cursor() as cursor:
+        if not cursor.set_range(_SEEN):
+            return {}
+        return {k[len(_SEEN) :]: _U64.unpack(v)[0] for k, v in cursor if k.startswith(_SEEN)}
+
+
+def credential_users(store: Store) -> set[bytes]:
+    with store.env.begin(db=store.enterprises_db) as txn, txn.cursor() as cursor:
+        if not cursor.set_range(_CRED):
+            return set()
+        return {k[len(_CRED) :] for k in cursor.iternext(values=False) if k.startswith(_CRED)}
+
+
+def enterprises(store: Store, now_s: int | None = None, window_s: int = CONNECTED_WINDOW_S) -> list[dict]:
+    """Every known prefix with its organisation, state, site, whether a credential was issued, when it was
+    last seen and whether that makes it connected (seen within `window_s` and not disabled)."""
+    now_s = int(time.time()) if now_s is None else now_s
+    seen = last_seen(store)
+    users = credential_users(store)
+    out = []
+    for key, info in sorted(store.prefixes().items()):
+        seen_s = seen.get(key)
+        out.append(
+            {
+                "prefix": info.prefix,
+                "org": info.org,
+                "state": info.state,
+                "site": info.extra.get("site_address"),
+                "credential": user_key(enterprise_user(key.decode())) in users,
+                "lastSeen": seen_s,
+                "connected": bool(
+                    seen_s is not None and now_s - seen_s <= window_s and info.state != "disabled"
+                ),
+            }
+        )
+    return out
