@@ -11,6 +11,7 @@ DEFAULT_HANDLE_PORT = 2641  #: IANA port of the Handle System
 DEFAULT_HTTP_PORT = 8000  #: the reference server's HTTP port (handle-protocol.md, transports)
 DEFAULT_DNS_PORT = 8053  #: unprivileged DNS port for development; 53 under systemd
 DEFAULT_DNS_ZONE = "id.test."  #: the zone identifiers appear under in the DNS view
+MAX_DNS_ZONE_BYTES = 64  #: leaves room for readable identifier names; longer keys are indexed by digest (storage)
 DEFAULT_NODE_PREFIX = "88.100"  #: the secondary node's own prefix; enterprises live under it
 TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; close only when it falls silent
 COUNTER_FLUSH_INTERVAL_S = 2.0  #: resolution counts reach the store this often (and at shutdown)
@@ -62,6 +63,9 @@ class ServeConfig:
             raise ValueError(f"access_log_sample: {self.access_log_sample} is not between 0 and 1")
         if not self.binds:
             raise ValueError("binds: at least one address")
+        zone = self.dns_zone.rstrip(".")
+        if not zone or len(zone) > MAX_DNS_ZONE_BYTES or any(not 0 < len(label) < 64 for label in zone.split(".")):
+            raise ValueError(f"dns_zone: {self.dns_zone!r} is not a DNS name of at most {MAX_DNS_ZONE_BYTES} bytes")
         for bind in self.binds:
             try:
                 ipaddress.ip_address(bind)

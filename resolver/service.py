@@ -166,6 +166,16 @@ class ResolutionService:
             return HANDLE_NOT_FOUND, b""
         return SERVER_NOT_RESP, b""
 
+    def values_tail(self, key: bytes) -> bytes | None:
+        """The stored values tail of a handle key under a prefix hosted here (the DNS view's lookup), else
+        None. Values are not filtered: the caller shows only the public ones."""
+        slash = key.find(b"/")
+        info = self._prefixes.get(key[:slash]) if slash > 0 else None
+        if info is None or info.state != "hosted":
+            return None
+        raw = self._get(key)
+        return None if raw is None else unpack_record(raw)[0]
+
     def referral_handle(self, handle: bytes) -> bytes:
         """The prefix handle a SERVICE_REFERRAL answer names for `handle`."""
         return b"0.NA/" + handle[: handle.find(b"/")]

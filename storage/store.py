@@ -8,6 +8,7 @@ reuse pages and new writes become visible. Never imports the servers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import time
@@ -24,7 +25,8 @@ from storage.keys import handle_key, normalize_prefix
 log = logging.getLogger(__name__)
 
 INITIAL_MAP_BYTES = 1 << 30  #: 1 GiB virtual; the map doubles on demand, so this only sets the first step
-MAX_DBS = 8  #: named databases: handles, prefixes, counters, meta, enterprises, templates, and room for later ones
+MAX_DBS = 16  #: named databases: handles, prefixes, counters, meta, enterprises, templates, DNS digests, and room
+DNS_DIGEST_MIN_KEY_BYTES = 48  #: longer keys may not fit a readable DNS name (zone ≤ 64 bytes): index their digest
 PREFIX_SCHEMA_VERSION = 1  #: version of the msgpack prefix record
 
 _DB_HANDLES = b"handles"
@@ -33,6 +35,7 @@ _DB_COUNTERS = b"counters"
 _DB_META = b"meta"
 _DB_ENTERPRISES = b"enterprises"  # credentials (salted hashes) and last-seen times: storage/enterprises.py
 _DB_TEMPLATES = b"templates"  # metadata templates per prefix: resolver/templates.py
+_DB_DNS_DIGESTS = b"dns-digests"  # sha-256 of a long key -> the key, for DNS digest names (resolver/dnsview)
 _META_CASE_SENSITIVE = b"case_sensitive"
 _META_PREFIXES_VERSION = b"prefixes_version"  # bumped by every prefix change, so workers reload their table
 _U64 = struct.Struct(">Q")
@@ -98,6 +101,7 @@ class Store:
         self.meta = self.env.open_db(_DB_META)
         self.enterprises_db = self.env.open_db(_DB_ENTERPRISES)
         self.templates_db = self.env.open_db(_DB_TEMPLATES)
+        self.dns_digests_db = self.env.open_db(_DB_DNS_DIGESTS)
         stored = self.get_meta(_META_CASE_SENSITIVE)
         if stored is None:
             self.write(lambda txn: txn.put(_META_CASE_SENSITIVE, b"1" if case_sensitive else b"0", db=self.meta))
@@ -167,12 +171,25 @@ class Store:
                 per_prefix[prefix] = per_prefix.get(prefix, 0) + 1
             with txn.cursor(self.handles) as cursor:
                 cursor.putmulti(items, append=append)
+            self.index_long_keys(txn, (key for key, _ in items))
             self._add_counts(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in per_prefix.items()})
             if txn_hook is not None:
                 txn_hook(txn)
             return sum(per_prefix.values())
 
         return self.write(work)
+
+    def index_long_keys(self, txn: lmdb.Transaction, keys: Iterable[bytes]) -> None:
+        """Index the digest of every key too long to be sure of a readable DNS name, in the writer's
+        transaction. Entries are never removed: the DNS view checks that the key still exists and that the
+        name asked is its own, so a stale entry answers NXDOMAIN like no entry."""
+        for key in keys:
+            if len(key) > DNS_DIGEST_MIN_KEY_BYTES:
+                txn.put(hashlib.sha256(key).digest(), key, db=self.dns_digests_db)
+
+    def key_of_dns_digest(self, digest: bytes) -> bytes | None:
+        with self.env.begin(db=self.dns_digests_db) as txn:
+            return txn.get(digest)
 
     def _appendable(self, txn: lmdb.Transaction, items: list[tuple[bytes, bytes]]) -> bool:
         """Whether the keys are strictly ascending and all after the last stored key."""

@@ -175,6 +175,7 @@ def put_identifier(
         if checker is not None and checker.wants(txn, prefix):
             checker.check(txn, handle, result, lambda k: k == key or txn.get(k, db=store.handles) is not None)
         txn.put(key, pack_record(result), db=store.handles)
+        store.index_long_keys(txn, (key,))
         if outcome == "created":
             store.add_counts_in(txn, _registrations([prefix], now_s))
         return outcome
@@ -356,6 +357,7 @@ def put_batch(
         if writes:
             with txn.cursor(store.handles) as cursor:
                 cursor.putmulti(writes, append=all_new)
+            store.index_long_keys(txn, (key for key, _ in writes))
             created = (prefix_of[n] for n in prefix_of if n not in errors and n not in existed)
             store.add_counts_in(txn, _registrations(created, now_s, counter_kind))
         result.written = True

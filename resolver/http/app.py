@@ -13,9 +13,10 @@ import socket
 from aiohttp import web
 
 from resolver.handle.constants import ResponseCode
-from resolver.http import admin, batch, resolve, stats, writes
+from resolver.http import admin, batch, health, resolve, stats, writes
 from resolver.http.common import MAX_BATCH_BODY_BYTES, HttpError, json_response
 from resolver.http.context import CONTEXT, HttpContext
+from resolver.metrics import WorkerHealth
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     router.add_post("/api/batch", batch.post_batch)
     router.add_get("/api/stats", stats.get_stats)
     admin.add_routes(app)
+    health.add_routes(app)
     router.add_route("*", "/api/{tail:.*}", _no_such_api)
     router.add_get("/", resolve.index_page)
     router.add_post("/", resolve.tunnel)
@@ -87,11 +89,10 @@ def free_http_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-async def start_http(store, service, frontend, binds: list[str], port: int) -> web.AppRunner:
+async def start_http(store, service, frontend, binds: list[str], port: int, health=None) -> web.AppRunner:
     """Serve HTTP on `port` of every bind address; the caller awaits `runner.cleanup()` when stopping."""
-    runner = web.AppRunner(
-        build_app(HttpContext(store, service, frontend)), access_log=None, handle_signals=False
-    )
+    ctx = HttpContext(store, service, frontend, health or WorkerHealth())
+    runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
     await runner.setup()
     for host in binds:
         site = web.SockSite(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from resolver.frontend import HandleFrontend
+from resolver.metrics import WorkerHealth
 from resolver.http.auth import Authenticator
 from resolver.service import ResolutionService
 from resolver.templates import TemplateChecker
@@ -20,6 +21,7 @@ class HttpContext:
     store: Store
     service: ResolutionService
     frontend: HandleFrontend
+    health: WorkerHealth = field(default_factory=WorkerHealth)
     auth: Authenticator = field(init=False)
     checker: TemplateChecker = field(init=False)
     http_counter: ResolutionCounter = field(init=False)

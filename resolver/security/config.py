@@ -13,7 +13,7 @@ from typing import Any
 
 TRANSPORTS = ("tcp", "tls", "udp")  #: octet-counted TCP (RFC 6587), TLS (RFC 5425), UDP datagrams (RFC 5426)
 DEFAULT_PORTS = {"tcp": 514, "tls": 6514, "udp": 514}  #: 6514/tls and 514/udp are IANA's; 514/tcp is custom
-DEFAULT_QUEUE_MAX_BYTES = 64 << 20  #: ~200,000 events of ~300 bytes: a day of busy writes with the platform away
+DEFAULT_QUEUE_MAX_BYTES = 64 << 20  #: ~200,000 events of ~300 B: a busy day of writes, platform away
 DEFAULT_QUEUE_MAX_EVENTS = 500_000  #: bounds the queue's entry count whatever the event size
 MIN_QUEUE_MAX_BYTES = 64 << 10  #: room for a few of the largest events (8 KiB each)
 DEFAULT_QUEUE_SUBDIR = "security-queue"  #: the queue directory under the data directory when none is named
@@ -37,12 +37,12 @@ class SecurityLogConfig:
     key_file: str = ""  # tls: its private key (PEM); empty: the key is in cert_file
     server_name: str = ""  # tls: name the collector's certificate must carry (empty: the collector's host)
     queue_dir: str = ""  # where events wait for the collector; empty: <data_dir>/security-queue
-    queue_max_bytes: int = DEFAULT_QUEUE_MAX_BYTES  # bound of the queue; beyond it the oldest events are dropped
+    queue_max_bytes: int = DEFAULT_QUEUE_MAX_BYTES  # bound of the queue; beyond it the oldest are dropped
     queue_max_events: int = DEFAULT_QUEUE_MAX_EVENTS  # the same bound counted in events
     fsync_interval_s: float = 1.0  # queued events reach the disk at least this often (0: at every append)
     facility: str = "authpriv"  # syslog facility of every message (RFC 5424 §6.2.1)
     hostname: str = ""  # HOSTNAME of the messages; empty: this machine's name
-    node_id: str = ""  # put into every message's JSON as "node" (e.g. the node prefix 88.100); empty: left out
+    node_id: str = ""  # every message's JSON carries it as "node" (e.g. the node prefix 88.100)
     summary_interval_s: float = 300.0  # resolution summaries per prefix are sent this often
     reconnect_initial_s: float = 0.5  # first wait after the collector could not be reached; doubles each time
     reconnect_max_s: float = 30.0  # longest wait between attempts
@@ -51,7 +51,9 @@ class SecurityLogConfig:
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
-            raise ValueError(f"security_log.transport: {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
+            raise ValueError(
+                f"security_log.transport: {self.transport!r} is not one of {', '.join(TRANSPORTS)}"
+            )
         if self.facility not in FACILITIES:
             raise ValueError(f"security_log.facility: {self.facility!r} is not a syslog facility name")
         if self.collector:
@@ -68,7 +70,7 @@ class SecurityLogConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"security_log.{name}: must be positive")
         if self.transport != "tls" and (self.ca_file or self.cert_file or self.key_file):
-            raise ValueError("security_log: ca_file, cert_file and key_file need transport = \"tls\"")
+            raise ValueError('security_log: ca_file, cert_file and key_file need transport = "tls"')
         if self.key_file and not self.cert_file:
             raise ValueError("security_log.key_file: given without cert_file")
 
@@ -118,4 +120,6 @@ class SecurityLogConfig:
                 ok = True
             if not ok:
                 raise ValueError(f"security_log.{name}: {value!r} is not {expected.__name__}")
-        return cls(**{k: float(v) if isinstance(v, int) and k.endswith("_s") else v for k, v in values.items()})
+        return cls(
+            **{k: float(v) if isinstance(v, int) and k.endswith("_s") else v for k, v in values.items()}
+        )

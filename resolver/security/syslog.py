@@ -100,9 +100,7 @@ def encode_message(m: SyslogMessage) -> bytes:
     return head.encode("ascii") + (b" " + m.msg if m.msg else b"")
 
 
-_HEADER = re.compile(
-    rb"<(\d{1,3})>(\d{1,2}) (\S+) (\S{1,255}) (\S{1,48}) (\S{1,128}) (\S{1,32}) "
-)
+_HEADER = re.compile(rb"<(\d{1,3})>(\d{1,2}) (\S+) (\S{1,255}) (\S{1,48}) (\S{1,128}) (\S{1,32}) ")
 
 
 def decode_message(data: bytes) -> SyslogMessage:

@@ -18,37 +18,39 @@ MAX_PENDING_TCP_BYTES = 2 * 65_537  #: one whole message and the start of the ne
 
 
 class DnsUdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, view: DnsView, after_batch: Callable[[], None]):
+    def __init__(self, view: DnsView, renew_view: Callable[[], None]):
         self.view = view
-        self.after_batch = after_batch
+        self.renew_view = renew_view
         self._batch_pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if not self._batch_pending:
+            # One read transaction per loop iteration, renewed as the batch starts so that answers see every
+            # write committed before the queries arrived (as the Handle transports do).
+            self._batch_pending = True
+            self.renew_view()
+            asyncio.get_running_loop().call_soon(self._end_batch)
         try:
             answer = self.view.answer(data, "udp")
             if answer is not None:
                 self._sendto(answer, addr)
         except Exception:
             log.exception("unexpected error answering a DNS datagram from %s", addr[0])
-        if not self._batch_pending:
-            self._batch_pending = True
-            asyncio.get_running_loop().call_soon(self._end_batch)
 
     def _end_batch(self) -> None:
         self._batch_pending = False
-        self.after_batch()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("DNS UDP error: %s", exc)
 
 
 class DnsTcpProtocol(asyncio.Protocol):
-    def __init__(self, view: DnsView, after_batch: Callable[[], None], idle_timeout_s: float):
+    def __init__(self, view: DnsView, renew_view: Callable[[], None], idle_timeout_s: float):
         self.view = view
-        self.after_batch = after_batch
+        self.renew_view = renew_view
         self.idle_timeout_s = idle_timeout_s
         self._buffer = bytearray()
         self._last_activity = 0.0
@@ -72,6 +74,8 @@ class DnsTcpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_activity = asyncio.get_running_loop().time()
         self._buffer += data
+        if len(self._buffer) >= 2:
+            self.renew_view()
         answers = []
         try:
             while len(self._buffer) >= 2:
@@ -91,7 +95,6 @@ class DnsTcpProtocol(asyncio.Protocol):
             self.transport.write(b"".join(answers))
         if len(self._buffer) > MAX_PENDING_TCP_BYTES:
             self.transport.close()
-        self.after_batch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:

@@ -131,13 +131,41 @@ class Worker:
             )
             self._closers.append(tcp)
             self._tcp_servers.append(tcp)
+        if self.config.dns_port is not None:
+            await self._start_dns(loop)
         if self.config.http_port is not None:
             from resolver.http.app import start_http  # aiohttp is imported only by nodes that serve HTTP
 
             self._http = await start_http(
-                self.store, self.service, self.frontend, self.config.binds, self.config.http_port
+                self.store, self.service, self.frontend, self.config.binds, self.config.http_port, self.health
             )
         self.health.listening = True
+
+    async def _start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
+        """DNS over UDP and TCP on every bind address, answering from the same store as the Handle view."""
+        from resolver.dnsview.view import DnsView  # dnslib is imported only by nodes that serve DNS
+        from resolver.server.dns import DnsTcpProtocol, DnsUdpProtocol
+
+        self.dns_view = DnsView(
+            self.config.dns_zone,
+            self.service.values_tail,
+            self.store.case_sensitive,
+            digest_lookup=self.store.key_of_dns_digest,
+            on_resolution=self.service.counters["dns"].count,
+        )
+        port = self.config.dns_port
+        for host in self.config.binds:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: DnsUdpProtocol(self.dns_view, self.after_batch), sock=_udp_socket(host, port)
+            )
+            self._closers.append(udp)
+            tcp = await loop.create_server(
+                lambda: DnsTcpProtocol(self.dns_view, self.after_batch, self.config.tcp_idle_timeout_s),
+                sock=_tcp_socket(host, port),
+                backlog=TCP_BACKLOG,
+            )
+            self._closers.append(tcp)
+            self._tcp_servers.append(tcp)
 
     async def drain(self) -> None:
         """Leave without refusing a request: stop taking new TCP connections, take this worker's UDP
