@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     from resolver.cli_admin import register as register_admin
 
     register_admin(sub)  # prefix, operator, template, trace, report
+    from resolver.cli_security import register as register_security
+
+    register_security(sub)  # audit, seclog
     return parser
 
 

@@ -11,6 +11,13 @@ DEFAULT_HANDLE_PORT = 2641  #: IANA port of the Handle System
 DEFAULT_HTTP_PORT = 8000  #: the reference server's HTTP port (handle-protocol.md, transports)
 DEFAULT_DNS_PORT = 8053  #: unprivileged DNS port for development; 53 under systemd
 DEFAULT_DNS_ZONE = "id.test."  #: the zone identifiers appear under in the DNS view
+UDP_RATE_LIMIT_PER_S = 1000.0  #: far above what one real client asks, far below a flood
+UDP_RATE_BURST = 2000.0  #: a client resolving a list in one go is not throttled
+RATE_LIMIT_EXEMPT = ("127.0.0.0/8", "::1/128")  #: loopback: local tools and load tests measure the node
+UDP_AMPLIFICATION_FACTOR = 10.0  #: a multi-datagram UDP answer may be this many times its request (unproven sources)
+TCP_MAX_CONNECTIONS = 10_000  #: open TCP connections per worker (each costs a little memory)
+TCP_MAX_CONNECTIONS_PER_SOURCE = 256  #: one address cannot take every connection
+RATE_LIMIT_ACTIONS = ("drop", "busy")
 MAX_DNS_ZONE_BYTES = 64  #: leaves room for readable identifier names; longer keys are indexed by digest (storage)
 DEFAULT_NODE_PREFIX = "88.100"  #: the secondary node's own prefix; enterprises live under it
 TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; close only when it falls silent
@@ -40,6 +47,13 @@ class ServeConfig:
     log_format: str = "text"
     access_log_sample: float = 0.0  # share of answered requests written to the access log (0: none, 1: all)
     metrics_dir: str = ""  # prometheus-client multiprocess files; empty: a private temporary directory
+    udp_rate_limit_per_s: float = UDP_RATE_LIMIT_PER_S  # per source address, UDP requests (0: no limit)
+    udp_rate_burst: float = UDP_RATE_BURST  # requests a source may send at once before the rate applies
+    udp_rate_limit_action: str = "drop"  # "drop" or "busy" (answer SERVER_TOO_BUSY)
+    rate_limit_exempt: list[str] = field(default_factory=lambda: list(RATE_LIMIT_EXEMPT))
+    udp_amplification_factor: float = UDP_AMPLIFICATION_FACTOR  # 0: no bound
+    tcp_max_connections: int = TCP_MAX_CONNECTIONS  # per worker
+    tcp_max_connections_per_source: int = TCP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -63,6 +77,19 @@ class ServeConfig:
             raise ValueError(f"access_log_sample: {self.access_log_sample} is not between 0 and 1")
         if not self.binds:
             raise ValueError("binds: at least one address")
+        if self.udp_rate_limit_per_s < 0 or (self.udp_rate_limit_per_s and self.udp_rate_burst < 1):
+            raise ValueError("udp_rate_limit_per_s: must be 0 (off) or positive, with udp_rate_burst at least 1")
+        if self.udp_rate_limit_action not in RATE_LIMIT_ACTIONS:
+            raise ValueError(f"udp_rate_limit_action: {self.udp_rate_limit_action!r} is not one of drop, busy")
+        for network in self.rate_limit_exempt:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"rate_limit_exempt: {network!r} is not a network") from exc
+        if self.udp_amplification_factor < 0:
+            raise ValueError("udp_amplification_factor: must be 0 (off) or positive")
+        if self.tcp_max_connections < 1 or self.tcp_max_connections_per_source < 1:
+            raise ValueError("tcp_max_connections, tcp_max_connections_per_source: at least 1")
         zone = self.dns_zone.rstrip(".")
         if not zone or len(zone) > MAX_DNS_ZONE_BYTES or any(not 0 < len(label) < 64 for label in zone.split(".")):
             raise ValueError(f"dns_zone: {self.dns_zone!r} is not a DNS name of at most {MAX_DNS_ZONE_BYTES} bytes")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, OpCode, ResponseCode
+from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, EnvelopeFlag, OpCode, ResponseCode
 from resolver.handle.errors import EnvelopeError, HandleProtocolError
 from resolver.handle.message import (
     decode_request,
@@ -24,6 +24,8 @@ from resolver.handle.udp import Reassembler, is_chunk, split_datagrams
 from resolver.service import ResolutionService
 
 ANSWER_LIFETIME_S = 43_200  #: ExpirationTime of answers: must lie in the future or ID-SDK rejects the answer
+TOO_LARGE_FOR_UDP = "answer too large for UDP to an unverified address: ask over TCP"
+_TC = int(EnvelopeFlag.TC)
 _RESOLUTION = int(OpCode.RESOLUTION)
 _GET_SITE_INFO = int(OpCode.GET_SITE_INFO)
 _SUCCESS = ResponseCode.SUCCESS
@@ -75,6 +77,24 @@ class HandleFrontend:
             referral = self.service.referral_handle(query.handle)
             return encode_resolution_response(request, referral, payload, expiration, _SERVICE_REFERRAL)
         return encode_error_response(request, code, _ERROR_TEXT.get(code, ""), expiration)
+
+    def busy_answer(self, data: bytes) -> bytes | None:
+        """SERVER_TOO_BUSY for a request refused by the rate limit (none for a piece of a chunked request)."""
+        if is_chunk(data):
+            return None
+        error = HandleProtocolError("rate limit exceeded: slow down", ResponseCode.SERVER_TOO_BUSY)
+        return encode_error_answer(data, error, int(self.clock()) + ANSWER_LIFETIME_S)
+
+    def too_large_answer(self, data: bytes) -> bytes | None:
+        """The short answer the amplification bound sends instead of a large UDP answer: ERROR with the
+        envelope's TC flag set, telling the client to ask again over TCP."""
+        if is_chunk(data):
+            return None
+        error = HandleProtocolError(TOO_LARGE_FOR_UDP, ResponseCode.ERROR)
+        answer = encode_error_answer(data, error, int(self.clock()) + ANSWER_LIFETIME_S)
+        if answer is None:
+            return None
+        return answer[:2] + bytes((answer[2] | _TC,)) + answer[3:]
 
     def answer_datagram(self, data: bytes, source: tuple) -> list[bytes]:
         """Answers to one UDP datagram: none (dropped, or a piece of a longer request still incomplete), one,

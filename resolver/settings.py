@@ -59,6 +59,13 @@ HELP: dict[str, str] = {
     "log_format": f"one of {', '.join(LOG_FORMATS)} (json: one object a line, for journald)",
     "access_log_sample": "share of answered requests written to the access log, 0 to 1 (0: no access log)",
     "metrics_dir": "directory of the Prometheus multiprocess files (default: a private temporary one)",
+    "udp_rate_limit_per_s": "UDP requests per second allowed from one source address (0: no limit)",
+    "udp_rate_burst": "UDP requests one source may send at once before its rate applies",
+    "udp_rate_limit_action": "what a source over its rate gets: drop (nothing) or busy (SERVER_TOO_BUSY)",
+    "rate_limit_exempt": "networks never rate-limited and always trusted with large UDP answers (repeatable)",
+    "udp_amplification_factor": "a multi-datagram UDP answer may be this many times its request unless the source proved its address over TCP (0: no bound)",
+    "tcp_max_connections": "open Handle TCP connections per worker",
+    "tcp_max_connections_per_source": "open Handle TCP connections per worker from one address",
 }
 
 

@@ -36,6 +36,7 @@ _DB_META = b"meta"
 _DB_ENTERPRISES = b"enterprises"  # credentials (salted hashes) and last-seen times: storage/enterprises.py
 _DB_TEMPLATES = b"templates"  # metadata templates per prefix: resolver/templates.py
 _DB_DNS_DIGESTS = b"dns-digests"  # sha-256 of a long key -> the key, for DNS digest names (resolver/dnsview)
+_DB_AUDIT = b"audit"  # append-only audit trail of every write: storage/audit.py
 _META_CASE_SENSITIVE = b"case_sensitive"
 _META_PREFIXES_VERSION = b"prefixes_version"  # bumped by every prefix change, so workers reload their table
 _U64 = struct.Struct(">Q")
@@ -102,6 +103,7 @@ class Store:
         self.enterprises_db = self.env.open_db(_DB_ENTERPRISES)
         self.templates_db = self.env.open_db(_DB_TEMPLATES)
         self.dns_digests_db = self.env.open_db(_DB_DNS_DIGESTS)
+        self.audit_db = self.env.open_db(_DB_AUDIT)
         stored = self.get_meta(_META_CASE_SENSITIVE)
         if stored is None:
             self.write(lambda txn: txn.put(_META_CASE_SENSITIVE, b"1" if case_sensitive else b"0", db=self.meta))

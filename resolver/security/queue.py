@@ -85,7 +85,7 @@ class SecurityQueue:
             )
             self._events = self.env.open_db(_DB_EVENTS)
             self._meta = self.env.open_db(_DB_META)
-        except lmdb.Error as exc:
+        except (lmdb.Error, OSError) as exc:
             raise QueueError(
                 f"security event queue {self.path}: {exc} (if it is damaged, move the directory aside; "
                 "a new queue is created in its place)"

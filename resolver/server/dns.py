@@ -10,6 +10,7 @@ import struct
 from collections.abc import Callable
 
 from resolver.dnsview.view import DnsView
+from resolver.server.limits import UdpGuard
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +19,12 @@ MAX_PENDING_TCP_BYTES = 2 * 65_537  #: one whole message and the start of the ne
 
 
 class DnsUdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, view: DnsView, renew_view: Callable[[], None]):
+    def __init__(self, view: DnsView, renew_view: Callable[[], None], guard: UdpGuard | None = None):
         self.view = view
         self.renew_view = renew_view
+        self.guard = guard
         self._batch_pending = False
+        self._now = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._sendto = transport.sendto  # type: ignore[attr-defined]
@@ -32,7 +35,11 @@ class DnsUdpProtocol(asyncio.DatagramProtocol):
             # write committed before the queries arrived (as the Handle transports do).
             self._batch_pending = True
             self.renew_view()
-            asyncio.get_running_loop().call_soon(self._end_batch)
+            loop = asyncio.get_running_loop()
+            self._now = loop.time()
+            loop.call_soon(self._end_batch)
+        if self.guard is not None and not self.guard.admit(addr[0], self._now):
+            return  # over its rate: dropped (a DNS client retries; a spoofed victim gets nothing)
         try:
             answer = self.view.answer(data, "udp")
             if answer is not None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from resolver.frontend import HandleFrontend
 from resolver.handle.errors import EnvelopeError
 from resolver.handle.tcp import FrameBuffer
+from resolver.server.limits import ConnectionLimiter, ProvenSources
 from resolver.server.stats import CODES_AT, NO_ANSWER, QueryStats
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,13 @@ class HandleTcpProtocol(asyncio.Protocol):
         idle_timeout_s: float,
         stats: QueryStats | None = None,
         connections: set[HandleTcpProtocol] | None = None,
+        limiter: ConnectionLimiter | None = None,
+        proven: ProvenSources | None = None,
     ):
         self.frontend = frontend
+        self.limiter = limiter
+        self.proven = proven
+        self._source = ""  # the peer's address while the limiter counts this connection
         self.renew_view = renew_view
         self.idle_timeout_s = idle_timeout_s
         self.transport: asyncio.Transport | None = None
@@ -40,6 +46,17 @@ class HandleTcpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if peer else ""
+        if self.limiter is not None:
+            if not self.limiter.open(address):
+                log.debug("refusing a TCP connection from %s: connection limit", address)
+                transport.abort()
+                return
+            self._source = address
+        if self.proven is not None:
+            # A completed handshake proves the address: large UDP answers may go to it (resolver.server.limits).
+            self.proven.prove(address, asyncio.get_running_loop().time())
         if self._connections is not None:
             self._connections.add(self)
         self.stats.tcp_connections += 1
@@ -98,6 +115,10 @@ class HandleTcpProtocol(asyncio.Protocol):
         return 0.0 if len(self._frames) else now - self._last_activity
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is None:
+            return  # refused in connection_made: nothing was counted
+        if self.limiter is not None:
+            self.limiter.close(self._source)
         if self._connections is not None:
             self._connections.discard(self)
         self.stats.tcp_connections -= 1

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from resolver.frontend import HandleFrontend
+from resolver.server.limits import UdpGuard
 from resolver.server.stats import CODES_AT, NO_ANSWER, QueryStats
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,16 @@ log = logging.getLogger(__name__)
 
 class HandleUdpProtocol(asyncio.DatagramProtocol):
     def __init__(
-        self, frontend: HandleFrontend, renew_view: Callable[[], None], stats: QueryStats | None = None
+        self,
+        frontend: HandleFrontend,
+        renew_view: Callable[[], None],
+        stats: QueryStats | None = None,
+        guard: UdpGuard | None = None,
     ):
         self.frontend = frontend
         self.renew_view = renew_view
+        self.guard = guard
+        self._now = 0.0
         self.transport: asyncio.DatagramTransport | None = None
         self._batch_pending = False
         # Counting costs one dict increment; one datagram in `sample_every` is timed (maybe access-logged).
@@ -40,13 +47,15 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
             # request arrived, even on a worker that was idle when the write happened.
             self._batch_pending = True
             self.renew_view()
-            asyncio.get_running_loop().call_soon(self._end_batch)
+            loop = asyncio.get_running_loop()
+            self._now = loop.time()  # one clock reading per batch is precise enough for the rate limit
+            loop.call_soon(self._end_batch)
         self._tick -= 1
         if not self._tick:
             self._answer_sampled(data, addr)
             return
         try:
-            answers = self.frontend.answer_datagram(data, addr)
+            answers = self._answer(data, addr)
             for datagram in answers:
                 self._sendto(datagram, addr)
             self._counts[answers[0][CODES_AT] if answers else NO_ANSWER] += 1
@@ -58,7 +67,7 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
         started = time.perf_counter()
         answers: list[bytes] = []
         try:
-            answers = self.frontend.answer_datagram(data, addr)
+            answers = self._answer(data, addr)
             for datagram in answers:
                 self._sendto(datagram, addr)
             self._counts[answers[0][CODES_AT] if answers else NO_ANSWER] += 1
@@ -66,6 +75,17 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
             log.exception("unexpected error answering a UDP datagram from %s", addr[0])
         spent = time.perf_counter() - started
         self.stats.sample("handle-udp", spent, addr[0], data, answers[0] if answers else None)
+
+    def _answer(self, data: bytes, addr: tuple) -> list[bytes]:
+        guard = self.guard
+        if guard is None:
+            return self.frontend.answer_datagram(data, addr)
+        if not guard.admit(addr[0], self._now):
+            return guard.refusal(data)
+        answers = self.frontend.answer_datagram(data, addr)
+        if len(answers) > 1:  # only a chunked answer can be many times its request
+            return guard.bound(data, answers, addr[0], self._now)
+        return answers
 
     def _end_batch(self) -> None:
         self._batch_pending = False

@@ -24,6 +24,7 @@ from resolver.handle.values import (
     encode_site,
 )
 from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
+from resolver.server.limits import ConnectionLimiter, ExemptNetworks, ProvenSources, SourceRateLimiter, UdpGuard
 from resolver.server.stats import QueryStats
 from resolver.server.systemd import InheritedSocket
 from resolver.server.tcp import HandleTcpProtocol
@@ -96,6 +97,24 @@ class Worker:
         self._tcp_servers: list = []
         self._flush_failing_since: float | None = None
         self._flush_logged_s = 0.0
+        self._build_limits(config)
+
+    def _build_limits(self, config: ServeConfig) -> None:
+        exempt = ExemptNetworks(config.rate_limit_exempt)
+        self.proven = ProvenSources(exempt)
+        self.tcp_limiter = ConnectionLimiter(config.tcp_max_connections, config.tcp_max_connections_per_source)
+
+        def rate_limiter() -> SourceRateLimiter | None:
+            if not config.udp_rate_limit_per_s:
+                return None
+            return SourceRateLimiter(config.udp_rate_limit_per_s, config.udp_rate_burst, exempt)
+
+        busy = self.frontend.busy_answer if config.udp_rate_limit_action == "busy" else None
+        self.udp_guard = UdpGuard(
+            rate_limiter(), self.proven, config.udp_amplification_factor, busy, self.frontend.too_large_answer
+        )
+        # DNS answers are bounded by the DNS view itself (TC past 512 bytes or the EDNS size): only the rate.
+        self.dns_guard = UdpGuard(rate_limiter(), self.proven, 0.0, None, self.frontend.too_large_answer)
 
     def after_batch(self) -> None:
         self.service.refresh()
@@ -117,14 +136,20 @@ class Worker:
         udp_socks, tcp_socks = self._handle_sockets()
         for sock in udp_socks:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: HandleUdpProtocol(self.frontend, self.after_batch, self.stats), sock=sock
+                lambda: HandleUdpProtocol(self.frontend, self.after_batch, self.stats, self.udp_guard), sock=sock
             )
             self._closers.append(udp)
             self._udp_socks.append(sock)
         for sock in tcp_socks:
             tcp = await loop.create_server(
                 lambda: HandleTcpProtocol(
-                    self.frontend, self.after_batch, self.config.tcp_idle_timeout_s, self.stats, self.connections
+                    self.frontend,
+                    self.after_batch,
+                    self.config.tcp_idle_timeout_s,
+                    self.stats,
+                    self.connections,
+                    self.tcp_limiter,
+                    self.proven,
                 ),
                 sock=sock,
                 backlog=TCP_BACKLOG,
@@ -156,7 +181,7 @@ class Worker:
         port = self.config.dns_port
         for host in self.config.binds:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: DnsUdpProtocol(self.dns_view, self.after_batch), sock=_udp_socket(host, port)
+                lambda: DnsUdpProtocol(self.dns_view, self.after_batch, self.dns_guard), sock=_udp_socket(host, port)
             )
             self._closers.append(udp)
             tcp = await loop.create_server(

@@ -1,0 +1,228 @@
+"""The DNS view from the command line: `idnode export-zone` (the store as a master zone file that NSD, Knot or
+BIND serve with the rdata of the live view) and `idnode dns-name` (the DNS name of an identifier, and back).
+cli.py registers them with one call to `register`.
+
+The export walks the identifiers of each hosted prefix with an LMDB cursor inside one read transaction (a
+consistent snapshot) and writes as it goes, so its memory does not grow with the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from resolver.cli_errors import CliError
+from resolver.config import DEFAULT_DNS_ZONE
+
+WRITE_BUFFER_BYTES = 1 << 20  #: zone text is written in pieces of about this size
+PROGRESS_EVERY = 1_000_000  #: identifiers between two progress lines on stderr
+MAX_SKIPPED_SHOWN = 5  #: undecodable records named in the warning; the rest are only counted
+MAX_SERIAL = 0xFFFF_FFFF  #: RFC 1035 §3.3.13: the SOA serial is a u32
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote."""
+
+    identifiers: int = 0  #: identifiers under hosted prefixes, read from the store
+    with_records: int = 0  #: of those, identifiers with at least one public value (the others have no name)
+    records: int = 0  #: TXT and URI records written
+    prefixes: int = 0  #: hosted prefixes walked
+    skipped: int = 0  #: undecodable records left out (the live view answers SERVFAIL for them)
+    skipped_keys: list[bytes] | None = None
+    seconds: float = 0.0
+
+
+def export_zone(
+    store,
+    out: TextIO,
+    zone: str = DEFAULT_DNS_ZONE,
+    serial: int | None = None,
+    ns: list[str] | None = None,
+    now_s: float | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> ExportReport:
+    """Write the zone of ``store`` to ``out``: the header (``$ORIGIN``, ``$TTL``, SOA, NS), then the TXT and URI
+    records of every identifier under a prefix hosted here, in key order. Identifiers under referred or disabled
+    prefixes are left out, as the live view leaves them out.
+
+    ``serial`` defaults to the Unix time, so that every new export is newer for secondaries. ``now_s`` (default:
+    now) fixes the TTLs of values that expire at an absolute time.
+    """
+    from resolver.dnsview import Soa, zone_header, zone_lines
+    from storage.records import unpack_record
+
+    started = time.monotonic()
+    now_s = time.time() if now_s is None else now_s
+    serial = int(now_s) & MAX_SERIAL if serial is None else serial
+    report = ExportReport(skipped_keys=[])
+    case_sensitive = store.case_sensitive
+    hosted = sorted(key for key, info in store.prefixes().items() if info.state == "hosted")
+    out.write("\n".join(zone_header(zone, Soa(serial=serial), ns or None)) + "\n")
+    pending: list[str] = []
+    pending_chars = 0
+    with store.env.begin(db=store.handles, buffers=False) as txn, txn.cursor() as cursor:
+        for prefix in hosted:
+            report.prefixes += 1
+            start = prefix + b"/"
+            if not cursor.set_range(start):
+                continue
+            for key, raw in cursor:
+                if not key.startswith(start):
+                    break
+                report.identifiers += 1
+                try:
+                    lines = zone_lines(key, unpack_record(raw)[0], zone, case_sensitive, now_s)
+                except Exception:  # RecordError, CorruptValues: one bad record must not stop the export
+                    report.skipped += 1
+                    if len(report.skipped_keys) < MAX_SKIPPED_SHOWN:
+                        report.skipped_keys.append(key)
+                    continue
+                if lines:
+                    report.with_records += 1
+                    report.records += len(lines)
+                    pending.extend(lines)
+                    pending_chars += sum(map(len, lines))
+                    if pending_chars >= WRITE_BUFFER_BYTES:
+                        pending.append("")
+                        out.write("\n".join(pending))
+                        pending.clear()
+                        pending_chars = 0
+                if progress is not None and report.identifiers % PROGRESS_EVERY == 0:
+                    progress(report.identifiers, time.monotonic() - started)
+    if pending:
+        pending.append("")
+        out.write("\n".join(pending))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _progress(identifiers: int, seconds: float) -> None:
+    rate = identifiers / seconds if seconds else 0
+    print(f"\rexport-zone: {identifiers:,} identifiers, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+
+def cmd_export_zone(args: argparse.Namespace) -> int:
+    from resolver.dnsview.names import NameMap
+    from storage.store import Store, StoreError
+
+    try:
+        NameMap(args.zone)
+    except ValueError as exc:
+        raise CliError(f"--zone: {exc}") from None
+    if args.serial is not None and not 0 <= args.serial <= MAX_SERIAL:
+        raise CliError(f"--serial: {args.serial} is not between 0 and {MAX_SERIAL}")
+    try:
+        store = Store(args.data)
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+    to_file = args.output not in (None, "-")
+    target = Path(args.output) if to_file else None
+    # A file is written beside its destination and renamed over it at the end, so a server reloading the zone
+    # never reads half an export.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp") if target is not None else None
+    progress = None if args.quiet or not to_file else _progress
+    try:
+        with store:
+            if partial is not None:
+                with open(partial, "w", encoding="ascii", buffering=WRITE_BUFFER_BYTES) as out:
+                    report = export_zone(store, out, args.zone, args.serial, args.ns, progress=progress)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(partial, target)
+            else:
+                out = io.TextIOWrapper(sys.stdout.buffer, encoding="ascii", write_through=False)
+                try:
+                    report = export_zone(store, out, args.zone, args.serial, args.ns)
+                    out.flush()
+                finally:
+                    out.detach()
+    except BrokenPipeError:
+        # The reader (`| head`) went away: nothing more to say. Point stdout at /dev/null so that the
+        # interpreter's own flush at exit does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        if partial is not None and partial.exists():
+            partial.unlink()
+    if progress is not None and report.identifiers >= PROGRESS_EVERY:
+        print(file=sys.stderr)
+    if report.skipped:
+        shown = ", ".join(k.decode("utf-8", "replace") for k in report.skipped_keys or [])
+        print(
+            f"idnode export-zone: warning: {report.skipped:,} undecodable records left out ({shown}); "
+            "run `idnode check`",
+            file=sys.stderr,
+        )
+    where = f" to {target}" if target is not None else ""
+    print(
+        f"exported {report.with_records:,} identifiers ({report.records:,} TXT and URI records) of "
+        f"{report.prefixes:,} hosted prefixes{where} in {report.seconds:.1f} s"
+        + (f"; {report.identifiers - report.with_records - report.skipped:,} without public values"
+           if report.identifiers - report.with_records - report.skipped else ""),
+        file=sys.stderr,
+    )  # fmt: skip
+    return 0
+
+
+def cmd_dns_name(args: argparse.Namespace) -> int:
+    from resolver.dnsview import DigestName, DnsViewError, handle_to_name, name_to_handle
+
+    case_sensitive = args.case_sensitive
+    if args.data is not None:
+        from storage.store import Store, StoreError
+
+        try:
+            with Store(args.data) as store:
+                case_sensitive = store.case_sensitive
+        except StoreError as exc:
+            raise CliError(str(exc)) from exc
+    failed = 0
+    for text in args.items:
+        try:
+            if args.reverse:
+                found = name_to_handle(text, args.zone, case_sensitive)
+                if isinstance(found, DigestName):
+                    under = f" under {found.prefix}" if found.prefix else ""
+                    print(f"digest:{found.digest.hex()}{under}")
+                else:
+                    print(found)
+            else:
+                print(handle_to_name(text, args.zone, case_sensitive))
+        except (DnsViewError, ValueError) as exc:
+            print(f"idnode dns-name: {text}: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export-zone", help="write the DNS view of the store as a master zone file (for NSD, Knot, BIND)"
+    )
+    export.add_argument("--data", required=True, type=Path, help="store directory")
+    export.add_argument("--zone", default=DEFAULT_DNS_ZONE, help=f"zone of the DNS view (default {DEFAULT_DNS_ZONE})")
+    export.add_argument("-o", "--output", help="zone file to write (default: stdout); replaced at the end, whole")
+    export.add_argument("--serial", type=int, help="SOA serial (default: the Unix time of the export)")
+    export.add_argument(
+        "--ns", action="append", help="name server of the zone (repeatable; default: ns1.<zone>)"
+    )
+    export.add_argument("--quiet", action="store_true", help="no progress line")
+    export.set_defaults(func=cmd_export_zone)
+
+    name = sub.add_parser("dns-name", help="the DNS name of an identifier in the DNS view (or, with --reverse, back)")
+    name.add_argument("items", nargs="+", metavar="HANDLE", help="identifiers (names with --reverse)")
+    name.add_argument("--zone", default=DEFAULT_DNS_ZONE, help=f"zone of the DNS view (default {DEFAULT_DNS_ZONE})")
+    rule = name.add_mutually_exclusive_group()
+    rule.add_argument("--case-sensitive", action="store_true", help="names for a node created case-sensitive")
+    rule.add_argument("--data", type=Path, help="take the case rule from this store")
+    name.add_argument("--reverse", action="store_true", help="DNS names in, identifiers (store-key form) out")
+    name.set_defaults(func=cmd_dns_name)

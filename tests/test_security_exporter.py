@@ -1,0 +1,242 @@
+"""The exporter (resolver/security/exporter.py) against syslog receivers written in Python: order, no loss
+across a collector restart, back-off while it is away, TLS with and without a client certificate, UDP, the
+drop report, and draining on stop. The same against a real rsyslogd is in test_security_rsyslog.py."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trustme
+
+from resolver.security.config import SecurityLogConfig
+from resolver.security.events import SecurityEvents
+from resolver.security.exporter import Exporter
+from resolver.security.queue import SecurityQueue
+from resolver.security.syslog import decode_message
+from tests.security_helpers import PyCollector, free_port, idnode_bodies, wait_for
+
+FAST = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.2, "connect_timeout_s": 2.0, "send_timeout_s": 5.0}
+
+
+def config_for(tmp_path, port: int, transport: str = "tcp", **extra) -> SecurityLogConfig:
+    return SecurityLogConfig(collector=f"127.0.0.1:{port}", transport=transport, hostname="node-1",
+                             node_id="88.100", queue_dir=str(tmp_path / "queue"), **{**FAST, **extra})  # fmt: skip
+
+
+def emit(events: SecurityEvents, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        events.write("88.100.7", f"10.0.0.1:{i}", "create", f"88.100.7/ITEM-{i}")
+
+
+def items(collector: PyCollector) -> list[int]:
+    return [int(b["handle"].rsplit("-", 1)[1]) for b in idnode_bodies(collector.received()) if b["event"] == "write"]
+
+
+@pytest.fixture()
+def collector():
+    c = PyCollector("tcp").start()
+    yield c
+    c.stop()
+
+
+def test_events_arrive_in_order_as_rfc5424(tmp_path, collector):
+    config = config_for(tmp_path, collector.port)
+    events = SecurityEvents.open(config, tmp_path)
+    emit(events, 0, 300)  # more than one batch, queued before the exporter starts
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    try:
+        emit(events, 300, 310)
+        wait_for(lambda: len(items(collector)) == 310, what="310 events")
+        assert items(collector) == list(range(310))
+        first = decode_message(collector.received()[0])
+        assert (first.app_name, first.msgid, first.hostname, first.facility) == ("idnode", "WRITE", "node-1", 10)
+        bodies = idnode_bodies(collector.received())
+        assert [b["seq"] for b in bodies] == list(range(1, 311))
+        assert bodies[0]["node"] == "88.100" and bodies[0]["source"] == "10.0.0.1:0"
+        wait_for(lambda: exporter.queue.stats().events == 0, what="an empty queue")
+        assert exporter.sent == 310 and exporter.failures == 0
+    finally:
+        exporter.stop()
+        events.close()
+
+
+def test_nothing_is_lost_across_a_collector_restart(tmp_path, collector):
+    config = config_for(tmp_path, collector.port)
+    events = SecurityEvents.open(config, tmp_path)
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    try:
+        emit(events, 0, 10)
+        wait_for(lambda: len(items(collector)) == 10, what="the first 10")
+        collector.stop()
+        emit(events, 10, 30)  # the exporter finds the connection closed, then no listener
+        wait_for(lambda: exporter.failures >= 2, what="failed attempts while the collector is away")
+        assert exporter.queue.stats().events == 20
+        collector.start()
+        emit(events, 30, 40)
+        wait_for(lambda: len(items(collector)) >= 40, what="all 40")
+        assert items(collector) == list(range(40))
+        assert collector.connections == 2
+    finally:
+        exporter.stop()
+        events.close()
+
+
+def test_collector_away_at_start(tmp_path):
+    port = free_port()
+    config = config_for(tmp_path, port)
+    events = SecurityEvents.open(config, tmp_path)
+    emit(events, 0, 5)
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    collector = PyCollector("tcp", port)
+    try:
+        wait_for(lambda: exporter.failures >= 1, what="a failed connect")
+        assert "ConnectionRefusedError" in exporter.last_error
+        collector.start()
+        wait_for(lambda: len(items(collector)) == 5, what="5 events")
+        assert items(collector) == list(range(5))
+    finally:
+        exporter.stop()
+        collector.stop()
+        events.close()
+
+
+def test_stop_drains_what_is_queued(tmp_path, collector):
+    config = config_for(tmp_path, collector.port)
+    events = SecurityEvents.open(config, tmp_path)
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    emit(events, 0, 1000)
+    exporter.stop(drain_timeout_s=10)
+    assert items(collector) == list(range(1000))
+    with SecurityQueue(tmp_path / "queue", max_bytes=1 << 30, max_events=10**6) as q:
+        assert q.stats().events == 0
+    events.close()
+
+
+def test_dropped_events_are_reported(tmp_path):
+    port = free_port()
+    config = config_for(tmp_path, port, queue_max_events=10)
+    events = SecurityEvents.open(config, tmp_path)
+    emit(events, 0, 25)  # 15 dropped by the bound while no exporter runs
+    assert events.dropped == 15
+    collector = PyCollector("tcp", port).start()
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    try:
+        wait_for(lambda: any(b["event"] == "events-dropped" for b in idnode_bodies(collector.received())),
+                 what="the drop report")  # fmt: skip
+        wait_for(lambda: len(items(collector)) == 10, what="the 10 kept")
+        assert items(collector) == list(range(15, 25))  # the newest are kept
+        bodies = idnode_bodies(collector.received())
+        report = next(b for b in bodies if b["event"] == "events-dropped")
+        assert report["count"] == 15 and report["total"] == 15
+        assert [b["seq"] for b in bodies if b["event"] == "write"] == list(range(16, 26))  # the gap shows
+    finally:
+        exporter.stop()
+        collector.stop()
+        events.close()
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+def tls_collector(ca, tmp_path, require_client_cert: bool) -> PyCollector:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(context)
+    return PyCollector("tcp", ssl_context=context).start()
+
+
+def tls_files(ca, tmp_path) -> dict[str, str]:
+    ca_file, cert_file = tmp_path / "ca.pem", tmp_path / "client.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("idnode-node-1.example").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    return {"ca_file": str(ca_file), "cert_file": str(cert_file)}
+
+
+def test_tls_with_a_client_certificate(tmp_path, ca):
+    collector = tls_collector(ca, tmp_path, require_client_cert=True)
+    config = config_for(tmp_path, collector.port, "tls", **tls_files(ca, tmp_path))
+    events = SecurityEvents.open(config, tmp_path)
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    try:
+        emit(events, 0, 20)
+        wait_for(lambda: len(items(collector)) == 20, what="20 events over TLS")
+        assert items(collector) == list(range(20))
+        collector.stop()
+        emit(events, 20, 25)
+        wait_for(lambda: exporter.failures >= 1, what="a failure while the collector is away")
+        collector.start()
+        wait_for(lambda: len(items(collector)) == 25, what="25 events over TLS")
+        assert items(collector) == list(range(25))
+    finally:
+        exporter.stop()
+        collector.stop()
+        events.close()
+
+
+def test_tls_refuses_a_collector_it_cannot_verify(tmp_path, ca):
+    collector = tls_collector(ca, tmp_path, require_client_cert=False)
+    other_ca = trustme.CA()
+    ca_file = tmp_path / "other-ca.pem"
+    other_ca.cert_pem.write_to_path(str(ca_file))
+    config = config_for(tmp_path, collector.port, "tls", ca_file=str(ca_file))
+    events = SecurityEvents.open(config, tmp_path)
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    try:
+        emit(events, 0, 3)
+        wait_for(lambda: exporter.failures >= 1, what="a failed handshake")
+        assert "CERTIFICATE_VERIFY_FAILED" in exporter.last_error
+        assert collector.received() == [] and exporter.queue.stats().events == 3
+    finally:
+        exporter.stop(drain_timeout_s=0)
+        collector.stop()
+        events.close()
+
+
+def test_udp(tmp_path):
+    collector = PyCollector("udp").start()
+    config = config_for(tmp_path, collector.port, "udp")
+    events = SecurityEvents.open(config, tmp_path)
+    exporter = Exporter(config, tmp_path)
+    exporter.start()
+    try:
+        emit(events, 0, 50)
+        wait_for(lambda: len(items(collector)) == 50, what="50 datagrams")
+        assert items(collector) == list(range(50))
+        assert all(raw.startswith(b"<") for raw in collector.received())  # no octet count on UDP
+    finally:
+        exporter.stop()
+        collector.stop()
+        events.close()
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="transport"):
+        SecurityLogConfig(collector="x", transport="relp")
+    with pytest.raises(ValueError, match="tls"):
+        SecurityLogConfig(collector="x", ca_file="/ca.pem")
+    with pytest.raises(ValueError, match="port"):
+        SecurityLogConfig(collector="x:99999")
+    assert SecurityLogConfig(collector="[::1]:6514", transport="tls").address == ("::1", 6514)
+    assert SecurityLogConfig(collector="::1", transport="tls").address == ("::1", 6514)
+    assert SecurityLogConfig(collector="syslog.example", transport="udp").address == ("syslog.example", 514)
+    assert SecurityLogConfig().enabled is False
+    config = SecurityLogConfig.from_mapping({"collector": "10.1.1.1:6514", "transport": "tls", "fsync_interval_s": 2})
+    assert config.fsync_interval_s == 2.0 and config.facility_code == 10
+    with pytest.raises(ValueError, match="unknown"):
+        SecurityLogConfig.from_mapping({"colector": "x"})
+    with pytest.raises(ValueError, match="queue_max_bytes"):
+        SecurityLogConfig.from_mapping({"queue_max_bytes": "64M"})
+    with pytest.raises(ValueError):
+        Exporter(SecurityLogConfig(), "/nonexistent")
