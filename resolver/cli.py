@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     from resolver.cli_security import register as register_security
 
     register_security(sub)  # audit, seclog
+    from resolver.cli_dns import register as register_dns
+
+    register_dns(sub)  # export-zone, dns-name
     return parser
 
 

@@ -9,7 +9,6 @@ consistent snapshot) and writes as it goes, so its memory does not grow with the
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -57,7 +56,6 @@ def export_zone(
     now) fixes the TTLs of values that expire at an absolute time.
     """
     from resolver.dnsview import Soa, zone_header, zone_lines
-    from storage.records import unpack_record
 
     started = time.monotonic()
     now_s = time.time() if now_s is None else now_s
@@ -79,7 +77,7 @@ def export_zone(
                     break
                 report.identifiers += 1
                 try:
-                    lines = zone_lines(key, unpack_record(raw)[0], zone, case_sensitive, now_s)
+                    lines = zone_lines(key, store.unpack(raw)[0], zone, case_sensitive, now_s)
                 except Exception:  # RecordError, CorruptValues: one bad record must not stop the export
                     report.skipped += 1
                     if len(report.skipped_keys) < MAX_SKIPPED_SHOWN:
@@ -138,12 +136,8 @@ def cmd_export_zone(args: argparse.Namespace) -> int:
                     os.fsync(out.fileno())
                 os.replace(partial, target)
             else:
-                out = io.TextIOWrapper(sys.stdout.buffer, encoding="ascii", write_through=False)
-                try:
-                    report = export_zone(store, out, args.zone, args.serial, args.ns)
-                    out.flush()
-                finally:
-                    out.detach()
+                report = export_zone(store, sys.stdout, args.zone, args.serial, args.ns)
+                sys.stdout.flush()
     except BrokenPipeError:
         # The reader (`| head`) went away: nothing more to say. Point stdout at /dev/null so that the
         # interpreter's own flush at exit does not complain a second time.
@@ -209,8 +203,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export-zone", help="write the DNS view of the store as a master zone file (for NSD, Knot, BIND)"
     )
     export.add_argument("--data", required=True, type=Path, help="store directory")
-    export.add_argument("--zone", default=DEFAULT_DNS_ZONE, help=f"zone of the DNS view (default {DEFAULT_DNS_ZONE})")
-    export.add_argument("-o", "--output", help="zone file to write (default: stdout); replaced at the end, whole")
+    export.add_argument(
+        "--zone", default=DEFAULT_DNS_ZONE, help=f"zone of the DNS view (default {DEFAULT_DNS_ZONE})"
+    )
+    export.add_argument(
+        "-o", "--output", help="zone file to write (default: stdout); replaced at the end, whole"
+    )
     export.add_argument("--serial", type=int, help="SOA serial (default: the Unix time of the export)")
     export.add_argument(
         "--ns", action="append", help="name server of the zone (repeatable; default: ns1.<zone>)"
@@ -218,9 +216,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--quiet", action="store_true", help="no progress line")
     export.set_defaults(func=cmd_export_zone)
 
-    name = sub.add_parser("dns-name", help="the DNS name of an identifier in the DNS view (or, with --reverse, back)")
+    name = sub.add_parser(
+        "dns-name", help="the DNS name of an identifier in the DNS view (or, with --reverse, back)"
+    )
     name.add_argument("items", nargs="+", metavar="HANDLE", help="identifiers (names with --reverse)")
-    name.add_argument("--zone", default=DEFAULT_DNS_ZONE, help=f"zone of the DNS view (default {DEFAULT_DNS_ZONE})")
+    name.add_argument(
+        "--zone", default=DEFAULT_DNS_ZONE, help=f"zone of the DNS view (default {DEFAULT_DNS_ZONE})"
+    )
     rule = name.add_mutually_exclusive_group()
     rule.add_argument("--case-sensitive", action="store_true", help="names for a node created case-sensitive")
     rule.add_argument("--data", type=Path, help="take the case rule from this store")

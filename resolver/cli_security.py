@@ -2,6 +2,7 @@
 
     idnode audit            the audit trail of writes (storage/audit.py), filtered by prefix and time
     idnode seclog status    the security log upload queue: events waiting, dropped (resolver/security/queue.py)
+    idnode seclog export    send queued events to the collector until SIGTERM (resolver/security/exporter.py)
 
 Registered from resolver/cli.py's parser by `register(sub)`.
 """
@@ -102,6 +103,54 @@ def cmd_seclog_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_settings(args: argparse.Namespace):
+    """(SecurityLogConfig, data_dir): the [security_log] table and data_dir of --config, then the flags."""
+    import tomllib
+
+    from resolver.cli_errors import CliError
+    from resolver.security.config import SecurityLogConfig
+
+    base, data_dir = None, args.data
+    try:
+        if args.config:
+            with open(args.config, "rb") as f:
+                document = tomllib.load(f)
+            base = SecurityLogConfig.from_mapping(document.get("security_log", {}))
+            data_dir = data_dir or document.get("data_dir")
+        config = SecurityLogConfig.from_args(args, base)
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if not config.enabled:
+        raise CliError("no collector: give --collector HOST:PORT (or security_log.collector in --config)")
+    data_dir = data_dir or os.environ.get("IDNODE_DATA_DIR")
+    if not data_dir and not config.queue_dir:
+        raise CliError("where is the queue? give --data DIR or --queue-dir DIR")
+    return config, Path(data_dir or ".")
+
+
+def cmd_seclog_export(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from resolver.cli_errors import CliError
+    from resolver.security.exporter import DRAIN_TIMEOUT_S, Exporter, ExporterError
+
+    config, data_dir = _export_settings(args)
+    try:
+        exporter = Exporter(config, data_dir)
+    except ExporterError as exc:
+        raise CliError(str(exc)) from None
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        exporter.run(stop, drain_timeout_s=DRAIN_TIMEOUT_S)
+    finally:
+        exporter.close()
+    print(f"sent {exporter.sent:,} events; {exporter.failures:,} failed attempts", file=sys.stderr)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help="the audit trail of writes: who wrote what, when, from where")
     audit.add_argument("--data", type=Path, help="store directory (default: $IDNODE_DATA_DIR)")
@@ -123,3 +172,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--queue-dir", help="the queue directory (security_log.queue_dir)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_seclog_status)
+
+    from resolver.security.config import SecurityLogConfig
+
+    export = seclog_sub.add_parser(
+        "export", help="send queued security events to the collector until SIGTERM"
+    )
+    export.add_argument("--data", type=Path, help="store directory: the queue is DATA/security-queue")
+    export.add_argument(
+        "--config", type=Path, help="read data_dir and the [security_log] table of this TOML file"
+    )
+    SecurityLogConfig.add_arguments(export)
+    export.set_defaults(func=cmd_seclog_export)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from resolver.tls import server_context
 
 DEFAULT_HANDLE_PORT = 2641  #: IANA port of the Handle System
 DEFAULT_HTTP_PORT = 8000  #: the reference server's HTTP port (handle-protocol.md, transports)
@@ -18,6 +21,9 @@ UDP_AMPLIFICATION_FACTOR = 10.0  #: a multi-datagram UDP answer may be this many
 TCP_MAX_CONNECTIONS = 10_000  #: open TCP connections per worker (each costs a little memory)
 TCP_MAX_CONNECTIONS_PER_SOURCE = 256  #: one address cannot take every connection
 RATE_LIMIT_ACTIONS = ("drop", "busy")
+HTTP_IDLE_TIMEOUT_S = 15.0  #: an idle HTTP connection, or one that has not finished its request head, is closed
+HTTP_MAX_CONNECTIONS = 1024  #: open HTTP connections per worker (an aiohttp connection costs tens of KiB)
+HTTP_MAX_CONNECTIONS_PER_SOURCE = 128  #: a browser opens 6, an enterprise node's pool a few dozen
 MAX_DNS_ZONE_BYTES = 64  #: leaves room for readable identifier names; longer keys are indexed by digest (storage)
 DEFAULT_NODE_PREFIX = "88.100"  #: the secondary node's own prefix; enterprises live under it
 TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; close only when it falls silent
@@ -54,6 +60,11 @@ class ServeConfig:
     udp_amplification_factor: float = UDP_AMPLIFICATION_FACTOR  # 0: no bound
     tcp_max_connections: int = TCP_MAX_CONNECTIONS  # per worker
     tcp_max_connections_per_source: int = TCP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
+    http_tls_cert: Path | None = None  # PEM certificate chain; with http_tls_key the HTTP port speaks HTTPS only
+    http_tls_key: Path | None = None  # PEM private key of http_tls_cert
+    http_idle_timeout_s: float = HTTP_IDLE_TIMEOUT_S
+    http_max_connections: int = HTTP_MAX_CONNECTIONS  # per worker
+    http_max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -90,6 +101,12 @@ class ServeConfig:
             raise ValueError("udp_amplification_factor: must be 0 (off) or positive")
         if self.tcp_max_connections < 1 or self.tcp_max_connections_per_source < 1:
             raise ValueError("tcp_max_connections, tcp_max_connections_per_source: at least 1")
+        if self.http_idle_timeout_s <= 0:
+            raise ValueError("http_idle_timeout_s: must be positive")
+        if self.http_max_connections < 1 or self.http_max_connections_per_source < 1:
+            raise ValueError("http_max_connections, http_max_connections_per_source: at least 1")
+        if (self.http_tls_cert is None) != (self.http_tls_key is None):
+            raise ValueError("http_tls_cert: give http_tls_cert and http_tls_key together")
         zone = self.dns_zone.rstrip(".")
         if not zone or len(zone) > MAX_DNS_ZONE_BYTES or any(not 0 < len(label) < 64 for label in zone.split(".")):
             raise ValueError(f"dns_zone: {self.dns_zone!r} is not a DNS name of at most {MAX_DNS_ZONE_BYTES} bytes")
@@ -98,6 +115,13 @@ class ServeConfig:
                 ipaddress.ip_address(bind)
             except ValueError as exc:
                 raise ValueError(f"bind: {bind!r} is not an IP address") from exc
+
+    def http_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the HTTP port, or None for plain HTTP. Reads the files: TlsSettingError (a
+        ValueError naming the key) when they are missing, unreadable or do not match."""
+        if self.http_tls_cert is None or self.http_tls_key is None:
+            return None
+        return server_context(Path(self.http_tls_cert), Path(self.http_tls_key))
 
     @property
     def published_address(self) -> str:

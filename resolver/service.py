@@ -11,7 +11,7 @@ from resolver.handle.constants import ResponseCode
 from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_value
 from storage.counters import PROTOCOLS, ResolutionCounter
 from storage.keys import NA_PREFIX, InvalidHandle, handle_key
-from storage.records import RecordError, select_values, unpack_record
+from storage.records import RecordError, select_values
 from storage.store import PrefixInfo, Store
 
 PREFIX_ADMIN_INDEX = (
@@ -51,6 +51,7 @@ class ResolutionService:
         self.counter = self.counters["handle"]
         self._view = store.read_view()
         self._get = self._view.get
+        self._unpack = store.unpack
         self._prefixes: dict[bytes, PrefixInfo] = {}
         self._prefix_tails: dict[bytes, bytes] = {}
         self._referral_tails: dict[bytes, bytes] = {}
@@ -141,7 +142,7 @@ class ResolutionService:
         if raw is None:
             return HANDLE_NOT_FOUND, b""
         try:
-            tail, all_public = unpack_record(raw)
+            tail, all_public = self._unpack(raw)
         except RecordError:
             return ResponseCode.ERROR, b""
         return self._select(tail, all_public, indexes, types, public_only)
@@ -157,7 +158,7 @@ class ResolutionService:
         count(named if named in self._prefix_tails else UNKNOWN_PREFIX)
         raw = self._get(key)  # a prefix handle registered explicitly wins over the synthesised one
         if raw is not None:
-            tail, all_public = unpack_record(raw)
+            tail, all_public = self._unpack(raw)
             return self._select(tail, all_public, indexes, types, public_only)
         tail = self._prefix_tails.get(named)
         if tail is not None:
@@ -174,7 +175,7 @@ class ResolutionService:
         if info is None or info.state != "hosted":
             return None
         raw = self._get(key)
-        return None if raw is None else unpack_record(raw)[0]
+        return None if raw is None else self._unpack(raw)[0]
 
     def referral_handle(self, handle: bytes) -> bytes:
         """The prefix handle a SERVICE_REFERRAL answer names for `handle`."""

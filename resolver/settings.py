@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver.config import LOG_FORMATS, LOG_LEVELS, ServeConfig
+from resolver.tls import TlsSettingError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ HELP: dict[str, str] = {
     "udp_amplification_factor": "a multi-datagram UDP answer may be this many times its request unless the source proved its address over TCP (0: no bound)",
     "tcp_max_connections": "open Handle TCP connections per worker",
     "tcp_max_connections_per_source": "open Handle TCP connections per worker from one address",
+    "http_tls_cert": "PEM certificate chain of the HTTP port; with --http-tls-key it serves HTTPS only",
+    "http_tls_key": "PEM private key of --http-tls-cert",
+    "http_idle_timeout_s": "seconds before an idle HTTP connection (or one slow to send its request head) closes",
+    "http_max_connections": "open HTTP connections per worker (more get 503)",
+    "http_max_connections_per_source": "open HTTP connections per worker from one address (more get 503)",
 }
 
 
@@ -323,6 +329,13 @@ def loader_from_args(
 
     def load() -> ServeConfig:
         env = os.environ if environ is None else environ
-        return build_config(flags, env, config_path(args, env))
+        config = build_config(flags, env, config_path(args, env))
+        try:
+            # The TLS files are read at start and at every reload, so a bad one is refused before a worker
+            # needs it (at reload the node keeps its running configuration).
+            config.http_ssl_context()
+        except TlsSettingError as exc:
+            raise ConfigError(str(exc)) from None
+        return config
 
     return load

@@ -396,7 +396,7 @@ def trace(store: Store, handle: str) -> TraceNode:
                 node.seen_before = True
                 return node
             expanded.add(key)
-            values = decode_record_values(raw)
+            values = decode_record_values(raw, store.shared_value)
             template_set = templates_of(key[: key.find(b"/")])
             template = template_set.template_for(target[target.find("/") + 1 :]) if template_set else None
             node.template = template.name if template else None

@@ -26,7 +26,7 @@ from resolver.handle.errors import HandleProtocolError
 from resolver.handle.values import decode_site, decode_value
 from resolver.handle.wire import Reader
 from storage.keys import NA_PREFIX, InvalidHandle, handle_key, normalize_prefix
-from storage.records import RecordError, split_values, unpack_record, value_is_public
+from storage.records import RecordError, split_values, value_is_public
 from storage.store import REGISTRATIONS, PrefixInfo, Store, StoreError
 
 PREFIX_STATES = ("hosted", "referral", "disabled")  #: states a prefix record may have
@@ -147,7 +147,7 @@ def _check_identifiers(txn, store: Store, report: CheckReport, case_sensitive: b
             continue
         per_prefix[key[: key.find(b"/")]] += 1
         try:
-            tail, all_public = unpack_record(raw)
+            tail, all_public = store.unpack(raw)
             values = split_values(tail)
             for encoded in values:
                 reader = Reader(encoded)

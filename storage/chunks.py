@@ -6,7 +6,7 @@ chunks straight from the file; line numbers are known once the chunks before are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import orjson
@@ -15,7 +15,7 @@ from resolver.handle.constants import MAX_HANDLE_BYTES
 from resolver.handle.errors import HandleProtocolError
 from storage.jsonvalues import ValueEncoder, ValueFormatError, encoded_record_from_json
 from storage.keys import InvalidHandle, handle_key
-from storage.records import pack_encoded
+from storage.records import pack_encoded_shared
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Chunk:
     items: list[tuple[bytes, bytes]]  # (key, record) of the good lines
     end_offset: int = -1  # byte offset in the file just after the committed lines (NDJSON)
     error: str | None = None  # why the line after the good ones failed ("field: reason")
+    shared: dict[bytes, bytes] = field(default_factory=dict)  # shared values the items refer to
 
     def located_error(self) -> str:
         """`line N: reason` with N counted in the whole file (first_line must be known)."""
@@ -51,16 +52,20 @@ def parse_ndjson(data: bytes, start_offset: int, now_s: int, case_sensitive: boo
     encoder = ValueEncoder(now_s)
     items = []
     append = items.append
+    shared: dict[bytes, bytes] = {}
     offset = start_offset
     for n, line in enumerate(lines):
         if line.strip():
             try:
                 handle, encoded, all_public = encoded_record_from_json(orjson.loads(line), encoder)
-                append((validate_handle(handle, case_sensitive), pack_encoded(encoded, all_public)))
+                record, one_shared = pack_encoded_shared(encoded, all_public)
+                if one_shared is not None:
+                    shared[one_shared[0]] = one_shared[1]
+                append((validate_handle(handle, case_sensitive), record))
             except (ValueError, RecursionError, HandleProtocolError) as exc:  # JSON and value format errors
-                return Chunk(0, n, items, offset, error=str(exc))
+                return Chunk(0, n, items, offset, error=str(exc), shared=shared)
         offset += len(line) + 1
-    return Chunk(0, len(lines), items, min(offset, start_offset + len(data)))
+    return Chunk(0, len(lines), items, min(offset, start_offset + len(data)), shared=shared)
 
 
 def line_start_at_or_after(f: BinaryIO, position: int, start: int, size: int) -> int:

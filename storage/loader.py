@@ -85,6 +85,7 @@ def _commit(store: Store, source: _Source, chunk: Chunk, lines_before: int, now_
     prefixes = {prefix_of_key(key) for key, _ in chunk.items}
 
     def in_same_transaction(txn) -> None:
+        store.put_shared(txn, chunk.shared)
         txn.put(source.checkpoint_key, checkpoint, db=store.meta)
         store.ensure_prefixes(txn, prefixes, now_s)
 

@@ -3,16 +3,22 @@
 A record is msgpack `[SCHEMA_VERSION, values_tail, all_public]` where `values_tail` is exactly the bytes a
 resolution answer carries after the handle: u32 value count followed by the encoded values. The common
 question (no filters, public values) is then answered by copying `values_tail` when `all_public` is true;
-anything else walks the encoded values, which costs a few microseconds and is rare. Storing the values only
-once keeps the store near 200 bytes per identifier.
+anything else walks the encoded values, which costs a few microseconds and is rare.
+
+A bulk-loaded record may instead be `[SCHEMA_VERSION, values_head, all_public, shared_id]`: its last value
+is one that many identifiers carry byte for byte (the HS_ADMIN naming their prefix's administrator), stored
+once in the store's shared values under `shared_id` (content-addressed: the first bytes of its SHA-256), and
+the tail is `values_head + shared value`. That saves about 50 bytes an identifier, which is what keeps tens
+of millions of identifiers under 300 bytes each.
 
 Imports msgpack and the codec's value encoder, never lmdb or the servers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import msgpack
 
@@ -20,6 +26,10 @@ from resolver.handle.values import HandleValue, encode_value
 
 SCHEMA_VERSION = 1  #: bump when the record layout changes; readers refuse versions they do not know
 PUBLIC_READ = 0x02  #: permission bit (handle-protocol.md, handle value)
+SHARED_TYPES = (b"HS_ADMIN",)  #: value types stored once when they end a bulk-loaded record
+SHARED_ID_BYTES = 8  #: of the SHA-256 of a shared value: collisions are out of reach at any store size
+
+SharedLookup = Callable[[bytes], "bytes | None"]
 
 _U32 = struct.Struct(">I")
 # Offsets inside one encoded value: index u32, timestamp u32, ttlType u8, ttl i32, permissions u8, type...
@@ -43,11 +53,36 @@ def pack_encoded(encoded_values: Sequence[bytes], all_public: bool) -> bytes:
     return msgpack.packb([SCHEMA_VERSION, tail, all_public])
 
 
-def unpack_record(raw: bytes) -> tuple[bytes, bool]:
-    """(values_tail, all_public) of a stored record."""
+def shared_id(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()[:SHARED_ID_BYTES]
+
+
+def pack_encoded_shared(encoded_values: Sequence[bytes], all_public: bool) -> tuple[bytes, tuple[bytes, bytes] | None]:
+    """(record, (shared id, shared value) the store must hold) — sharing the last value when its type is one
+    of SHARED_TYPES; otherwise (the plain record, None)."""
+    if encoded_values and value_type(encoded_values[-1]) in SHARED_TYPES:
+        value = encoded_values[-1]
+        sid = shared_id(value)
+        head = _U32.pack(len(encoded_values)) + b"".join(encoded_values[:-1])
+        return msgpack.packb([SCHEMA_VERSION, head, all_public, sid]), (sid, value)
+    return pack_encoded(encoded_values, all_public), None
+
+
+def unpack_record(raw: bytes, shared: SharedLookup | None = None) -> tuple[bytes, bool]:
+    """(values_tail, all_public) of a stored record; `shared(id)` gives a shared value (Store.shared_value)."""
     try:
-        version, tail, all_public = msgpack.unpackb(raw)
+        fields = msgpack.unpackb(raw)
+        if len(fields) == 3:
+            version, tail, all_public = fields
+        else:
+            version, head, all_public, sid = fields
+            value = shared(sid) if shared is not None else None
+            if value is None:
+                raise RecordError(f"record ends with shared value {bytes(sid).hex()}, which is missing")
+            tail = head + value
     except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        if isinstance(exc, RecordError):
+            raise
         raise RecordError(f"undecodable record: {exc}") from exc
     if version != SCHEMA_VERSION:
         raise RecordError(f"record schema version {version!r}, this node reads {SCHEMA_VERSION}")

@@ -21,11 +21,13 @@ import lmdb
 import msgpack
 
 from storage.keys import handle_key, normalize_prefix
+from storage.records import unpack_record
 
 log = logging.getLogger(__name__)
 
 INITIAL_MAP_BYTES = 1 << 30  #: 1 GiB virtual; the map doubles on demand, so this only sets the first step
 MAX_DBS = 16  #: named databases: handles, prefixes, counters, meta, enterprises, templates, DNS digests, and room
+MAX_CACHED_SHARED_VALUES = 100_000  #: one per prefix administrator in practice; the bound guards odd data
 DNS_DIGEST_MIN_KEY_BYTES = 48  #: longer keys may not fit a readable DNS name (zone ≤ 64 bytes): index their digest
 PREFIX_SCHEMA_VERSION = 1  #: version of the msgpack prefix record
 
@@ -35,6 +37,7 @@ _DB_COUNTERS = b"counters"
 _DB_META = b"meta"
 _DB_ENTERPRISES = b"enterprises"  # credentials (salted hashes) and last-seen times: storage/enterprises.py
 _DB_TEMPLATES = b"templates"  # metadata templates per prefix: resolver/templates.py
+_DB_SHARED = b"shared-values"  # values many bulk-loaded records end with, stored once (storage/records.py)
 _DB_DNS_DIGESTS = b"dns-digests"  # sha-256 of a long key -> the key, for DNS digest names (resolver/dnsview)
 _DB_AUDIT = b"audit"  # append-only audit trail of every write: storage/audit.py
 _META_CASE_SENSITIVE = b"case_sensitive"
@@ -103,6 +106,8 @@ class Store:
         self.enterprises_db = self.env.open_db(_DB_ENTERPRISES)
         self.templates_db = self.env.open_db(_DB_TEMPLATES)
         self.dns_digests_db = self.env.open_db(_DB_DNS_DIGESTS)
+        self.shared_db = self.env.open_db(_DB_SHARED)
+        self._shared_cache: dict[bytes, bytes] = {}
         self.audit_db = self.env.open_db(_DB_AUDIT)
         stored = self.get_meta(_META_CASE_SENSITIVE)
         if stored is None:
@@ -188,6 +193,26 @@ class Store:
         for key in keys:
             if len(key) > DNS_DIGEST_MIN_KEY_BYTES:
                 txn.put(hashlib.sha256(key).digest(), key, db=self.dns_digests_db)
+
+    def put_shared(self, txn: lmdb.Transaction, shared: dict[bytes, bytes]) -> None:
+        """Store shared values (content-addressed, so writing one again changes nothing) in the caller's
+        transaction, the one that writes the records referring to them."""
+        for sid, value in shared.items():
+            txn.put(sid, value, db=self.shared_db)
+
+    def shared_value(self, sid: bytes) -> bytes | None:
+        """A shared value by id; cached for the life of the process (ids name content, which never changes)."""
+        value = self._shared_cache.get(sid)
+        if value is None:
+            with self.env.begin(db=self.shared_db) as txn:
+                value = txn.get(sid)
+            if value is not None and len(self._shared_cache) < MAX_CACHED_SHARED_VALUES:
+                self._shared_cache[sid] = value
+        return value
+
+    def unpack(self, raw: bytes) -> tuple[bytes, bool]:
+        """(values_tail, all_public) of a stored record, shared values resolved."""
+        return unpack_record(raw, self.shared_value)
 
     def key_of_dns_digest(self, digest: bytes) -> bytes | None:
         with self.env.begin(db=self.dns_digests_db) as txn:

@@ -24,7 +24,7 @@ from resolver.handle.wire import Reader
 from storage.enterprises import ADMIN_SUFFIX
 from storage.jsonvalues import ValueEncoder, encoded_record_from_json
 from storage.keys import InvalidHandle, handle_key
-from storage.records import RecordError, pack_encoded, pack_record, split_values, unpack_record
+from storage.records import RecordError, SharedLookup, pack_encoded, pack_record, split_values, unpack_record
 from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
 
 MAX_BATCH_ITEMS = 2_000  #: identifiers per batch: one transaction stays short (~10 ms) for the other writers
@@ -86,9 +86,10 @@ def key_for(store: Store, handle: str) -> bytes:
     return key
 
 
-def decode_record_values(raw: bytes) -> list[HandleValue]:
-    """The values of a stored record, decoded (for updates and checks; the hot path never does this)."""
-    tail, _ = unpack_record(raw)
+def decode_record_values(raw: bytes, shared: SharedLookup | None = None) -> list[HandleValue]:
+    """The values of a stored record, decoded (for updates and checks; the hot path never does this).
+    `shared` resolves shared values (Store.shared_value) of bulk-loaded records."""
+    tail, _ = unpack_record(raw, shared)
     return [decode_value(Reader(encoded)) for encoded in split_values(tail)]
 
 
@@ -171,7 +172,7 @@ def put_identifier(
         else:
             if old_raw is None:
                 raise WriteError(ResponseCode.HANDLE_NOT_FOUND, f"{handle} does not exist")
-            result, outcome = _merge(_decode(old_raw, handle), values, indexes, overwrite), "updated"
+            result, outcome = _merge(_decode(old_raw, handle, store), values, indexes, overwrite), "updated"
         if checker is not None and checker.wants(txn, prefix):
             checker.check(txn, handle, result, lambda k: k == key or txn.get(k, db=store.handles) is not None)
         txn.put(key, pack_record(result), db=store.handles)
@@ -183,9 +184,9 @@ def put_identifier(
     return store.write(work)
 
 
-def _decode(raw: bytes, handle: str) -> list[HandleValue]:
+def _decode(raw: bytes, handle: str, store: Store) -> list[HandleValue]:
     try:
-        return decode_record_values(raw)
+        return decode_record_values(raw, store.shared_value)
     except (RecordError, HandleProtocolError) as exc:
         raise WriteError(ResponseCode.ERROR, f"the stored record of {handle} cannot be read: {exc}") from exc
 
@@ -237,7 +238,7 @@ def delete_identifier(
         if indexes is None:
             txn.delete(key, db=store.handles)
             return "deleted"
-        old = _decode(old_raw, handle)
+        old = _decode(old_raw, handle, store)
         listed = set(indexes)
         kept = [v for v in old if v.index not in listed]
         if len(kept) == len(old):

@@ -158,7 +158,9 @@ class Rsyslogd:
     on 127.0.0.1:`port` (imtcp, imtcp over TLS, or imudp) and writing every message it receives, raw (the
     octet count removed), one a line to `output`."""
 
-    def __init__(self, directory: Path, transport: str = "tcp", port: int = 0, tls: dict[str, str] | None = None):
+    def __init__(
+        self, directory: Path, transport: str = "tcp", port: int = 0, tls: dict[str, str] | None = None
+    ):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.transport = transport

@@ -54,7 +54,9 @@ def test_an_entry_is_rolled_back_with_its_write(store):
 def test_keys_grow_in_commit_order_even_when_the_clock_steps_back(store):
     times = [T0, T0, T0 - 5_000, T0 + 1]
     keys = [
-        store.write(lambda txn, t=t, i=i: audit.record(store, txn, "op", "cli", "update", f"88.1/{i}", now_ns=t))
+        store.write(
+            lambda txn, t=t, i=i: audit.record(store, txn, "op", "cli", "update", f"88.1/{i}", now_ns=t)
+        )
         for i, t in enumerate(times)
     ]
     assert keys == sorted(keys) and len(set(keys)) == 4
@@ -96,7 +98,11 @@ def test_query_by_prefix_takes_sub_prefixes_and_the_prefix_handle(trail):
 
 def test_query_by_time_and_limit(trail):
     t = T0 / 1e9
-    assert [e.handle for e in audit.query(trail, since=t + 2)] == ["88.100.7.1/C", "0.NA/88.100.7", "88.100.8/D"]
+    assert [e.handle for e in audit.query(trail, since=t + 2)] == [
+        "88.100.7.1/C",
+        "0.NA/88.100.7",
+        "88.100.8/D",
+    ]
     assert [e.handle for e in audit.query(trail, since=t + 1, until=t + 3)] == ["88.100.70/B", "88.100.7.1/C"]
     assert [e.handle for e in audit.query(trail, limit=2)] == ["88.100.7/A", "88.100.70/B"]
     assert [e.handle for e in audit.query(trail, limit=2, newest=True)] == ["0.NA/88.100.7", "88.100.8/D"]

@@ -9,7 +9,7 @@ import pytest
 
 from bench.datagen import Dataset, generate_lines
 from storage.loader import LoadError, load_files
-from storage.records import split_values, unpack_record
+from storage.records import split_values
 from storage.store import Store
 from tests.servers import idnode
 
@@ -31,7 +31,7 @@ def test_load_generated_file_registers_everything_and_prefixes(tmp_path, demo_nd
         assert sorted(store.prefixes()) == sorted(
             p.encode() for p in Dataset(2000, 1, "88.100", 8).prefixes()
         )
-        tail, all_public = unpack_record(store.get(Dataset(2000, 1, "88.100", 8).handle_at(17)))
+        tail, all_public = store.unpack(store.get(Dataset(2000, 1, "88.100", 8).handle_at(17)))
         assert all_public and len(split_values(tail)) == 4
 
 
@@ -57,7 +57,7 @@ def test_parallel_and_serial_parsing_store_the_same_bytes(tmp_path, demo_ndjson)
     with Store(tmp_path / "a", create=True) as a, Store(tmp_path / "b", create=True) as b:
         load_files(a, [demo_ndjson], parallel=False)
         load_files(b, [demo_ndjson], parallel=True)
-        strip = lambda s: [(k, unpack_record(v)[0][:4]) for k, v in s.iter_records()]  # noqa: E731
+        strip = lambda s: [(k, s.unpack(v)) for k, v in s.iter_records()]  # noqa: E731
         assert strip(a) == strip(b)
 
 
@@ -143,7 +143,7 @@ def test_csv_groups_consecutive_rows_into_identifiers(tmp_path):
     path.write_text(CSV_TEXT, encoding="utf-8")
     with Store(tmp_path / "s", create=True) as store:
         assert load_files(store, [path]).records == 2
-        tail, _ = unpack_record(store.get("88.100.7/part-1"))
+        tail, _ = store.unpack(store.get("88.100.7/part-1"))
         assert len(split_values(tail)) == 3
 
 

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from resolver.handle.values import HandleValue, Reference, encode_value, encode_values
-from storage.records import RecordError, pack_record, select_values, split_values, type_matches, unpack_record
+from storage.records import (
+    RecordError,
+    pack_encoded,
+    pack_record,
+    select_values,
+    split_values,
+    type_matches,
+    unpack_record,
+)
 
 VALUES = [
     HandleValue(1, "URL", b"https://example.com/a"),
@@ -74,3 +82,23 @@ def test_corrupt_records_raise_record_error(raw):
     with pytest.raises(RecordError):
         tail, _ = unpack_record(raw)
         split_values(tail)
+
+
+def test_a_shared_last_value_is_stored_once_and_resolved_back():
+    from storage.records import SHARED_TYPES, pack_encoded_shared
+
+    admin = encode_value(HandleValue(100, "HS_ADMIN", b"\x0f\xff" + b"\x00" * 21))
+    encoded = [encode_value(v) for v in VALUES[:2]] + [admin]
+    record, shared = pack_encoded_shared(encoded, all_public=True)
+    assert shared is not None and shared[1] == admin and b"HS_ADMIN" in SHARED_TYPES
+    assert len(record) < len(pack_encoded(encoded, True)) - 40
+    table = dict([shared])
+    assert unpack_record(record, table.get) == (encode_values_list(encoded), True)
+    with pytest.raises(RecordError, match="missing"):
+        unpack_record(record)
+    plain, none = pack_encoded_shared(encoded[:2], all_public=True)  # no shared type last: stored whole
+    assert none is None and unpack_record(plain)[0] == encode_values_list(encoded[:2])
+
+
+def encode_values_list(encoded: list[bytes]) -> bytes:
+    return len(encoded).to_bytes(4, "big") + b"".join(encoded)

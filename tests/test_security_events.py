@@ -10,7 +10,14 @@ import pytest
 
 from resolver.security import events as ev
 from resolver.security.config import SecurityLogConfig
-from resolver.security.events import Event, EventKind, SecurityEvents, decode_event, encode_event, format_event
+from resolver.security.events import (
+    Event,
+    EventKind,
+    SecurityEvents,
+    decode_event,
+    encode_event,
+    format_event,
+)
 from resolver.security.queue import SecurityQueue
 from resolver.security.syslog import MAX_MESSAGE_BYTES, Severity, decode_message
 
@@ -83,7 +90,12 @@ def test_each_call_queues_its_event(events):
     events.malformed_burst("198.51.100.1", "udp", 57, window_s=5)
     events.config_changed("workers", 2, 4, by="reload")
     kinds = [e.kind for e in queued(events)]
-    assert kinds == [EventKind.AUTH_FAILURE, EventKind.WRITE, EventKind.MALFORMED_BURST, EventKind.CONFIG_CHANGED]
+    assert kinds == [
+        EventKind.AUTH_FAILURE,
+        EventKind.WRITE,
+        EventKind.MALFORMED_BURST,
+        EventKind.CONFIG_CHANGED,
+    ]
     auth, write, burst, config = (e.data for e in queued(events))
     assert auth == {"identity": "88.100.7", "source": "203.0.113.5:40122", "reason": "bad secret",
                     "transport": "http"}  # fmt: skip

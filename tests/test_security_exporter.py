@@ -4,6 +4,9 @@ drop report, and draining on stop. The same against a real rsyslogd is in test_s
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import ssl
 
 import pytest
@@ -11,8 +14,7 @@ import trustme
 
 from resolver.security.config import SecurityLogConfig
 from resolver.security.events import SecurityEvents
-from resolver.security.exporter import Exporter
-from resolver.security.queue import SecurityQueue
+from resolver.security.exporter import Exporter, exporter_command, spawn_exporter
 from resolver.security.syslog import decode_message
 from tests.security_helpers import PyCollector, free_port, idnode_bodies, wait_for
 
@@ -30,7 +32,11 @@ def emit(events: SecurityEvents, start: int, stop: int) -> None:
 
 
 def items(collector: PyCollector) -> list[int]:
-    return [int(b["handle"].rsplit("-", 1)[1]) for b in idnode_bodies(collector.received()) if b["event"] == "write"]
+    return [
+        int(b["handle"].rsplit("-", 1)[1])
+        for b in idnode_bodies(collector.received())
+        if b["event"] == "write"
+    ]
 
 
 @pytest.fixture()
@@ -44,14 +50,19 @@ def test_events_arrive_in_order_as_rfc5424(tmp_path, collector):
     config = config_for(tmp_path, collector.port)
     events = SecurityEvents.open(config, tmp_path)
     emit(events, 0, 300)  # more than one batch, queued before the exporter starts
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     try:
         emit(events, 300, 310)
         wait_for(lambda: len(items(collector)) == 310, what="310 events")
         assert items(collector) == list(range(310))
         first = decode_message(collector.received()[0])
-        assert (first.app_name, first.msgid, first.hostname, first.facility) == ("idnode", "WRITE", "node-1", 10)
+        assert (first.app_name, first.msgid, first.hostname, first.facility) == (
+            "idnode",
+            "WRITE",
+            "node-1",
+            10,
+        )
         bodies = idnode_bodies(collector.received())
         assert [b["seq"] for b in bodies] == list(range(1, 311))
         assert bodies[0]["node"] == "88.100" and bodies[0]["source"] == "10.0.0.1:0"
@@ -65,7 +76,7 @@ def test_events_arrive_in_order_as_rfc5424(tmp_path, collector):
 def test_nothing_is_lost_across_a_collector_restart(tmp_path, collector):
     config = config_for(tmp_path, collector.port)
     events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     try:
         emit(events, 0, 10)
@@ -89,7 +100,7 @@ def test_collector_away_at_start(tmp_path):
     config = config_for(tmp_path, port)
     events = SecurityEvents.open(config, tmp_path)
     emit(events, 0, 5)
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     collector = PyCollector("tcp", port)
     try:
@@ -107,13 +118,12 @@ def test_collector_away_at_start(tmp_path):
 def test_stop_drains_what_is_queued(tmp_path, collector):
     config = config_for(tmp_path, collector.port)
     events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     emit(events, 0, 1000)
     exporter.stop(drain_timeout_s=10)
     assert items(collector) == list(range(1000))
-    with SecurityQueue(tmp_path / "queue", max_bytes=1 << 30, max_events=10**6) as q:
-        assert q.stats().events == 0
+    assert events.queue_stats().events == 0
     events.close()
 
 
@@ -124,7 +134,7 @@ def test_dropped_events_are_reported(tmp_path):
     emit(events, 0, 25)  # 15 dropped by the bound while no exporter runs
     assert events.dropped == 15
     collector = PyCollector("tcp", port).start()
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     try:
         wait_for(lambda: any(b["event"] == "events-dropped" for b in idnode_bodies(collector.received())),
@@ -166,7 +176,7 @@ def test_tls_with_a_client_certificate(tmp_path, ca):
     collector = tls_collector(ca, tmp_path, require_client_cert=True)
     config = config_for(tmp_path, collector.port, "tls", **tls_files(ca, tmp_path))
     events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     try:
         emit(events, 0, 20)
@@ -191,7 +201,7 @@ def test_tls_refuses_a_collector_it_cannot_verify(tmp_path, ca):
     other_ca.cert_pem.write_to_path(str(ca_file))
     config = config_for(tmp_path, collector.port, "tls", ca_file=str(ca_file))
     events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     try:
         emit(events, 0, 3)
@@ -208,7 +218,7 @@ def test_udp(tmp_path):
     collector = PyCollector("udp").start()
     config = config_for(tmp_path, collector.port, "udp")
     events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
     exporter.start()
     try:
         emit(events, 0, 50)
@@ -232,7 +242,9 @@ def test_config_checks():
     assert SecurityLogConfig(collector="::1", transport="tls").address == ("::1", 6514)
     assert SecurityLogConfig(collector="syslog.example", transport="udp").address == ("syslog.example", 514)
     assert SecurityLogConfig().enabled is False
-    config = SecurityLogConfig.from_mapping({"collector": "10.1.1.1:6514", "transport": "tls", "fsync_interval_s": 2})
+    config = SecurityLogConfig.from_mapping(
+        {"collector": "10.1.1.1:6514", "transport": "tls", "fsync_interval_s": 2}
+    )
     assert config.fsync_interval_s == 2.0 and config.facility_code == 10
     with pytest.raises(ValueError, match="unknown"):
         SecurityLogConfig.from_mapping({"colector": "x"})
@@ -240,3 +252,70 @@ def test_config_checks():
         SecurityLogConfig.from_mapping({"queue_max_bytes": "64M"})
     with pytest.raises(ValueError):
         Exporter(SecurityLogConfig(), "/nonexistent")
+
+
+def test_one_exporter_per_queue(tmp_path, collector):
+    from resolver.security.exporter import ExporterError
+
+    config = config_for(tmp_path, collector.port)
+    first = Exporter(config, tmp_path)
+    try:
+        with pytest.raises(ExporterError, match=f"pid {os.getpid()}"):
+            Exporter(config, tmp_path)
+    finally:
+        first.close()
+    Exporter(config, tmp_path).close()  # free again
+
+
+def test_settings_as_flags_round_trip(tmp_path):
+    import argparse
+
+    config = SecurityLogConfig(collector="10.1.1.1:6514", transport="tls", ca_file="/etc/ca.pem",
+                               queue_max_events=1000, fsync_interval_s=0.5, facility="local3")  # fmt: skip
+    parser = argparse.ArgumentParser()
+    SecurityLogConfig.add_arguments(parser)
+    assert SecurityLogConfig.from_args(parser.parse_args(config.to_args())) == config
+    command = exporter_command(config, tmp_path)
+    assert command[1:6] == ["-m", "resolver.cli", "seclog", "export", "--data"]
+
+
+def test_exporter_process_delivers_and_drains_on_sigterm(tmp_path, collector):
+    """The production path: events appended by this process, sent by `idnode seclog export` in another."""
+    config = config_for(tmp_path, collector.port)
+    events = SecurityEvents.open(config, tmp_path)
+    emit(events, 0, 100)
+    proc = spawn_exporter(config, tmp_path)
+    try:
+        wait_for(lambda: len(items(collector)) == 100, what="100 events from the exporter process")
+        emit(events, 100, 120)
+        wait_for(lambda: len(items(collector)) == 120, what="120 events")
+        assert items(collector) == list(range(120))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert events.queue_stats().events == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        events.close()
+
+
+def test_cli_seclog_status(tmp_path, capsys):
+    from resolver.cli import main
+
+    assert main(["seclog", "status", "--queue-dir", str(tmp_path / "none"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exists"] is False
+    config = SecurityLogConfig(collector="127.0.0.1:1", queue_max_events=3)
+    events = SecurityEvents.open(config, tmp_path)
+    emit(events, 0, 5)
+    events.close()
+    assert main(["seclog", "status", "--data", str(tmp_path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["events"], status["dropped"], status["appended"]) == (3, 2, 5)
+
+
+def test_cli_seclog_export_refuses_without_a_collector(tmp_path, capsys):
+    from resolver.cli import main
+
+    assert main(["seclog", "export", "--data", str(tmp_path)]) == 2
+    assert "no collector" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from resolver.handle.values import HandleValue
 from storage import store as store_module
 from storage.counters import ResolutionCounter, resolution_totals
 from storage.keys import InvalidHandle, handle_key
-from storage.records import pack_record, unpack_record
+from storage.records import pack_record
 from storage.store import PrefixInfo, Store, StoreError
 
 
@@ -42,7 +42,7 @@ def test_records_survive_reopen_and_count(tmp_path):
         assert s.put_records([(b"88.1/A", pack_record([HandleValue(1, "URL", b"v")]))]) == 0
     with Store(tmp_path / "s") as s:
         assert s.count_identifiers() == 2
-        tail, _ = unpack_record(s.get("88.1/a"))
+        tail, _ = s.unpack(s.get("88.1/a"))
         assert tail.endswith(b"\x00\x00\x00\x01v\x00\x00\x00\x00")
 
 

@@ -7,21 +7,35 @@ excepted); nothing escapes a handler. Access logging is off: nothing is logged p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
+import ssl
 
+import orjson
 from aiohttp import web
 
+from resolver.config import HTTP_IDLE_TIMEOUT_S, HTTP_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS_PER_SOURCE
 from resolver.handle.constants import ResponseCode
 from resolver.http import admin, batch, health, resolve, stats, writes
 from resolver.http.common import MAX_BATCH_BODY_BYTES, HttpError, json_response
 from resolver.http.context import CONTEXT, HttpContext
 from resolver.metrics import WorkerHealth
+from resolver.server.limits import ConnectionLimiter
 
 log = logging.getLogger(__name__)
 
 HTTP_BACKLOG = 1024  #: pending connections per listener
 SHUTDOWN_TIMEOUT_S = 5.0  #: in-flight requests get this long to finish when the worker stops
+TLS_HANDSHAKE_TIMEOUT_S = 10.0  #: a client that has not finished its TLS handshake by then is dropped
+OVERLOADED_LINGER_S = 1.0  #: a refused connection stays open this long at most for its 503 to be read
+_OVERLOADED_BODY = orjson.dumps(
+    {"responseCode": int(ResponseCode.SERVER_TOO_BUSY), "message": "too many open connections; try again"}
+)
+_OVERLOADED_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_OVERLOADED_BODY), _OVERLOADED_BODY)
+)
 
 
 @web.middleware
@@ -89,14 +103,111 @@ def free_http_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-async def start_http(store, service, frontend, binds: list[str], port: int, health=None) -> web.AppRunner:
-    """Serve HTTP on `port` of every bind address; the caller awaits `runner.cleanup()` when stopping."""
-    ctx = HttpContext(store, service, frontend, health or WorkerHealth())
-    runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
-    await runner.setup()
-    for host in binds:
-        site = web.SockSite(
-            runner, http_socket(host, port), backlog=HTTP_BACKLOG, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+class _Overloaded(asyncio.Protocol):
+    """A connection beyond the caps: answered 503 (JSON) at once. What the client sends is read and dropped,
+    so that closing does not reset the connection before the client reads the answer."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(_OVERLOADED_ANSWER)
+        self.closer = asyncio.get_running_loop().call_later(OVERLOADED_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self.closer.cancel()
+
+
+class _Counted(asyncio.Protocol):
+    """Counts a connection against the worker's caps, then hands every event to aiohttp's handler (or, over a
+    cap, to _Overloaded)."""
+
+    __slots__ = ("limiter", "make_handler", "inner", "source")
+
+    def __init__(self, limiter: ConnectionLimiter, make_handler):
+        self.limiter = limiter
+        self.make_handler = make_handler
+        self.source: str | None = None
+
+    def connection_made(self, transport) -> None:
+        peer = transport.get_extra_info("peername")
+        source = peer[0] if isinstance(peer, tuple) else ""
+        if self.limiter.open(source):
+            self.source = source
+            self.inner = self.make_handler()
+        else:
+            self.inner = _Overloaded()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self):
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc) -> None:
+        if self.source is not None:
+            self.limiter.close(self.source)
+            self.source = None
+        self.inner.connection_lost(exc)
+
+
+class _LimitedSite(web.SockSite):
+    """aiohttp's SockSite with connection caps: its protocol factory counts every connection."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, limiter: ConnectionLimiter, **kwargs):
+        super().__init__(runner, sock, **kwargs)
+        self._limiter = limiter
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner, as SockSite.start does
+        server, limiter = self._runner.server, self._limiter
+        assert server is not None
+        # A TLS connection is counted once its handshake is done; the handshake has its own short deadline.
+        tls = {"ssl": self._ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S} if self._ssl_context else {}
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Counted(limiter, server), sock=self._sock, backlog=self._backlog, **tls
         )
+
+
+async def start_http(
+    store,
+    service,
+    frontend,
+    binds: list[str],
+    port: int,
+    health=None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    idle_timeout_s: float = HTTP_IDLE_TIMEOUT_S,
+    max_connections: int = HTTP_MAX_CONNECTIONS,
+    max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE,
+) -> web.AppRunner:
+    """Serve HTTP (HTTPS with `ssl_context`) on `port` of every bind address; the caller awaits
+    `runner.cleanup()` when stopping. The connection caps count across the binds of this worker."""
+    ctx = HttpContext(store, service, frontend, health or WorkerHealth())
+    # keepalive_timeout also runs from the moment a connection opens until its first request head is read.
+    runner = web.AppRunner(
+        build_app(ctx), access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
+    )
+    await runner.setup()
+    limiter = ConnectionLimiter(max_connections, max_connections_per_source)
+    for host in binds:
+        site = _LimitedSite(
+            runner, http_socket(host, port), limiter, backlog=HTTP_BACKLOG, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            ssl_context=ssl_context,
+        )  # fmt: skip
         await site.start()
     return runner

@@ -4,8 +4,12 @@ administrator of its prefix), `operator` for the node's operator.
 Secrets are checked against their salted scrypt hash (storage/enterprises.py). scrypt is slow on purpose, so
 a verified (user, secret) pair is remembered per worker, keyed by a keyed hash of the secret, as long as the
 stored credential is the same; rotating a secret invalidates it at once. Repeated failures for one user are
-answered 429 without hashing, so guessing is slow and cannot tie up a worker. Every authenticated enterprise
-call marks the enterprise as seen, persisted at most once a minute per enterprise per worker.
+answered 429 without hashing, so guessing is slow and cannot tie up a worker. Failures are counted per
+source address and user, and per source address over all users: an abusive source is slowed without
+locking anyone else out of an identity (a per-user count would let any stranger lock an enterprise out).
+IPv6 sources count per /64, which a single client usually holds whole. The tables are bounded. Every
+authenticated enterprise call marks the enterprise as seen, persisted at most once a minute per enterprise
+per worker.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
@@ -32,9 +37,11 @@ from storage.store import PrefixInfo, Store
 log = logging.getLogger(__name__)
 
 AUTH_CACHE_ENTRIES = 4096  #: verified (user, secret) pairs remembered per worker
-MAX_AUTH_FAILURES = 10  #: failed logins per user within the window before further tries get 429
+MAX_AUTH_FAILURES = 10  #: failed logins of one user from one source within the window; then that pair gets 429
+MAX_SOURCE_FAILURES = 30  #: failed logins from one source, any users, within the window; then the source gets 429
 AUTH_FAILURE_WINDOW_S = 60.0  #: ... this window
-MAX_TRACKED_USERS = 10_000  #: users whose failures are remembered; beyond, the oldest are forgotten
+MAX_TRACKED_FAILURES = 10_000  #: (source, user) pairs and sources remembered each; beyond, the least recent go
+IPV6_SOURCE_PREFIX = 64  #: IPv6 failures count per /64: one client can rotate addresses within it
 SEEN_WRITE_INTERVAL_S = 60.0  #: last-seen times are persisted at most this often per enterprise per worker
 MAX_AUTH_HEADER_BYTES = 4096  #: an Authorization header longer than this is not a Basic credential
 REALM = 'Basic realm="idnode", charset="UTF-8"'
@@ -78,39 +85,95 @@ def split_basic(header: str) -> tuple[str, str]:
     return unquote(head), rest
 
 
+def source_of(request: web.Request) -> str:
+    """The address failures are counted against: the peer's IPv4 address, or its IPv6 /64."""
+    remote = request.remote or ""
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote  # a Unix socket or an unknown peer: one bucket
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{IPV6_SOURCE_PREFIX}", strict=False))
+    return str(address)
+
+
+class FailureLog:
+    """Times of recent failures per key, at most `limit` kept per key and `max_keys` keys (least recently
+    failed forgotten first): memory stays bounded whatever the traffic."""
+
+    def __init__(self, limit: int, window_s: float, max_keys: int = MAX_TRACKED_FAILURES):
+        self.limit = limit
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._times: OrderedDict[object, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def exceeded(self, key: object, now: float) -> bool:
+        times = self._times.get(key)
+        if not times:
+            return False
+        while times and times[0] < now - self.window_s:
+            times.popleft()
+        return len(times) >= self.limit
+
+    def add(self, key: object, now: float) -> None:
+        times = self._times.pop(key, None) or deque(maxlen=self.limit)
+        times.append(now)
+        self._times[key] = times
+        while len(self._times) > self.max_keys:
+            self._times.popitem(last=False)
+
+    def forget(self, key: object) -> None:
+        self._times.pop(key, None)
+
+
 class Authenticator:
     def __init__(self, store: Store, clock=time.monotonic):
         self.store = store
         self.clock = clock
         self._pepper = secrets.token_bytes(32)  # the cache keys secrets by HMAC under this per-process key
         self._verified: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
-        self._failures: OrderedDict[bytes, deque[float]] = OrderedDict()
+        self.pair_failures = FailureLog(MAX_AUTH_FAILURES, AUTH_FAILURE_WINDOW_S)  # (source, user key)
+        self.source_failures = FailureLog(MAX_SOURCE_FAILURES, AUTH_FAILURE_WINDOW_S)  # source
         self._seen_written: dict[bytes, float] = {}
 
     async def identify(self, request: web.Request) -> Identity | None:
         """The identity of the request's credential; None without an Authorization header; HttpError when
-        the credential is wrong (401), throttled (429) or its prefix disabled (403)."""
+        the credential is wrong (401), throttled (429) or its prefix disabled (403). Error messages name the
+        user, never the secret."""
         header = request.headers.get("Authorization")
         if header is None:
             return None
-        user, secret = split_basic(header)
+        source = source_of(request)
+        self._check_throttle(self.source_failures, source)
+        try:
+            user, secret = split_basic(header)
+        except HttpError:
+            self._fail(source, None)
+            raise
         key = user_key(user)
         if key is None:
+            self._fail(source, None)
             raise _unauthorized(
                 f"unknown user {user!r}: enterprises are 300:<prefix>/ADMIN, the operator 'operator'"
             )
-        self._check_throttle(key)
+        self._check_throttle(self.pair_failures, (source, key))
         credential = get_credential(self.store, key)
         if credential is None:
-            self._fail(key)
+            self._fail(source, key)
             raise _unauthorized(f"no credential is issued for {user}")
         tag = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
         if self._verified.get((key, tag)) != credential.digest:
             ok = await asyncio.get_running_loop().run_in_executor(None, credential.verify, secret)
             if not ok:
-                self._fail(key)
+                self._fail(source, key)
                 raise _unauthorized(f"wrong secret for {user}")
             self._remember(key, tag, credential.digest)
+        self.pair_failures.forget((source, key))
         prefix = prefix_of_user(key)
         if prefix is not None:
             self._check_prefix(prefix)
@@ -141,31 +204,24 @@ class Authenticator:
                 f"prefix {prefix.decode()} is disabled on this node",
             )
 
-    def _check_throttle(self, key: bytes) -> None:
-        failures = self._failures.get(key)
-        if not failures:
-            return
-        horizon = self.clock() - AUTH_FAILURE_WINDOW_S
-        while failures and failures[0] < horizon:
-            failures.popleft()
-        if len(failures) >= MAX_AUTH_FAILURES:
+    def _check_throttle(self, log: FailureLog, key: object) -> None:
+        if log.exceeded(key, self.clock()):
             raise HttpError(
-                429, ResponseCode.SERVER_TOO_BUSY, f"too many failed logins; try again in {AUTH_FAILURE_WINDOW_S:.0f} s",
+                429, ResponseCode.SERVER_TOO_BUSY,
+                f"too many failed logins from this address; try again in {AUTH_FAILURE_WINDOW_S:.0f} s",
                 headers={"Retry-After": str(int(AUTH_FAILURE_WINDOW_S))},
             )  # fmt: skip
 
-    def _fail(self, key: bytes) -> None:
-        failures = self._failures.pop(key, None) or deque(maxlen=MAX_AUTH_FAILURES)
-        failures.append(self.clock())
-        self._failures[key] = failures
-        while len(self._failures) > MAX_TRACKED_USERS:
-            self._failures.popitem(last=False)
+    def _fail(self, source: str, key: bytes | None) -> None:
+        now = self.clock()
+        self.source_failures.add(source, now)
+        if key is not None:
+            self.pair_failures.add((source, key), now)
 
     def _remember(self, key: bytes, tag: bytes, digest: bytes) -> None:
         self._verified[(key, tag)] = digest
         while len(self._verified) > AUTH_CACHE_ENTRIES:
             self._verified.popitem(last=False)
-        self._failures.pop(key, None)
 
     def _mark_seen(self, prefix: bytes) -> None:
         now = self.clock()

@@ -3,6 +3,7 @@ maps to, body and query limits, and JSON in and out."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ MAX_BATCH_BODY_BYTES = 8 << 20  #: POST /api/batch: 2,000 records of up to 4 KiB
 MAX_ADMIN_BODY_BYTES = 1 << 20  #: operator API bodies (template documents are at most 256 KiB)
 MAX_TUNNEL_BODY_BYTES = ENVELOPE_BYTES + MAX_MESSAGE_BYTES  #: one native message, as on TCP
 READ_CHUNK_BYTES = 64 * 1024  #: bodies are read in pieces this size, so a limit stops an upload early
+BODY_READ_TIMEOUT_S = 120.0  #: a body must arrive within this (8 MiB at 70 KB/s); a trickle cannot hold a handler
 JSON_TYPE = "application/json"
 
 # Handle response code -> HTTP status, as the Handle.Net REST API answers (VALUES_NOT_FOUND: 200 on reads,
@@ -90,22 +92,29 @@ def parse_json(body: bytes) -> Any:
         raise HttpError(400, ResponseCode.PROTOCOL_ERROR, f"the body is not JSON: {exc}") from exc
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes `limit` bytes."""
+async def read_body(request: web.Request, limit: int, timeout_s: float = BODY_READ_TIMEOUT_S) -> bytes:
+    """The whole body, refused with 413 as soon as it passes `limit` bytes (before reading anything when
+    Content-Length says so), and with 408 when it has not arrived within `timeout_s`."""
     too_large = HttpError(
         413, ResponseCode.PROTOCOL_ERROR, f"the body is larger than {limit:,} bytes", limit=limit
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks, size = [], 0
-    while True:
-        chunk = await request.content.read(READ_CHUNK_BYTES)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                chunk = await request.content.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HttpError(
+            408, ResponseCode.PROTOCOL_ERROR, f"the body did not arrive within {timeout_s:g} s"
+        ) from None
 
 
 def query_indexes(request: web.Request, allow_various: bool = False) -> list[int] | None:

@@ -5,6 +5,7 @@ or the environment. Imports only the standard library.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -123,3 +124,35 @@ class SecurityLogConfig:
         return cls(
             **{k: float(v) if isinstance(v, int) and k.endswith("_s") else v for k, v in values.items()}
         )
+
+    def to_args(self) -> list[str]:
+        """The settings that differ from the defaults as `idnode seclog export` flags (`add_arguments`)."""
+        out: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                out += [_flag(f.name), str(value)]
+        return out
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per setting: --collector, --transport, --ca-file, ..., --summary-interval-s."""
+        for f in dataclasses.fields(cls):
+            kind = type(f.default)
+            parser.add_argument(_flag(f.name), dest=f"security_log_{f.name}", type=kind, default=None,
+                                metavar={str: "TEXT", int: "N", float: "SECONDS"}[kind],
+                                help=f"security_log.{f.name} (default {f.default!r})")  # fmt: skip
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, base: SecurityLogConfig | None = None) -> SecurityLogConfig:
+        """`base` (or the defaults) with the flags of `add_arguments` that were given."""
+        values = dataclasses.asdict(base) if base is not None else {}
+        for f in dataclasses.fields(cls):
+            given = getattr(args, f"security_log_{f.name}", None)
+            if given is not None:
+                values[f.name] = given
+        return cls(**values)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

@@ -14,6 +14,7 @@ Imports no server code and no socket code; the exporter (exporter.py) turns queu
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any
 import msgpack
 
 from resolver.security.config import SecurityLogConfig
-from resolver.security.queue import SecurityQueue
+from resolver.security.queue import QueueStats, SecurityQueue
 from resolver.security.syslog import MAX_MESSAGE_BYTES, Severity, SyslogMessage, encode_message
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,16 @@ def _setting(key: str, value: object) -> object:
     return _text(value)
 
 
+def open_queue(config: SecurityLogConfig, data_dir: str | Path) -> SecurityQueue:
+    """The queue `config` names, opened in this process."""
+    return SecurityQueue(
+        config.queue_path(data_dir),
+        max_bytes=config.queue_max_bytes,
+        max_events=config.queue_max_events,
+        sync=config.fsync_interval_s == 0,
+    )
+
+
 @dataclass(slots=True)
 class _Window:
     start_s: float
@@ -181,17 +192,24 @@ class _Window:
 
 class SecurityEvents:
     """The node's security events. One per process, made after fork (`open`); a disabled one (no queue)
-    accepts every call and does nothing, so callers never check."""
+    accepts every call and does nothing, so callers never check.
+
+    The queue is an LMDB environment, which must not be open in a process that forks children that open it
+    too (py-lmdb refuses the second open; LMDB forbids it). A process that forks (the supervisor) therefore
+    uses `open(..., keep_open=False)`: each append opens and closes the queue (~0.2 ms, fine for its rare
+    events), so it is never open at a fork."""
 
     def __init__(
         self,
         queue: SecurityQueue | None,
         *,
+        opener: Callable[[], SecurityQueue] | None = None,
         summary_interval_s: float = 300.0,
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
     ):
-        self.queue = queue
+        self.queue = queue  # kept open; or None with `opener`: opened for each append
+        self._opener = opener
         self.summary_interval_s = summary_interval_s
         self._clock_ns = clock_ns
         self._monotonic = monotonic
@@ -208,22 +226,32 @@ class SecurityEvents:
         self.dropped = 0  #: old events the queue's bound dropped to make room for ours
 
     @classmethod
-    def open(cls, config: SecurityLogConfig | None, data_dir: str | Path) -> SecurityEvents:
+    def open(
+        cls, config: SecurityLogConfig | None, data_dir: str | Path, *, keep_open: bool = True
+    ) -> SecurityEvents:
         """The events of this process: disabled when `config` is None or names no collector. Raises
-        QueueError when the queue cannot be opened."""
+        QueueError when the queue cannot be opened. `keep_open=False` for a process that forks."""
         if config is None or not config.enabled:
             return cls(None)
-        queue = SecurityQueue(
-            config.queue_path(data_dir),
-            max_bytes=config.queue_max_bytes,
-            max_events=config.queue_max_events,
-            sync=config.fsync_interval_s == 0,
-        )
-        return cls(queue, summary_interval_s=config.summary_interval_s)
+        opener = functools.partial(open_queue, config, data_dir)
+        if keep_open:
+            return cls(opener(), summary_interval_s=config.summary_interval_s)
+        opener().close()  # fail now, not at the first event, when the queue cannot be opened
+        return cls(None, opener=opener, summary_interval_s=config.summary_interval_s)
 
     @property
     def enabled(self) -> bool:
-        return self.queue is not None
+        return self.queue is not None or self._opener is not None
+
+    def queue_stats(self) -> QueueStats | None:
+        """The queue's counters (events waiting, dropped, ...) for metrics; None when disabled. Use this,
+        not queue.read_stats, in a process that has the queue open."""
+        if self.queue is not None:
+            return self.queue.stats()
+        if self._opener is not None:
+            with self._opener() as queue:
+                return queue.stats()
+        return None
 
     # -- the calls -------------------------------------------------------------------------------------------
 
@@ -257,7 +285,7 @@ class SecurityEvents:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Several writes of one request (a batch): one event per (operation, handle), one queue append."""
-        if self.queue is None:
+        if not self.enabled:
             return
         base = {"identity": _text(identity), "source": _text(source), "outcome": outcome}
         if detail:
@@ -271,7 +299,7 @@ class SecurityEvents:
         """A request from `source` (its address without the port, so one client is one source) was refused
         by a rate limit. The first trip of a window is sent at once; later ones are counted and sent when
         the window ends (`tick`)."""
-        if self.queue is None:
+        if not self.enabled:
             return
         now = self._monotonic()
         with self._lock:
@@ -289,7 +317,7 @@ class SecurityEvents:
     def malformed(self, source: str, transport: str) -> None:
         """One malformed packet or request from `source` (address without port). Cheap: counts it, and
         sends a malformed-burst event when the source reaches MALFORMED_BURST_PACKETS in a window."""
-        if self.queue is None:
+        if not self.enabled:
             return
         now = self._monotonic()
         with self._lock:
@@ -322,7 +350,7 @@ class SecurityEvents:
 
     def add_resolutions(self, per_prefix: Mapping[str | bytes, int]) -> None:
         """Add resolution counts (e.g. each counter flush's); `tick` sends them as a summary when due."""
-        if self.queue is None:
+        if not self.enabled:
             return
         with self._lock:
             for prefix, n in per_prefix.items():
@@ -352,7 +380,7 @@ class SecurityEvents:
     def tick(self) -> None:
         """Send what is due: counts of rate-limit and malformed windows that ended, and the resolution
         summary every `summary_interval_s`. Call every few seconds (e.g. with the counter flush)."""
-        if self.queue is None:
+        if not self.enabled:
             return
         with self._lock:
             self._flush_windows(force=False)
@@ -361,7 +389,7 @@ class SecurityEvents:
 
     def close(self) -> None:
         """Send everything pending (window counts, the partial summary) and close the queue."""
-        if self.queue is None:
+        if not self.enabled:
             return
         with self._lock:
             self._flush_windows(force=True)
@@ -404,14 +432,17 @@ class SecurityEvents:
         self._append([(kind, data)])
 
     def _append(self, items: list[tuple[EventKind, dict[str, Any]]]) -> None:
-        queue = self.queue
-        if queue is None or not items:
+        if not items or not self.enabled:
             return
         now = self._clock_ns()
         try:
-            self.dropped += queue.append(
-                [encode_event(Event(kind, now, self._pid, data)) for kind, data in items]
-            )
+            records = [encode_event(Event(kind, now, self._pid, data)) for kind, data in items]
+            if self.queue is not None:
+                self.dropped += self.queue.append(records)
+            else:
+                assert self._opener is not None
+                with self._opener() as queue:
+                    self.dropped += queue.append(records)
             self.emitted += len(items)
         except Exception as exc:  # a security event must never fail the request that caused it
             self.failed += len(items)

@@ -1,5 +1,10 @@
-"""The exporter: one thread (in the supervisor, or any single process) that drains the security event queue to
-the collector, oldest first, and removes an event only after it was sent.
+"""The exporter: drains the security event queue to the collector, oldest first, and removes an event only
+after it was sent. One exporter per queue (an exclusive lock file in the queue directory sees to it).
+
+Where it runs: `idnode seclog export` runs it in a process of its own until SIGTERM; the supervisor starts
+that command with `spawn_exporter(config, data_dir)` (fork + exec, so the supervisor never opens the queue,
+which py-lmdb would then refuse to open again in the workers it forks). A process that does not fork
+afterwards may instead run `Exporter(...).start()`, a thread, sharing its SecurityEvents' queue.
 
 "Sent" means, per transport:
 - tcp, tls: the octet-counted frames were written to the socket, flushed to the kernel, and the collector's
@@ -20,17 +25,21 @@ Reconnects back off from `reconnect_initial_s`, doubling to `reconnect_max_s`. I
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from resolver.security.config import SecurityLogConfig
-from resolver.security.events import Event, EventKind, encode_event, format_event
-from resolver.security.queue import SecurityQueue
+from resolver.security.events import Event, EventKind, encode_event, format_event, open_queue
+from resolver.security.queue import QueueError, SecurityQueue
 from resolver.security.syslog import DatagramSender, Sender, StreamSender, header_field, make_ssl_context
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,25 @@ BATCH_EVENTS = 256  #: events per send: one TCP write and acknowledgement wait f
 BATCH_BYTES = 256 << 10  #: bytes per send, about
 POLL_INTERVAL_S = 0.2  #: an empty queue is looked at this often (producers in other processes cannot wake us)
 DRAIN_TIMEOUT_S = 2.0  #: on stop, how long the exporter keeps sending what is queued
+LOCK_NAME = "exporter.lock"  #: in the queue directory; held (flock) by the one exporter of the queue
+
+
+def _take_lock(directory: Path) -> int:
+    """Hold the queue's exporter lock (an flock, released when the process dies); ExporterError if taken."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ExporterError(f"security event queue {directory}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ExporterError(f"another exporter (pid {holder}) drains the queue in {directory}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return fd
 
 
 def make_sender(config: SecurityLogConfig) -> Sender:
@@ -56,9 +84,14 @@ def make_sender(config: SecurityLogConfig) -> Sender:
     )  # fmt: skip
 
 
+class ExporterError(Exception):
+    """The exporter cannot run as asked (another one drains the queue, or the queue cannot be opened)."""
+
+
 class Exporter:
-    """Drains `queue` to the collector of `config`. `start()` runs it in a daemon thread; `run(stop)` runs it
-    in the caller's thread until `stop` is set. Open it in the process that runs it (after fork)."""
+    """Drains the queue of `config` to its collector. `start()` runs it in a daemon thread; `run(stop)` runs
+    it in the caller's thread until `stop` is set. Pass `queue` to share one already open in this process
+    (a SecurityEvents'); the exporter then leaves it open when it stops."""
 
     def __init__(
         self,
@@ -71,18 +104,22 @@ class Exporter:
         if not config.enabled:
             raise ValueError("security_log.collector: not set, nothing to export to")
         self.config = config
-        self.queue = queue or SecurityQueue(
-            config.queue_path(data_dir), max_bytes=config.queue_max_bytes, max_events=config.queue_max_events,
-            sync=config.fsync_interval_s == 0,
-        )  # fmt: skip
-        self._sender = sender or make_sender(config)
+        self._lock_fd = _take_lock(config.queue_path(data_dir))
+        self._owns_queue = queue is None
+        try:
+            self.queue = queue or open_queue(config, data_dir)
+            self._sender = sender or make_sender(config)
+        except BaseException as exc:
+            os.close(self._lock_fd)
+            if isinstance(exc, QueueError | OSError):  # a queue we cannot open, TLS files we cannot read
+                raise ExporterError(str(exc)) from exc
+            raise
         self.hostname = header_field(config.hostname or socket.gethostname(), 255)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff_s = 0.0
         self._retry_at = 0.0
         self._synced_at = time.monotonic()
-        self._dropped_seen = self.queue.stats().dropped
         self._down_since: float | None = None
         self._drain_s = 0.0
         self.sent = 0  #: events sent since start
@@ -117,12 +154,18 @@ class Exporter:
         self._sender.close()
         try:
             self.queue.sync()
+            if self._owns_queue:
+                self.queue.close()
         finally:
-            self.queue.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, drain_timeout_s: float | None = None) -> None:
         """Export until `stop` is set; then go on while events are queued and the collector takes them, for
-        at most the drain time given to `stop()` (0 when run directly)."""
+        at most `drain_timeout_s` (default: the time given to `stop()`)."""
+        if drain_timeout_s is not None:
+            self._drain_s = drain_timeout_s
         log.info("security log upload to %s over %s", self.config.collector, self.config.transport,
                  extra={"event": "security_export_start"})  # fmt: skip
         drain_until: float | None = None
@@ -154,7 +197,6 @@ class Exporter:
         """Send one batch if the collector may be tried now; True when something was sent (more may wait)."""
         if self._backoff_s and time.monotonic() < self._retry_at:
             return False
-        self._report_drops()
         batch = self.queue.peek(BATCH_EVENTS, BATCH_BYTES)
         if not batch:
             return False
@@ -171,6 +213,7 @@ class Exporter:
             return False
         self.queue.remove_through(batch[-1][0])
         self.sent += len(batch)
+        self.queue.append_drop_report(_drop_report)  # only now: a report queued while away could itself drop
         if self._down_since is not None:
             log.info("security log collector %s reachable again after %.1f s", self.config.collector,
                      time.monotonic() - self._down_since, extra={"event": "security_export_up"})  # fmt: skip
@@ -192,18 +235,36 @@ class Exporter:
                               self._backoff_s * 2 if self._backoff_s else self.config.reconnect_initial_s)  # fmt: skip
         self._retry_at = time.monotonic() + self._backoff_s
 
-    def _report_drops(self) -> None:
-        """Queue an events-dropped event when the bound dropped events since we last looked."""
-        dropped = self.queue.stats().dropped
-        if dropped > self._dropped_seen:
-            data = {"count": dropped - self._dropped_seen, "total": dropped}
-            self._dropped_seen = dropped
-            self.queue.append(
-                [encode_event(Event(EventKind.EVENTS_DROPPED, time.time_ns(), os.getpid(), data))]
-            )
-
     def _maybe_sync(self) -> None:
         interval = self.config.fsync_interval_s
         if interval and time.monotonic() - self._synced_at >= interval:
             self.queue.sync()
             self._synced_at = time.monotonic()
+
+
+def _drop_report(count: int, total: int) -> bytes:
+    return encode_event(
+        Event(EventKind.EVENTS_DROPPED, time.time_ns(), os.getpid(), {"count": count, "total": total})
+    )
+
+
+def exporter_command(config: SecurityLogConfig, data_dir: str | Path) -> list[str]:
+    """The command line of `idnode seclog export` for `config` (every setting as a flag)."""
+    return [
+        sys.executable,
+        "-m",
+        "resolver.cli",
+        "seclog",
+        "export",
+        "--data",
+        str(data_dir),
+        *config.to_args(),
+    ]
+
+
+def spawn_exporter(config: SecurityLogConfig, data_dir: str | Path, **popen_kwargs: Any) -> subprocess.Popen:
+    """Start the exporter as a process of its own (fork + exec: nothing of the caller is inherited but the
+    environment and stdout/stderr). Stop it with SIGTERM (it drains for DRAIN_TIMEOUT_S, then exits 0);
+    if `poll()` finds it gone, start it again (events wait in the queue meanwhile)."""
+    popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(exporter_command(config, data_dir), close_fds=True, **popen_kwargs)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ _NEXT_SEQ = b"next_seq"
 _BYTES = b"bytes"
 _DROPPED = b"dropped"
 _APPENDED = b"appended"
+_DROPS_REPORTED = b"drops_reported"
 _U64 = struct.Struct(">Q")
 
 
@@ -199,6 +200,25 @@ class SecurityQueue:
             try:
                 with self.env.begin(write=True) as txn:
                     return work(txn)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+            except lmdb.Error as exc:
+                raise QueueError(f"security event queue {self.path}: {exc}") from exc
+
+    def append_drop_report(self, make_record: Callable[[int, int], bytes]) -> int:
+        """When the bound dropped events that no report counted yet, append `make_record(unreported, total
+        dropped)` and mark them reported, in one transaction (so a report survives exporter restarts and is
+        queued once). Returns the number reported (0: nothing to report)."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    dropped = self._get(txn, _DROPPED)
+                    unreported = dropped - self._get(txn, _DROPS_REPORTED)
+                    if unreported <= 0:
+                        return 0
+                    self._put(txn, _DROPS_REPORTED, dropped)
+                    self._append(txn, [make_record(unreported, dropped)])
+                    return unreported
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
             except lmdb.Error as exc:

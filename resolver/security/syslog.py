@@ -30,6 +30,7 @@ MAX_PROCID = 128  #: RFC 5424 §6.2.6
 MAX_MSGID = 32  #: RFC 5424 §6.2.7
 MAX_MESSAGE_BYTES = 8192  #: RFC 5425 §4.3.1: receivers SHOULD take 8192 octets; rsyslog's default limit is 8k
 MAX_FRAME_DIGITS = 9  #: a MSG-LEN beyond 999,999,999 is garbage, not a frame (RFC 6587 §3.4.1)
+SETTLE_S = 0.3  #: after connecting, how long to watch for a collector that refuses us (StreamSender._settle)
 ACK_POLL_S = 0.002  #: how often `send` looks whether the collector's TCP has acknowledged everything
 _TCP_ESTABLISHED = 1  #: tcpi_state of a connection both ends still have open (linux/tcp_states.h)
 
@@ -241,10 +242,38 @@ class StreamSender:
             if self._ssl_context is not None:
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=self._server_name)
             sock.settimeout(self._send_timeout_s)
+            self._sock = sock
+            self._settle()
         except BaseException:
+            self._sock = None
             sock.close()
             raise
-        self._sock = sock
+
+    def _settle(self) -> None:
+        """Give the collector a moment to refuse us before anything is sent: a TLS 1.3 server checks the
+        client certificate after the client's handshake is over, and a collector with a sender allow-list
+        accepts and then closes. Data sent before that is acknowledged by its TCP and thrown away. A TLS
+        1.3 session ticket (sent once the server accepted us) ends the wait early."""
+        sock = self._sock
+        assert sock is not None
+        deadline = time.monotonic() + SETTLE_S
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], remaining)
+            if not readable:
+                return
+            sock.setblocking(False)
+            try:
+                data = sock.recv(4096)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                if self._ssl_context is not None:
+                    return  # a post-handshake message (session ticket): the server accepted us
+                continue
+            except OSError as exc:
+                raise ConnectionRefusedError(f"the collector refused the connection: {exc}") from exc
+            finally:
+                sock.settimeout(self._send_timeout_s)
+            if not data:
+                raise ConnectionRefusedError("the collector closed the connection right after accepting it")
 
     def send(self, messages: Sequence[bytes]) -> None:
         """Send `messages` in order. Returns once they are written, flushed to the kernel and acknowledged by

@@ -47,7 +47,8 @@ def node_site(config: ServeConfig) -> bytes:
         Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, config.handle_port),
     )
     if config.http_port:
-        interfaces += (Interface(InterfaceType.BOTH, InterfaceProtocol.HTTP, config.http_port),)
+        http = InterfaceProtocol.HTTPS if config.http_tls_cert else InterfaceProtocol.HTTP
+        interfaces += (Interface(InterfaceType.BOTH, http, config.http_port),)
     server = ServerInfo(1, ipaddress.ip_address(config.published_address), b"", interfaces)
     return encode_site(SiteInfo(serial=1, attributes=(("desc", "idnode secondary node"),), servers=(server,)))
 
@@ -162,8 +163,12 @@ class Worker:
             from resolver.http.app import start_http  # aiohttp is imported only by nodes that serve HTTP
 
             self._http = await start_http(
-                self.store, self.service, self.frontend, self.config.binds, self.config.http_port, self.health
-            )
+                self.store, self.service, self.frontend, self.config.binds, self.config.http_port, self.health,
+                ssl_context=self.config.http_ssl_context(),
+                idle_timeout_s=self.config.http_idle_timeout_s,
+                max_connections=self.config.http_max_connections,
+                max_connections_per_source=self.config.http_max_connections_per_source,
+            )  # fmt: skip
         self.health.listening = True
 
     async def _start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
