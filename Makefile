@@ -9,7 +9,7 @@ DEMO_COUNT ?= 100000
 WORKERS ?= 2
 HTTP_PORT ?= 8000
 
-.PHONY: venv run demo test lint bench-micro bench-load clean
+.PHONY: venv run demo test lint bench-micro bench-scale clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,12 @@ lint: venv
 
 bench-micro: venv
 	$(PY) -m pytest bench/test_micro.py --benchmark-enable --benchmark-autosave --benchmark-storage=bench/results/micro -q
+
+# The acceptance volume (not part of `make test`): 20M identifiers loaded, 5M resolutions, a restart, the report.
+# Needs about 20 GB of disk under SCALE_DIR and 4 GB of free memory; checked before it starts.
+SCALE_DIR ?= /var/tmp/idnode-scale
+bench-scale: venv
+	$(PY) -m bench.scale --workdir $(SCALE_DIR)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info
