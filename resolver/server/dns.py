@@ -10,6 +10,7 @@ import struct
 from collections.abc import Callable
 
 from resolver.dnsview.view import DnsView
+from resolver.server.idle import IdleTimeout
 from resolver.server.limits import UdpGuard
 
 log = logging.getLogger(__name__)
@@ -60,26 +61,15 @@ class DnsTcpProtocol(asyncio.Protocol):
         self.renew_view = renew_view
         self.idle_timeout_s = idle_timeout_s
         self._buffer = bytearray()
-        self._last_activity = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle: IdleTimeout | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        loop = asyncio.get_running_loop()
-        self._last_activity = loop.time()
-        self._idle_timer = loop.call_later(self.idle_timeout_s, self._check_idle)
-
-    def _check_idle(self) -> None:
-        loop = asyncio.get_running_loop()
-        remaining = self._last_activity + self.idle_timeout_s - loop.time()
-        if remaining <= 0:
-            self.transport.close()
-        else:
-            self._idle_timer = loop.call_later(remaining, self._check_idle)
+        self._idle = IdleTimeout(transport, self.idle_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = asyncio.get_running_loop().time()
+        self._idle.touch()
         self._buffer += data
         if len(self._buffer) >= 2:
             self.renew_view()
@@ -104,5 +94,5 @@ class DnsTcpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        if self._idle is not None:
+            self._idle.cancel()

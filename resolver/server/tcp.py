@@ -12,6 +12,7 @@ from collections.abc import Callable
 from resolver.frontend import HandleFrontend
 from resolver.handle.errors import EnvelopeError
 from resolver.handle.tcp import FrameBuffer
+from resolver.server.idle import IdleTimeout
 from resolver.server.limits import ConnectionLimiter, ProvenSources
 from resolver.server.stats import CODES_AT, NO_ANSWER, QueryStats
 
@@ -37,8 +38,7 @@ class HandleTcpProtocol(asyncio.Protocol):
         self.idle_timeout_s = idle_timeout_s
         self.transport: asyncio.Transport | None = None
         self._frames = FrameBuffer()
-        self._last_activity = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle: IdleTimeout | None = None  # set once the connection is accepted
         self.stats = stats or QueryStats()
         self._counts = self.stats.counts("handle-tcp")
         self._tick = self.stats.sample_every
@@ -60,21 +60,10 @@ class HandleTcpProtocol(asyncio.Protocol):
         if self._connections is not None:
             self._connections.add(self)
         self.stats.tcp_connections += 1
-        loop = asyncio.get_running_loop()
-        self._last_activity = loop.time()
-        self._idle_timer = loop.call_later(self.idle_timeout_s, self._check_idle)
-
-    def _check_idle(self) -> None:
-        # One timer per connection, re-armed for the remainder, rather than a new timer per read.
-        loop = asyncio.get_running_loop()
-        remaining = self._last_activity + self.idle_timeout_s - loop.time()
-        if remaining <= 0:
-            self.transport.close()
-        else:
-            self._idle_timer = loop.call_later(remaining, self._check_idle)
+        self._idle = IdleTimeout(transport, self.idle_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = asyncio.get_running_loop().time()
+        self._idle.touch()
         try:
             messages = self._frames.feed(data)
         except EnvelopeError as exc:
@@ -112,15 +101,14 @@ class HandleTcpProtocol(asyncio.Protocol):
 
     def quiet_for(self, now: float) -> float:
         """Seconds since the client last sent anything (0 while a request is only partly received)."""
-        return 0.0 if len(self._frames) else now - self._last_activity
+        return 0.0 if len(self._frames) else now - self._idle.last_activity
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle_timer is None:
+        if self._idle is None:
             return  # refused in connection_made: nothing was counted
         if self.limiter is not None:
             self.limiter.close(self._source)
         if self._connections is not None:
             self._connections.discard(self)
         self.stats.tcp_connections -= 1
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._idle.cancel()

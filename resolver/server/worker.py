@@ -24,7 +24,14 @@ from resolver.handle.values import (
     encode_site,
 )
 from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
-from resolver.server.limits import ConnectionLimiter, ExemptNetworks, ProvenSources, SourceRateLimiter, UdpGuard
+from resolver.server.limits import (
+    ConnectionLimiter,
+    ExemptNetworks,
+    ProvenSources,
+    SourceRateLimiter,
+    UdpGuard,
+)
+from resolver.server.sockets import tcp_socket, udp_socket
 from resolver.server.stats import QueryStats
 from resolver.server.systemd import InheritedSocket
 from resolver.server.tcp import HandleTcpProtocol
@@ -34,7 +41,6 @@ from storage.store import Store
 
 log = logging.getLogger(__name__)
 
-UDP_RECEIVE_BUFFER_BYTES = 4 << 20  #: absorbs bursts while the worker is busy; the kernel caps it at rmem_max
 TCP_BACKLOG = 1024  #: pending connections per listener
 HANDLE_SOCKET_NAMES = ("handle", "idnode.socket", "unknown")  #: FileDescriptorName= of activated Handle sockets
 FLUSH_ERROR_LOG_EVERY_S = 60.0  #: a flush that keeps failing (disk full) is logged this often, not every pass
@@ -51,33 +57,6 @@ def node_site(config: ServeConfig) -> bytes:
         interfaces += (Interface(InterfaceType.BOTH, http, config.http_port),)
     server = ServerInfo(1, ipaddress.ip_address(config.published_address), b"", interfaces)
     return encode_site(SiteInfo(serial=1, attributes=(("desc", "idnode secondary node"),), servers=(server,)))
-
-
-def _udp_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
-    except OSError:
-        pass  # a smaller buffer only costs burst tolerance
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
-
-
-def _tcp_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
 
 
 class Worker:
@@ -130,7 +109,7 @@ class Worker:
                 sock.setblocking(False)
             return udp, tcp
         port = self.config.handle_port
-        return [_udp_socket(h, port) for h in self.config.binds], [_tcp_socket(h, port) for h in self.config.binds]
+        return [udp_socket(h, port) for h in self.config.binds], [tcp_socket(h, port) for h in self.config.binds]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,12 +165,12 @@ class Worker:
         port = self.config.dns_port
         for host in self.config.binds:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: DnsUdpProtocol(self.dns_view, self.after_batch, self.dns_guard), sock=_udp_socket(host, port)
+                lambda: DnsUdpProtocol(self.dns_view, self.after_batch, self.dns_guard), sock=udp_socket(host, port)
             )
             self._closers.append(udp)
             tcp = await loop.create_server(
                 lambda: DnsTcpProtocol(self.dns_view, self.after_batch, self.config.tcp_idle_timeout_s),
-                sock=_tcp_socket(host, port),
+                sock=tcp_socket(host, port),
                 backlog=TCP_BACKLOG,
             )
             self._closers.append(tcp)

@@ -1,0 +1,36 @@
+"""Listening sockets that every worker binds to the same address with SO_REUSEPORT, so the kernel spreads
+requests over the workers (UDP and TCP for Handle and DNS, TCP for HTTP). IPv6 sockets are IPv6-only, so an
+IPv4 and an IPv6 bind of the same port do not collide."""
+
+from __future__ import annotations
+
+import socket
+
+UDP_RECEIVE_BUFFER_BYTES = 4 << 20  #: absorbs bursts while the worker is busy; the kernel caps it at rmem_max
+
+
+def udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
+    except OSError:
+        pass  # a smaller buffer only costs burst tolerance
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+def tcp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
