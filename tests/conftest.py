@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,12 @@ import pytest
 from bench.datagen import generate_lines, write_ndjson
 from storage.loader import load_files
 from storage.store import Store
-
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handle-v2.10.json"
+from tests.vectors import VECTORS
 
 
 @pytest.fixture(scope="session")
 def vectors() -> dict[str, bytes]:
-    return {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads(VECTORS_PATH.read_text())}
+    return VECTORS
 
 
 @pytest.fixture(scope="session")

@@ -3,18 +3,15 @@ and dnspython queries. Holds the tests of the helpers themselves."""
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import dns.message
 import dns.rdatatype
 
 from resolver.dnsview import DnsView, digest_entry, handle_key
+from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
 
-VECTORS_PATH = Path(__file__).resolve().parents[1] / ".." / "shared" / "vectors" / "handle-v2.10.json"
-VECTORS = {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads(VECTORS_PATH.read_text())}
 #: The five value vectors: URL (1), EMAIL (2), UTF-8 DESC with a reference (3), HS_ADMIN (100), and a value
 #: without PUBLIC_READ (200).
 VECTOR_VALUES = [

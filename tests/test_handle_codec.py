@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -67,12 +65,8 @@ from resolver.handle.values import (
     pick_server,
 )
 from resolver.handle.wire import Reader, pack_counted, pack_string
+from tests.vectors import SHARED, VECTORS  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VECTORS = {
-    v["name"]: bytes.fromhex(v["hex"])
-    for v in json.loads((SHARED / "vectors" / "handle-v2.10.json").read_text())
-}
 EXPIRATION = 0x6500_0000
 
 

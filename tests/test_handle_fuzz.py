@@ -3,15 +3,14 @@ server built on the codec answers any input with a well-formed response or drops
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resolver.handle.constants import ENVELOPE_BYTES, OpCode, ResponseCode
+from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, OpCode, ResponseCode
 from resolver.handle.errors import HandleProtocolError
 from resolver.handle.message import (
+    ResolutionRequest,
     decode_error_body,
     decode_message,
     decode_request,
@@ -22,17 +21,18 @@ from resolver.handle.message import (
     encode_error_answer,
     encode_error_response,
     encode_message,
+    encode_request,
+    encode_resolution_request,
     encode_resolution_response,
     encode_response,
     split_request_digest,
 )
 from resolver.handle.tcp import FrameBuffer
-from resolver.handle.udp import Reassembler
+from resolver.handle.udp import Reassembler, is_chunk, split_datagrams
 from resolver.handle.values import decode_admin, decode_site, decode_value, decode_values
 from resolver.handle.wire import Reader
+from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handle-v2.10.json"
-VECTORS: dict[str, bytes] = {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads(VECTORS_PATH.read_text())}
 MESSAGES = [
     n
     for n, d in VECTORS.items()
@@ -140,3 +140,129 @@ def test_mutated_bodies_in_well_framed_messages(name, data):
     framed = encode_message(message.envelope, header, bytes(body))
     check_decoders(framed)
     check_decoders(bytes(body))
+
+
+# -- the server frontend over a real store ------------------------------------------------------------------
+# The same inputs through HandleFrontend (resolver/frontend.py), the code the UDP and TCP listeners and the
+# HTTP tunnel call: an answer that decodes as a response to the same request id, or a drop; never an
+# exception. Served from an LMDB store holding the vectors' identifiers, so resolutions succeed, filter,
+# refer and fail as on a node.
+
+FRONTEND_HANDLES = [b"88.100.1/ABC123", b"88.100.1/LARGE", b"88.100.1/NONE", b"88.100.7/REFERRED", b"99.9/X"]
+
+
+@pytest.fixture(scope="module")
+def frontend(tmp_path_factory):
+    from resolver.frontend import HandleFrontend
+    from resolver.service import ResolutionService
+    from storage.records import pack_encoded
+    from storage.store import PrefixInfo, Store
+
+    with Store(tmp_path_factory.mktemp("frontend-fuzz") / "store", create=True) as store:
+        public = [VECTORS[f"value_{i}_{name}"] for i, name in enumerate(["URL", "EMAIL", "DESC", "HS_ADMIN"])]
+        large = public * 40  # an answer of several UDP datagrams
+        store.put_records(
+            [
+                (b"88.100.1/ABC123", pack_encoded([*public, VECTORS["value_4_INTERNAL"]], all_public=False)),
+                (b"88.100.1/LARGE", pack_encoded(large, all_public=True)),
+            ]
+        )
+        store.put_prefix(PrefixInfo("88.100.1", created_s=EXPIRATION))
+        referral_site = decode_resolution_response_body(decode_message(VECTORS["service_referral_response"]).body, False)
+        store.put_prefix(PrefixInfo("88.100.7", state="referral", site=referral_site[2][0].data, created_s=EXPIRATION))
+        service = ResolutionService(store, "88.100", VECTORS["hs_site_record"])
+        yield HandleFrontend(service, clock=lambda: EXPIRATION)
+
+
+@st.composite
+def requests_to_the_frontend(draw, long: bool = False):
+    """Resolution requests for handles the store has, lacks or refers, with filters; or a vector message.
+    `long`: with enough type filters to need several UDP datagrams."""
+    if not long and draw(st.booleans()):
+        return VECTORS[draw(st.sampled_from(MESSAGES))]
+    padding = [b"T%04d" % n for n in range(draw(st.integers(90, 300)))] if long else []
+    query = ResolutionRequest(
+        draw(st.sampled_from(FRONTEND_HANDLES)),
+        tuple(draw(st.lists(st.sampled_from([0, 1, 2, 100, 4]), max_size=3))),
+        tuple(draw(st.lists(st.sampled_from([b"URL", b"EMAIL", b"HS_", b"INTERNAL", b""]), max_size=3)) + padding),
+    )
+    return encode_request(
+        OpCode.RESOLUTION, encode_resolution_request(query), request_id=draw(st.integers(0, 2**32 - 1)),
+        expiration=EXPIRATION,
+    )  # fmt: skip
+
+
+def mutate(draw, data: bytes) -> bytes:
+    data = bytearray(data)
+    for _ in range(draw(st.integers(0, 4))):
+        pos = draw(st.integers(0, max(len(data) - 1, 0)))
+        kind = draw(st.sampled_from(["byte", "u32", "truncate", "insert"]))
+        if kind == "byte" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif kind == "u32":
+            data[pos : pos + 4] = draw(st.sampled_from(INTERESTING_U32)).to_bytes(4, "big")
+        elif kind == "truncate":
+            del data[pos:]
+        else:
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+    if draw(st.booleans()) and len(data) >= ENVELOPE_BYTES:
+        data[16:20] = (len(data) - ENVELOPE_BYTES).to_bytes(4, "big")
+    return bytes(data)
+
+
+def check_message_answer(data: bytes, answer: bytes | None) -> None:
+    if answer is None:
+        return
+    response = decode_response(answer)
+    assert response.envelope.request_id == int.from_bytes(data[8:12], "big")
+
+
+def check_datagram_answers(data: bytes, answers: list[bytes]) -> None:
+    """One whole response, or the pieces of one that a client reassembles into a response."""
+    if not answers:
+        return
+    if len(answers) == 1 and not is_chunk(answers[0]):
+        check_message_answer(data, answers[0])
+        return
+    client = Reassembler()
+    whole = None
+    for datagram in answers:
+        assert is_chunk(datagram) and len(datagram) <= UDP_DATAGRAM_BYTES
+        whole = client.feed(("192.0.2.53", 2641), datagram, 0.0) or whole
+    assert whole is not None, "the pieces do not make a whole answer"
+    decode_response(whole)
+
+
+@FUZZ
+@given(st.data())
+def test_frontend_answers_any_message_or_drops_it(frontend, data):
+    message = data.draw(st.one_of(requests_to_the_frontend(), st.binary(max_size=300)))
+    message = mutate(data.draw, message)
+    check_message_answer(message, frontend.answer_message(message))
+    check_datagram_answers(message, frontend.answer_datagram(message, ("192.0.2.1", 40000)))
+
+
+@FUZZ
+@given(st.data())
+def test_frontend_answers_any_sequence_of_datagrams(frontend, data):
+    """Requests split into UDP pieces, mutated, reordered, repeated or mixed with others from the same source:
+    the reassembler answers a whole request, refuses a bad piece, or waits; nothing raises."""
+    frontend.reassembler = Reassembler()  # pieces left over by an earlier example would change the outcome
+    source = ("192.0.2.2", data.draw(st.integers(1, 3)))
+    pieces = split_datagrams(data.draw(requests_to_the_frontend(long=True)))
+    assert len(pieces) > 1
+    if data.draw(st.booleans()):  # in order, each piece perhaps mutated: the whole request when none is
+        sequence = list(pieces)
+    else:
+        sequence = data.draw(st.lists(st.sampled_from(pieces), min_size=1, max_size=len(pieces) + 2))
+    answered, intact = False, True
+    for datagram in sequence:
+        if data.draw(st.integers(0, 3)) == 0:
+            datagram = mutate(data.draw, datagram)
+            intact = False
+        answers = frontend.answer_datagram(datagram, source)
+        check_datagram_answers(datagram, answers)
+        answered = answered or bool(answers)
+    assert frontend.reassembler.buffered_bytes <= 8 << 20
+    if intact and sequence == pieces:
+        assert answered  # a request sent whole in its pieces is answered

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,9 +18,8 @@ from resolver.handle.errors import EnvelopeError
 from resolver.handle.message import decode_message, encode_request
 from resolver.handle.tcp import FrameBuffer
 from resolver.handle.udp import Reassembler, chunk_count, is_chunk, split_datagrams
+from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handle-v2.10.json"
-VECTORS: dict[str, bytes] = {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads(VECTORS_PATH.read_text())}
 SOURCE = ("192.0.2.1", 2641)
 TRANSPORT = settings(max_examples=100, deadline=None)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
-from pathlib import Path
 
 import pytest
 
@@ -56,9 +54,8 @@ from resolver.handle.values import (
     encode_values,
 )
 from resolver.handle.wire import Reader
+from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "handle-v2.10.json"
-VECTORS: dict[str, bytes] = {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads(VECTORS_PATH.read_text())}
 EXPIRATION = 0x6500_0000  # § Vectors: timestamps and expirations
 CNRI_FLAGS = OpFlag.REC | OpFlag.CA | OpFlag.PO
 
