@@ -52,5 +52,31 @@ SCALE_DIR ?= /var/tmp/idnode-scale
 bench-scale: venv
 	$(PY) -m bench.scale --workdir $(SCALE_DIR)
 
+# DNS side by side on one core (not part of `make test`): idnode's DNS view, NSD, Knot, a minimal Python server,
+# and idnode's Handle UDP; results in bench/results/compare.{json,md,png}. Needs, as root:
+# apt-get install -y nsd knot knot-dnsutils dnsperf (the script says so when they are missing). About 5 minutes.
+.PHONY: bench-compare
+COMPARE_ARGS ?=
+bench-compare: venv
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench.compare $(COMPARE_ARGS)
+
+# Coverage-guided fuzzing with atheris (not part of `make test`; see tests/fuzz/README.md): each harness of
+# tests/fuzz/ runs FUZZ_SECONDS from its seed corpus. New inputs go to build/fuzz/corpus/HARNESS, a crashing
+# input to build/fuzz/HARNESS-crash-*, the log to build/fuzz/HARNESS.log. Stops at the first finding.
+FUZZ_SECONDS ?= 120
+FUZZ_HARNESSES := handle dns http_json
+.PHONY: fuzz
+fuzz: venv
+	$(PY) -m pip install --quiet 'atheris>=2.3'
+	@mkdir -p build/fuzz
+	@set -e; for h in $(FUZZ_HARNESSES); do \
+		mkdir -p build/fuzz/corpus/$$h; \
+		echo "fuzz $$h for $(FUZZ_SECONDS) s"; \
+		$(PY) -m tests.fuzz.fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=build/fuzz/$$h- \
+			build/fuzz/corpus/$$h tests/fuzz/corpus/$$h > build/fuzz/$$h.log 2>&1 || { tail -60 build/fuzz/$$h.log; exit 1; }; \
+		grep -E "^(Done|#[0-9]+ *DONE)" build/fuzz/$$h.log; \
+	done
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

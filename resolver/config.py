@@ -8,6 +8,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resolver.security.config import SecurityLogConfig
 from resolver.tls import server_context
 
 DEFAULT_HANDLE_PORT = 2641  #: IANA port of the Handle System
@@ -65,6 +66,8 @@ class ServeConfig:
     http_idle_timeout_s: float = HTTP_IDLE_TIMEOUT_S
     http_max_connections: int = HTTP_MAX_CONNECTIONS  # per worker
     http_max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
+    # the [security_log] table: upload of security events to the regional platform (off without a collector)
+    security_log: SecurityLogConfig = field(default_factory=SecurityLogConfig)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -5,7 +5,8 @@ files in one directory ($PROMETHEUS_MULTIPROC_DIR), and a scrape merges them, so
 whichever worker the HTTP request lands on. Workers never touch Prometheus per request: they count in plain
 ints (`resolver.server.stats.QueryStats`) and `publish()` moves the counts here once a second. Figures
 that live in the store (identifiers, registrations, resolutions counted, store size) are read at scrape
-time by `StoreCollector`, so they are exact and cost nothing between scrapes.
+time by `StoreCollector`, so they are exact and cost nothing between scrapes; so are the security log
+queue's figures (`SecurityQueueCollector`: events waiting, their bytes, events dropped by the bound).
 
 For the HTTP app: `metrics_response(store)` -> (body, content type) for GET /metrics; `healthz(state)`
 and `readyz(state, store)` -> `HealthAnswer` (status, JSON body) for GET /healthz and /readyz.
@@ -77,6 +78,12 @@ class _Metrics:
         self.workers = Gauge(
             "idnode_workers", "Worker processes running", multiprocess_mode="mostrecent", registry=None
         )
+        self.security_failed = Counter(
+            "idnode_security_events_failed",
+            "Security events lost because the upload queue could not be written",
+            registry=None,
+        )
+        self.security_failed_seen = 0  # this process's SecurityEvents.failed already counted
 
 
 def enable(directory: str | Path, wipe: bool = False) -> Path:
@@ -136,6 +143,17 @@ def publish(stats: Any) -> None:
         for seconds in samples:
             histogram.observe(seconds)
     _metrics.tcp_connections.set(stats.tcp_connections)
+
+
+def publish_security(events: Any) -> None:
+    """Count the security events this process could not queue (SecurityEvents.failed grows; from
+    housekeeping, once a second)."""
+    if _metrics is None:
+        return
+    failed = events.failed
+    if failed > _metrics.security_failed_seen:
+        _metrics.security_failed.inc(failed - _metrics.security_failed_seen)
+        _metrics.security_failed_seen = failed
 
 
 def count_query(transport: str, op: str, code: str, n: int = 1) -> None:
@@ -207,6 +225,40 @@ class StoreCollector:
         )
 
 
+class SecurityQueueCollector:
+    """The security log upload queue at scrape time: events waiting for the collector, their bytes, and the
+    events its bound dropped unsent (cumulative, persisted in the queue). `stats` is
+    SecurityEvents.queue_stats of the scraping process, which may have the queue open (a second open of
+    an LMDB environment in one process is not allowed); it returns None while the upload is off."""
+
+    def __init__(self, stats: Any):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            stats = self.stats()
+        except Exception:  # a queue that cannot be read leaves its figures out, not the whole scrape
+            return
+        if stats is None:
+            return
+        yield GaugeMetricFamily(
+            "idnode_security_queue_events", "Security events waiting to be sent", value=stats.events
+        )
+        yield GaugeMetricFamily(
+            "idnode_security_queue_bytes", "Bytes of the security events waiting", value=stats.bytes
+        )
+        yield CounterMetricFamily(
+            "idnode_security_events_dropped",
+            "Security events dropped unsent by the queue's bound (oldest first)",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "idnode_security_events_queued", "Security events ever queued", value=stats.appended
+        )
+
+
 def store_sizes(store: Any) -> dict[str, int]:
     info, stat = store.env.info(), store.env.stat()
     data = Path(store.path) / "data.mdb"
@@ -219,9 +271,12 @@ def store_sizes(store: Any) -> dict[str, int]:
     }
 
 
-def metrics_response(store: Any = None, directory: str | Path | None = None) -> tuple[bytes, str]:
+def metrics_response(
+    store: Any = None, directory: str | Path | None = None, security_queue: Any = None
+) -> tuple[bytes, str]:
     """(body, content type) of GET /metrics: every process's metrics merged (from `directory`, default
-    $PROMETHEUS_MULTIPROC_DIR, which the supervisor sets for its workers), plus the store's figures."""
+    $PROMETHEUS_MULTIPROC_DIR, which the supervisor sets for its workers), plus the store's figures and,
+    with `security_queue` (a function returning QueueStats or None), the security log queue's."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -231,6 +286,8 @@ def metrics_response(store: Any = None, directory: str | Path | None = None) -> 
         MultiProcessCollector(registry, path=str(directory))
     if store is not None:
         registry.register(StoreCollector(store))
+    if security_queue is not None:
+        registry.register(SecurityQueueCollector(security_queue))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

@@ -108,9 +108,10 @@ class ResolutionService:
 
     # -- resolving ------------------------------------------------------------------------------------------
 
-    def flush_counts(self) -> int:
-        """Persist every protocol's resolution counts; returns how many were written."""
-        return sum(counter.flush(self.store) for counter in self.counters.values())
+    def flush_counts(self, into: dict[bytes, int] | None = None) -> int:
+        """Persist every protocol's resolution counts; returns how many were written. `into`, when given,
+        receives the per-prefix counts written, all protocols together (the security log's summaries)."""
+        return sum(counter.flush(self.store, into=into) for counter in self.counters.values())
 
     def resolve(
         self,

@@ -4,9 +4,12 @@ command-line flags, in that order of strength (flag > environment > file > defau
 
 Every `ServeConfig` field is a setting under the same name: `workers` in the file, `IDNODE_WORKERS` in the
 environment, `--workers` on the command line (a few flags keep shorter names: `--data`, `--bind`,
-`--tcp-idle-timeout`). Unknown keys and bad values are rejected before anything starts, naming the key and
-where its value came from. The file is `--config FILE`, else `$IDNODE_CONFIG`, else /etc/idnode/idnode.toml
-when it exists and nothing else says where the data is. Imports no server code.
+`--tcp-idle-timeout`). A few settings are TOML tables of their own (`TABLES`): `[security_log]` with
+`collector = ...` in the file, `IDNODE_SECURITY_LOG_COLLECTOR` in the environment, `--collector` on the
+command line (the flags of `SecurityLogConfig.add_arguments`), merged setting by setting in the same order.
+Unknown keys and bad values are rejected before anything starts, naming the key and where its value came
+from. The file is `--config FILE`, else `$IDNODE_CONFIG`, else /etc/idnode/idnode.toml when it exists and
+nothing else says where the data is. Imports no server code.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver.config import LOG_FORMATS, LOG_LEVELS, ServeConfig
+from resolver.security.config import SecurityLogConfig
 from resolver.tls import TlsSettingError
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,8 @@ DEFAULT_CONFIG_PATH = Path("/etc/idnode/idnode.toml")  #: where install.sh puts 
 ENV_PREFIX = "IDNODE_"  #: environment variables IDNODE_<KEY> override the file
 CONFIG_ENV = "IDNODE_CONFIG"  #: names the configuration file when --config is not given
 _NONE_WORDS = ("", "none", "off")  #: what an environment variable says to unset an optional setting
+#: ServeConfig fields that are TOML tables of their own, and the dataclass each is read into
+TABLES: dict[str, type[SecurityLogConfig]] = {"security_log": SecurityLogConfig}
 
 # Flags whose names differ from `--<key with dashes>` (kept from before the configuration file existed).
 FLAG_NAMES: dict[str, tuple[str, ...]] = {
@@ -80,9 +86,29 @@ class ConfigError(ValueError):
 
 
 def fields() -> dict[str, Any]:
-    """Every setting: key -> its type (resolved annotations of ServeConfig)."""
+    """Every top-level setting: key -> its type (resolved annotations of ServeConfig); tables are apart."""
     hints = typing.get_type_hints(ServeConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(ServeConfig)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(ServeConfig) if f.name not in TABLES}
+
+
+def table_fields(table: str) -> dict[str, type]:
+    """The settings of a table (`security_log`): name -> type (str, int or float, as their defaults)."""
+    return {f.name: type(f.default) for f in dataclasses.fields(TABLES[table])}
+
+
+def _read_table(path: Path, table: str, values: Any) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: {table}: a table [{table}], not {values!r}")
+    known = table_fields(table)
+    out = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"{path}: {table}.{name}: unknown setting")
+        try:
+            out[name] = convert_value(name, known[name], value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {table}.{name}: {exc}") from None
+    return out
 
 
 def defaults() -> dict[str, Any]:
@@ -195,8 +221,13 @@ def read_file(path: Path) -> dict[str, Any]:
     known = fields()
     out = {}
     for key, value in raw.items():
+        if key in TABLES:
+            out[key] = _read_table(path, key, value)
+            continue
         if key not in known:
-            hint = " (settings are top-level keys)" if isinstance(value, dict) else ""
+            hint = ""
+            if isinstance(value, dict):
+                hint = f" (settings are top-level keys, but for the tables {', '.join(f'[{t}]' for t in TABLES)})"
             raise ConfigError(f"{path}: {key}: unknown setting{hint}")
         try:
             out[key] = convert_value(key, known[key], value)
@@ -214,6 +245,13 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         key = name[len(ENV_PREFIX) :].lower()
+        table, inner = _table_key(key)
+        if table is not None:
+            try:
+                out.setdefault(table, {})[inner] = parse_text(inner, table_fields(table)[inner], text)
+            except ValueError as exc:
+                raise ConfigError(f"environment {name}: {exc}") from None
+            continue
         if key not in known:
             log.warning("environment %s names no setting of idnode serve; ignored", name)
             continue
@@ -222,6 +260,15 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"environment {name}: {exc}") from None
     return out
+
+
+def _table_key(key: str) -> tuple[str | None, str]:
+    """(table, setting) of an environment key like `security_log_collector`; (None, key) for others."""
+    for table in TABLES:
+        inner = key.removeprefix(table + "_")
+        if inner != key and inner in table_fields(table):
+            return table, inner
+    return None, key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -234,6 +281,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*flag_names(key), dest=key, action="append", default=None, help=help_text)
         else:
             parser.add_argument(*flag_names(key), dest=key, default=None, metavar=key.upper(), help=help_text)
+    # The [security_log] table: --collector, --transport, ... (dest security_log_<name>), as `seclog export`.
+    group = parser.add_argument_group("security log upload, the [security_log] table")
+    SecurityLogConfig.add_arguments(group)  # type: ignore[arg-type]  # a group takes add_argument too
 
 
 def read_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -252,6 +302,11 @@ def read_flags(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = parse_text(key, tp, str(value))
         except ValueError as exc:
             raise ConfigError(f"{flag}: {exc}") from None
+    for table in TABLES:
+        given = {name: getattr(args, f"{table}_{name}", None) for name in table_fields(table)}
+        given = {name: value for name, value in given.items() if value is not None}
+        if given:
+            out[table] = given
     return out
 
 
@@ -294,20 +349,44 @@ def build_config(
     layers.append(("flags", dict(flags or {})))
     merged: dict[str, Any] = {}
     source: dict[str, str] = {}
+    tables: dict[str, dict[str, Any]] = {table: {} for table in TABLES}
     for name, layer in layers:
         for key, value in layer.items():
+            if key in TABLES:  # merged setting by setting
+                tables[key].update(value)
+                source.update({f"{key}.{inner}": name for inner in value})
+                continue
             merged[key] = value
             source[key] = name
     if "data_dir" not in merged:
         raise ConfigError("data_dir: not set (give --data DIR, IDNODE_DATA_DIR or data_dir in the file)")
     if merged.get("workers") == 0:  # 0 means the default: one worker per CPU
         del merged["workers"]
+    for table, values in tables.items():
+        try:
+            merged[table] = TABLES[table](**values)
+        except ValueError as exc:  # the message starts with `table.setting:` when one setting is at fault
+            head = str(exc).split(":", 1)[0].strip()
+            layer = source.get(head)
+            raise ConfigError(f"{_table_source_text(head, layer)}{exc}") from None
     try:
         return ServeConfig(**merged)
     except ValueError as exc:
         key = _key_of_message(str(exc))
         where = _source_text(key, source.get(key or "")) if key else ""
         raise ConfigError(f"{where}{exc}") from None
+
+
+def _table_source_text(head: str, layer: str | None) -> str:
+    """Where `table.setting` came from, as a message prefix ("" when the message is not about one setting)."""
+    if layer is None:
+        return ""
+    inner = head.split(".", 1)[1]
+    if layer == "environment":
+        return f"environment {env_name(head.replace('.', '_'))}: "
+    if layer == "flags":
+        return f"--{inner.replace('_', '-')}: "
+    return f"{layer}: "
 
 
 def _source_text(key: str, layer: str | None) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 import lmdb
 
 from resolver.handle.values import HandleValue
+from storage import audit
+from storage.audit import Actor
 from storage.keys import InvalidHandle, handle_key, normalize_prefix
 from storage.store import Store
 from storage.writes import TemplateViolation, decode_record_values
@@ -109,7 +111,7 @@ def _regex(text: Any, where: str) -> re.Pattern:
         raise _fail(where, f"a regular expression of 1..{MAX_PATTERN_CHARS} characters")
     try:
         return re.compile(text)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296} overflows, not a re.error
         raise _fail(where, f"not a regular expression: {exc}") from exc
 
 
@@ -230,13 +232,16 @@ def template_set_in(store: Store, txn: lmdb.Transaction, prefix_key: bytes) -> T
     return _compile(raw) if raw is not None else None
 
 
-def set_templates(store: Store, document: Any) -> TemplateSet:
-    """Check a template document and store it for its prefix (which must be known), replacing any other."""
+def set_templates(store: Store, document: Any, actor: Actor | None = None) -> TemplateSet:
+    """Check a template document and store it for its prefix (which must be known), replacing any other.
+    Audited (template-set on 0.NA/<prefix>) as `actor`'s, default this `idnode` command's user."""
     template_set = parse_document(document)
     raw = json.dumps(document, ensure_ascii=False, sort_keys=True).encode()
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise _fail("document", f"larger than {MAX_DOCUMENT_BYTES} bytes")
     key = normalize_prefix(template_set.prefix.encode())
+    actor = actor or audit.cli_actor()
+    detail = {"scenario": template_set.scenario, "templates": [t.name for t in template_set.templates]}
 
     def work(txn: lmdb.Transaction) -> None:
         if txn.get(key, db=store.prefixes_db) is None:
@@ -244,6 +249,8 @@ def set_templates(store: Store, document: Any) -> TemplateSet:
                 "prefix", f"{template_set.prefix} is not known here (add it with `idnode prefix add`)"
             )
         txn.put(key, raw, db=store.templates_db)
+        handle = f"0.NA/{template_set.prefix}"
+        audit.record(store, txn, actor.identity, actor.source, audit.TEMPLATE_SET, handle, detail)
 
     store.write(work)
     return template_set
@@ -255,9 +262,18 @@ def get_templates(store: Store, prefix: str) -> dict | None:
     return json.loads(raw) if raw is not None else None
 
 
-def delete_templates(store: Store, prefix: str) -> bool:
+def delete_templates(store: Store, prefix: str, actor: Actor | None = None) -> bool:
+    """Delete the prefix's template document; False when it had none (nothing written, nothing audited)."""
     key = normalize_prefix(prefix.encode())
-    return store.write(lambda txn: txn.delete(key, db=store.templates_db))
+    actor = actor or audit.cli_actor()
+
+    def work(txn: lmdb.Transaction) -> bool:
+        if not txn.delete(key, db=store.templates_db):
+            return False
+        audit.record(store, txn, actor.identity, actor.source, audit.TEMPLATE_DELETE, f"0.NA/{prefix}")
+        return True
+
+    return store.write(work)
 
 
 def all_template_sets(store: Store) -> dict[bytes, TemplateSet]:

@@ -14,9 +14,11 @@ Never imports the servers.
 
 from __future__ import annotations
 
+import getpass
+import os
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,25 @@ PREFIX_DISABLE = "prefix-disable"
 CREDENTIAL_ISSUE = "credential-issue"
 TEMPLATE_SET = "template-set"
 TEMPLATE_DELETE = "template-delete"
+CLI_SOURCE = "cli"  #: the source of writes made by `idnode` commands on the store directly
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who writes and from where, as the audit trail records it: an HTTP caller (`300:88.100.7/ADMIN` or
+    `operator`, from `203.0.113.5:40122`) or an `idnode` command (`cli:<user>`, from `cli`)."""
+
+    identity: str
+    source: str
+
+
+def cli_actor() -> Actor:
+    """The actor of an `idnode` command: `cli:<login name>` (the uid when the name cannot be found)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return Actor(f"cli:{user}", CLI_SOURCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +137,37 @@ def record(
         ])  # fmt: skip
         cursor.put(key, value, append=True)
     return key
+
+
+def record_many(
+    store: Store,
+    txn: lmdb.Transaction,
+    actor: Actor,
+    entries: Iterable[tuple[str, str, Mapping[str, Any] | None]],
+    *,
+    now_ns: int | None = None,
+) -> int:
+    """`record` for several writes of one transaction (a batch): one entry per (operation, handle, detail),
+    in order, sharing the time. Returns how many were recorded."""
+    now = time.time_ns() if now_ns is None else now_ns
+    n = 0
+    with txn.cursor(store.audit_db) as cursor:
+        if cursor.last():
+            last_ns, last_seq = _KEY.unpack(cursor.key())
+        else:
+            last_ns, last_seq = -1, 0
+        identity, source = _cut(actor.identity), _cut(actor.source)
+        for operation, handle, detail in entries:
+            if now > last_ns:
+                last_ns, last_seq = now, 0
+            else:
+                last_seq += 1
+            value = msgpack.packb([
+                AUDIT_SCHEMA_VERSION, identity, source, _cut(operation), str(handle), dict(detail or {}),
+            ])  # fmt: skip
+            cursor.put(_KEY.pack(last_ns, last_seq), value, append=True)
+            n += 1
+    return n
 
 
 def _decode(key: bytes, raw: bytes) -> AuditEntry:

@@ -35,6 +35,12 @@ RESOLUTION_KINDS = (
     "resolutions.http",
     "resolutions.dns",
 )  #: counter kinds of this node
+REGISTRATION_KINDS = (
+    REGISTRATIONS,  # idnode load
+    f"{REGISTRATIONS}.http",  # the HTTP API (storage/writes.py)
+    f"{REGISTRATIONS}.cli",  # idnode register, idnode scenario load
+    f"{REGISTRATIONS}.admin",  # the <prefix>/ADMIN identities (storage/enterprises.py)
+)  #: counter kinds of identifiers created, by where they came from
 MAX_FUTURE_DAYS = 1  #: a counter day after tomorrow (UTC) means a wrong clock or a corrupt key
 PROGRESS_EVERY = 100_000  #: identifiers between two progress calls
 
@@ -183,7 +189,7 @@ def _check_counters(txn, store: Store, report: CheckReport, today: datetime.date
             continue
         if (date - today).days > MAX_FUTURE_DAYS:
             report.problem(f"counter {name}: day {day} is in the future")
-        if kind == REGISTRATIONS:
+        if kind in REGISTRATION_KINDS:
             registrations[prefix] += int.from_bytes(raw, "big")
         elif kind not in RESOLUTION_KINDS:
             unknown_kinds[kind] += 1

@@ -33,8 +33,9 @@ class ResolutionCounter:
         self._counts[prefix] += 1
         self.pending += 1
 
-    def flush(self, store: Store, now_s: float | None = None) -> int:
-        """Add the counts so far to the store's totals for today; returns how many were flushed."""
+    def flush(self, store: Store, now_s: float | None = None, into: dict[bytes, int] | None = None) -> int:
+        """Add the counts so far to the store's totals for today; returns how many were flushed. `into`, when
+        given, receives the per-prefix counts written (added to what it holds), only if they were."""
         if not self.pending:
             return 0
         day = today(now_s)
@@ -48,6 +49,9 @@ class ResolutionCounter:
                 self._counts[prefix] += n
             self.pending += flushed
             raise
+        if into is not None:
+            for prefix, n in counts.items():
+                into[prefix] = into.get(prefix, 0) + n
         return flushed
 
 

@@ -7,7 +7,8 @@ form `300:<prefix>/ADMIN`; the identifier `<prefix>/ADMIN` is registered when th
 REST clients that check the admin identity exists (pyhandle does) find it. The operator's user is `operator`.
 
 Records live in the store's `enterprises` database: `cred/<user>` (msgpack) and `seen/<PREFIX>` (u64 Unix
-seconds). Imports the Handle value codec, never the servers.
+seconds). Every prefix and credential write is recorded in the audit trail (storage/audit.py) in its own
+transaction, under the handle `0.NA/<prefix>`. Imports the Handle value codec, never the servers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from resolver.handle.values import (
     encode_admin,
     encode_site,
 )
+from storage import audit
+from storage.audit import Actor
 from storage.keys import normalize_prefix
 from storage.records import pack_record
 from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
@@ -176,19 +179,27 @@ def get_credential(store: Store, key: bytes, txn: lmdb.Transaction | None = None
     return Credential.unpack(raw) if raw is not None else None
 
 
-def set_operator_secret(store: Store, secret: str) -> None:
+def set_operator_secret(store: Store, secret: str, actor: Actor | None = None) -> None:
     if len(secret) < MIN_SECRET_CHARS:
         raise EnterpriseError(f"secret: at least {MIN_SECRET_CHARS} characters")
     credential = hash_secret(OPERATOR_USER, secret)
-    store.write(
-        lambda txn: txn.put(_CRED + OPERATOR_USER.encode(), credential.pack(), db=store.enterprises_db)
-    )
+    actor = actor or audit.cli_actor()
+
+    def work(txn: lmdb.Transaction) -> None:
+        txn.put(_CRED + OPERATOR_USER.encode(), credential.pack(), db=store.enterprises_db)
+        audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, OPERATOR_USER,
+                     {"user": OPERATOR_USER})  # fmt: skip
+
+    store.write(work)
 
 
-def issue_credential(store: Store, prefix: str, now_s: int | None = None) -> tuple[str, str]:
+def issue_credential(
+    store: Store, prefix: str, now_s: int | None = None, actor: Actor | None = None
+) -> tuple[str, str]:
     """A new secret for the administrator of `prefix` (replacing any earlier one): (user, secret). The secret
     is returned once and never stored. Registers `<prefix>/ADMIN` if it is not there yet."""
     now_s = int(time.time()) if now_s is None else now_s
+    actor = actor or audit.cli_actor()
     key = normalize_prefix(validate_prefix(prefix).encode())
     secret = new_secret()
 
@@ -203,9 +214,12 @@ def issue_credential(store: Store, prefix: str, now_s: int | None = None) -> tup
         )  # user_key(user), prefix upper-cased
         txn.put(_CRED + stored_as, credential.pack(), db=store.enterprises_db)
         admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
-        if txn.get(admin_key, db=store.handles) is None:
+        created = txn.get(admin_key, db=store.handles) is None
+        if created:
             txn.put(admin_key, pack_record(_admin_identity_values(info.prefix, now_s)), db=store.handles)
             store.add_counts_in(txn, {counter_key(REGISTRATIONS_ADMIN, today(now_s), key): 1})
+        audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, f"0.NA/{info.prefix}",
+                     {"user": user, "admin_created": created})  # fmt: skip
         return user
 
     user = store.write(work)
@@ -253,7 +267,12 @@ def _prefix_in(store: Store, txn: lmdb.Transaction, key: bytes) -> PrefixInfo:
 
 
 def add_prefix(
-    store: Store, prefix: str, org: str, site: str | None = None, now_s: int | None = None
+    store: Store,
+    prefix: str,
+    org: str,
+    site: str | None = None,
+    now_s: int | None = None,
+    actor: Actor | None = None,
 ) -> PrefixInfo:
     """Register an enterprise prefix, or update the organisation and site of a known one. With `site`
     (HOST:PORT) the prefix is served by the enterprise's own node and resolutions under it are referred
@@ -263,6 +282,7 @@ def add_prefix(
         raise EnterpriseError("org: the organisation's name is required")
     key = normalize_prefix(prefix.encode())
     now_s = int(time.time()) if now_s is None else now_s
+    actor = actor or audit.cli_actor()
 
     def work(txn: lmdb.Transaction) -> PrefixInfo:
         raw = txn.get(key, db=store.prefixes_db)
@@ -284,20 +304,28 @@ def add_prefix(
             extra=extra,
         )
         store.put_prefix_in(txn, info)
+        detail = {"org": info.org, "state": info.state, "site": site.strip() if site else None,
+                  "updated": old is not None}  # fmt: skip
+        handle = f"0.NA/{info.prefix}"
+        audit.record(store, txn, actor.identity, actor.source, audit.PREFIX_ADD, handle, detail)
         return info
 
     return store.write(work)
 
 
-def set_prefix_enabled(store: Store, prefix: str, enabled: bool) -> PrefixInfo:
+def set_prefix_enabled(store: Store, prefix: str, enabled: bool, actor: Actor | None = None) -> PrefixInfo:
     """Disable a prefix (nothing under it resolves, its credential is refused) or enable it again."""
     key = normalize_prefix(validate_prefix(prefix).encode())
+    actor = actor or audit.cli_actor()
 
     def work(txn: lmdb.Transaction) -> PrefixInfo:
         old = _prefix_in(store, txn, key)
         state = ("referral" if old.site else "hosted") if enabled else "disabled"
         info = PrefixInfo(old.prefix, state, old.org, old.site, old.created_s, old.extra)
         store.put_prefix_in(txn, info)
+        operation = audit.PREFIX_ENABLE if enabled else audit.PREFIX_DISABLE
+        audit.record(store, txn, actor.identity, actor.source, operation, f"0.NA/{info.prefix}",
+                     {"state": state, "was": old.state})  # fmt: skip
         return info
 
     return store.write(work)

@@ -4,7 +4,9 @@ Input is cut into chunks of whole lines; each chunk is written in one LMDB trans
 checkpoint (file identity, byte offset and line count), so a failed or interrupted load leaves every committed
 chunk in place and nothing half-written, and running the same unchanged file again resumes after the last
 commit. A finished load removes its checkpoint; loading a file again is safe because records are replaced
-whole. Keys that arrive sorted after everything stored take LMDB's append path.
+whole. Keys that arrive sorted after everything stored take LMDB's append path. Each committed chunk leaves
+one audit entry (`load`: its first identifier, with count, last identifier, file and first line) in the
+same transaction.
 
 Large NDJSON files are parsed by one worker process per CPU, each reading its own chunks straight from the
 file and committing them in file order (a shared turn counter), so the parent does no per-record work.
@@ -12,15 +14,20 @@ file and committing them in file order (a shared turn counter), so the parent do
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
 
+from storage import audit
+from storage.audit import Actor
 from storage.chunks import Chunk, chunk_bounds, parse_ndjson
 from storage.csvinput import CSV_COLUMNS, CSV_OPTIONAL, csv_chunks
 from storage.keys import prefix_of_key
@@ -31,6 +38,7 @@ PARALLEL_MIN_BYTES = 16 << 20  #: below this, starting worker processes costs mo
 PROGRESS_INTERVAL_S = 0.5  #: how often the parent reports progress of a parallel load
 TURN_WAIT_S = 1.0  #: a worker waiting for its turn to commit re-checks for a failure this often
 _CHECKPOINT = b"load-checkpoint/"
+_PR_SET_PDEATHSIG = 1  #: prctl(2) option: the signal a process gets when its parent dies (Linux)
 
 __all__ = ["CSV_COLUMNS", "CSV_OPTIONAL", "LoadError", "LoadReport", "load_files"]
 
@@ -62,18 +70,20 @@ class _Source:
     identity: tuple[int, int]  # size and mtime: a changed file is never resumed
     resume_offset: int
     resume_lines: int
+    actor: Actor = field(default_factory=audit.cli_actor)  # who the audit trail says loaded it
 
     @classmethod
-    def open(cls, store: Store, path: Path) -> _Source:
+    def open(cls, store: Store, path: Path, actor: Actor | None = None) -> _Source:
         st = path.stat()
         identity = (st.st_size, st.st_mtime_ns)
         key = _CHECKPOINT + str(path.resolve()).encode()
+        actor = actor or audit.cli_actor()
         saved = store.get_meta(key)
         if saved is not None:
             size, mtime_ns, offset, lines = msgpack.unpackb(saved)
             if (size, mtime_ns) == identity:
-                return cls(path, key, identity, offset, lines)
-        return cls(path, key, identity, 0, 0)
+                return cls(path, key, identity, offset, lines, actor)
+        return cls(path, key, identity, 0, 0, actor)
 
     def checkpoint(self, offset: int, lines: int) -> bytes:
         return msgpack.packb([*self.identity, offset, lines])
@@ -88,22 +98,32 @@ def _commit(store: Store, source: _Source, chunk: Chunk, lines_before: int, now_
         store.put_shared(txn, chunk.shared)
         txn.put(source.checkpoint_key, checkpoint, db=store.meta)
         store.ensure_prefixes(txn, prefixes, now_s)
+        if chunk.items:
+            detail = {"count": len(chunk.items), "last": chunk.items[-1][0].decode(errors="replace"),
+                      "file": str(source.path), "line": chunk.first_line}  # fmt: skip
+            first = chunk.items[0][0].decode(errors="replace")
+            audit.record(store, txn, source.actor.identity, source.actor.source, audit.LOAD, first, detail)
 
     return store.put_records(chunk.items, append=None, txn_hook=in_same_transaction, now_s=now_s)
 
 
 def load_files(
-    store: Store, paths: list[Path], progress: Progress | None = None, parallel: bool | None = None
+    store: Store,
+    paths: list[Path],
+    progress: Progress | None = None,
+    parallel: bool | None = None,
+    actor: Actor | None = None,
 ) -> LoadReport:
     """Register every record of `paths` (NDJSON, or CSV by the .csv ending). Raises LoadError naming the file
-    and line at the first bad line, after committing the good lines before it."""
+    and line at the first bad line, after committing the good lines before it. The audit trail names `actor`
+    (default: this `idnode` command's user)."""
     report = LoadReport()
     started = time.monotonic()
     now_s = int(time.time())
     for path in paths:
         if not path.is_file():
             raise LoadError(f"{path}: no such file")
-        source = _Source.open(store, path)
+        source = _Source.open(store, path, actor)
         report.skipped_lines += source.resume_lines
         if path.suffix.lower() == ".csv":
             _load_chunks(
@@ -181,10 +201,36 @@ class _Turns:
         self.errors = ctx.SimpleQueue()
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not go on writing once `idnode load` is gone (kill -9, the OOM killer): on Linux the
+    kernel kills it with its parent; elsewhere, and if the parent died before this ran, it stops at its next
+    turn (_orphaned)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if _orphaned(parent_pid):
+        os._exit(1)
+
+
+def _orphaned(parent_pid: int) -> bool:
+    return os.getppid() != parent_pid
+
+
 def _worker(
-    store_path: str, source: _Source, first: int, step: int, chunk_bytes: int, now_s: int, turns: _Turns
+    store_path: str,
+    source: _Source,
+    first: int,
+    step: int,
+    chunk_bytes: int,
+    now_s: int,
+    turns: _Turns,
+    parent_pid: int = 0,
 ) -> None:
     """Parse chunks first, first+step, ... and commit each when its turn comes (file order)."""
+    if parent_pid:
+        _die_with_parent(parent_pid)
     try:
         with Store(store_path) as store, source.path.open("rb") as f:
             size = source.identity[0]
@@ -198,7 +244,9 @@ def _worker(
                 with turns.cond:
                     while turns.next_chunk.value != index and not turns.failed.value:
                         turns.cond.wait(TURN_WAIT_S)
-                    if turns.failed.value:
+                        if parent_pid and _orphaned(parent_pid):
+                            return
+                    if turns.failed.value or (parent_pid and _orphaned(parent_pid)):
                         return
                     chunk.first_line = turns.lines.value + 1
                     if chunk.items or chunk.error is None:
@@ -225,18 +273,23 @@ def _load_ndjson_parallel(store, source, now_s, report, started, progress) -> No
     ctx = multiprocessing.get_context("spawn")
     turns = _Turns(ctx, source.resume_lines)
     count = max(1, os.cpu_count() or 1)
+    args = (str(store.path), source)
     workers = [
-        ctx.Process(
-            target=_worker, args=(str(store.path), source, n, count, CHUNK_BYTES, now_s, turns), daemon=True
-        )
+        ctx.Process(target=_worker, args=(*args, n, count, CHUNK_BYTES, now_s, turns, os.getpid()), daemon=True)
         for n in range(count)
     ]
+    killed = None
     try:
         for worker in workers:
             worker.start()
         while any(w.is_alive() for w in workers):
             for w in workers:
                 w.join(PROGRESS_INTERVAL_S / count)
+            # A worker killed from outside (OOM killer, kill -9) may have died holding the turn lock: the
+            # others would wait for it forever. Stop them all; the committed chunks stay, and a new run resumes.
+            killed = next((w for w in workers if w.exitcode is not None and w.exitcode < 0), None)
+            if killed is not None:
+                break
             if progress:
                 progress(str(source.path), report.records + turns.records.value, time.monotonic() - started)
     finally:
@@ -246,5 +299,17 @@ def _load_ndjson_parallel(store, source, now_s, report, started, progress) -> No
             worker.join()
     report.records += turns.records.value
     report.new += turns.new.value
+    if killed is not None:
+        raise LoadError(
+            f"{source.path}: a load worker was killed ({_signal_name(-killed.exitcode)}); the chunks "
+            "committed before are kept: run the same load again to resume after them"
+        )
     if not turns.errors.empty():
         raise LoadError(turns.errors.get())
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

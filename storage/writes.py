@@ -1,8 +1,9 @@
 """Identifier writes of the HTTP API: create or replace, update or add some values, remove values, delete, and
 batches. Each is one LMDB write transaction that checks what it must inside it (the prefix is hosted here,
 the writer may write under it, the record passes the prefix's templates) and counts new identifiers as
-registrations in the same transaction. A refused write raises before anything is put and the transaction is
-aborted, so it leaves the store as it was; an atomic batch is refused whole the same way.
+registrations in the same transaction, and records who wrote what in the audit trail (storage/audit.py) in it
+too. A refused write raises before anything is put and the transaction is aborted, so it leaves the store as
+it was (and no audit entry); an atomic batch is refused whole the same way.
 
 Every refusal is a `WriteError` carrying the Handle response code it maps to; the HTTP layer turns that into a
 status. Never imports the servers.
@@ -21,6 +22,8 @@ from resolver.handle.constants import MAX_HANDLE_BYTES, ResponseCode
 from resolver.handle.errors import HandleProtocolError
 from resolver.handle.values import HandleValue, decode_value
 from resolver.handle.wire import Reader
+from storage import audit
+from storage.audit import Actor
 from storage.enterprises import ADMIN_SUFFIX
 from storage.jsonvalues import ValueEncoder, encoded_record_from_json
 from storage.keys import InvalidHandle, handle_key
@@ -31,6 +34,14 @@ MAX_BATCH_ITEMS = 2_000  #: identifiers per batch: one transaction stays short (
 REGISTRATIONS_HTTP = f"{REGISTRATIONS}.http"  #: counter kind of identifiers created over the HTTP API
 REGISTRATIONS_CLI = f"{REGISTRATIONS}.cli"  #: ... created by `idnode register` and `idnode scenario load`
 _RESERVED_SUFFIX = ADMIN_SUFFIX.encode()
+#: outcome of put_identifier / delete_identifier -> audit operation
+AUDIT_OPERATIONS = {
+    "created": audit.CREATE,
+    "replaced": audit.REPLACE,
+    "updated": audit.UPDATE,
+    "deleted": audit.DELETE,
+    "values removed": audit.REMOVE_VALUES,
+}
 
 
 class WriteError(Exception):
@@ -155,10 +166,13 @@ def put_identifier(
     allowed_prefix: bytes | None = None,
     checker: RecordChecker | None = None,
     now_s: float | None = None,
+    actor: Actor | None = None,
 ) -> str:
     """Create or replace `handle` with `values` ("created" or "replaced"), or with `indexes` set only the
     values at those indexes, adding the ones that are new ("updated"). `overwrite=False` refuses an existing
-    identifier (HANDLE_ALREADY_EXISTS), or with `indexes` an existing value (VALUE_ALREADY_EXISTS)."""
+    identifier (HANDLE_ALREADY_EXISTS), or with `indexes` an existing value (VALUE_ALREADY_EXISTS). The write
+    is audited as `actor`'s (default: this `idnode` command's user)."""
+    actor = actor or audit.cli_actor()
     key = key_for(store, handle)
     _check_indexes_unique(values)
 
@@ -179,6 +193,8 @@ def put_identifier(
         store.index_long_keys(txn, (key,))
         if outcome == "created":
             store.add_counts_in(txn, _registrations([prefix], now_s))
+        detail = {"indexes": sorted(indexes)} if indexes is not None else None
+        audit.record(store, txn, actor.identity, actor.source, AUDIT_OPERATIONS[outcome], handle, detail)
         return outcome
 
     return store.write(work)
@@ -225,10 +241,13 @@ def delete_identifier(
     indexes: Sequence[int] | None = None,
     allowed_prefix: bytes | None = None,
     checker: RecordChecker | None = None,
+    actor: Actor | None = None,
 ) -> str:
     """Delete `handle` ("deleted") or only its values at `indexes` ("values removed"). A handle that does not
-    exist is HANDLE_NOT_FOUND; indexes none of which has a value are VALUES_NOT_FOUND."""
+    exist is HANDLE_NOT_FOUND; indexes none of which has a value are VALUES_NOT_FOUND. Audited as `actor`'s
+    (default: this `idnode` command's user)."""
     key = key_for(store, handle)
+    actor = actor or audit.cli_actor()
 
     def work(txn: lmdb.Transaction) -> str:
         prefix = check_prefix(store, txn, key, allowed_prefix)
@@ -237,6 +256,7 @@ def delete_identifier(
             raise WriteError(ResponseCode.HANDLE_NOT_FOUND, f"{handle} does not exist")
         if indexes is None:
             txn.delete(key, db=store.handles)
+            audit.record(store, txn, actor.identity, actor.source, audit.DELETE, handle)
             return "deleted"
         old = _decode(old_raw, handle, store)
         listed = set(indexes)
@@ -248,6 +268,9 @@ def delete_identifier(
         if checker is not None and checker.wants(txn, prefix):
             checker.check(txn, handle, kept, lambda k: k == key or txn.get(k, db=store.handles) is not None)
         txn.put(key, pack_record(kept), db=store.handles)
+        audit.record(
+            store, txn, actor.identity, actor.source, audit.REMOVE_VALUES, handle, {"indexes": sorted(listed)}
+        )
         return "values removed"
 
     return store.write(work)
@@ -290,10 +313,13 @@ def put_batch(
     checker: RecordChecker | None = None,
     now_s: float | None = None,
     counter_kind: str = REGISTRATIONS_HTTP,
+    actor: Actor | None = None,
 ) -> BatchResult:
     """Write every good item of a batch in one transaction and say per item what happened. With `atomic`,
-    one bad item refuses the whole batch: nothing is written and `written` is False."""
+    one bad item refuses the whole batch: nothing is written and `written` is False. Every written item is
+    audited as `actor`'s (create or replace), in the same transaction."""
     now_s = time.time() if now_s is None else now_s
+    actor = actor or audit.cli_actor()
 
     def work(txn: lmdb.Transaction) -> BatchResult:
         errors: dict[int, WriteError] = {}
@@ -361,6 +387,10 @@ def put_batch(
             store.index_long_keys(txn, (key for key, _ in writes))
             created = (prefix_of[n] for n in prefix_of if n not in errors and n not in existed)
             store.add_counts_in(txn, _registrations(created, now_s, counter_kind))
+            audit.record_many(store, txn, actor, (
+                (audit.REPLACE if n in existed else audit.CREATE, items[n].handle, None)
+                for n in range(len(items)) if n not in errors
+            ))  # fmt: skip
         result.written = True
         return result
 

@@ -30,9 +30,12 @@ class InProcessApp:
         self.store = Store(store_path)
         service = ResolutionService(self.store, "88.100", node_site(ServeConfig(data_dir=store_path)))
         self.ctx = HttpContext(self.store, service, HandleFrontend(service))
-        self.server = TestServer(build_app(self.ctx), host="127.0.0.1", **server_kwargs)
-        self.client = TestClient(self.server)
-        self.loop.run_until_complete(self.client.start_server())
+        self.client = self.loop.run_until_complete(self._start(server_kwargs))
+
+    async def _start(self, server_kwargs: dict) -> TestClient:
+        client = TestClient(TestServer(build_app(self.ctx), host="127.0.0.1", **server_kwargs))
+        await client.start_server()
+        return client
 
     def call(self, method: str, path: str, body: bytes | None = None, auth=None, headers=None) -> Reply:
         sent = dict(headers or {})

@@ -52,10 +52,10 @@ def call(
 
 
 @contextlib.contextmanager
-def http_node(data_dir: Path, workers: int = 2):
-    """`idnode serve` with Handle UDP/TCP and HTTP; the node gets `http_port`."""
+def http_node(data_dir: Path, workers: int = 2, extra: tuple[str, ...] = ()):
+    """`idnode serve` with Handle UDP/TCP and HTTP (and `extra` flags); the node gets `http_port`."""
     port = free_port()
-    with running_node(data_dir, workers=workers, extra=("--http-port", str(port))) as node:
+    with running_node(data_dir, workers=workers, extra=("--http-port", str(port), *extra)) as node:
         deadline = time.monotonic() + HTTP_START_TIMEOUT_S
         while True:
             try:

@@ -3,6 +3,7 @@ rsyslogd run with a generated configuration; both hand back the messages they re
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -149,8 +150,7 @@ def rsyslogd_path() -> str | None:
 
 def rsyslog_has_gtls() -> bool:
     """Whether rsyslog's GnuTLS network stream driver (Debian package rsyslog-gnutls) is installed."""
-    return any(Path(d).glob("lmnsd_gtls.so") for d in ("/usr/lib/x86_64-linux-gnu/rsyslog",
-                                                       "/usr/lib/aarch64-linux-gnu/rsyslog", "/usr/lib/rsyslog"))  # fmt: skip
+    return bool(glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so") or glob.glob("/usr/lib/rsyslog/lmnsd_gtls.so"))
 
 
 class Rsyslogd:

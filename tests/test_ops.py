@@ -20,8 +20,11 @@ from resolver.client import HandleClient
 from resolver.server.lifecycle import DataDirLock, lock_holder
 from storage.backup import MANIFEST, live_readers
 from storage.check import check_store
+from storage.enterprises import add_prefix, issue_credential
+from storage.jsonvalues import ValueEncoder
 from storage.loader import load_files
 from storage.store import PrefixInfo, Store, counter_key
+from storage.writes import parse_batch_item, put_batch
 from tests.servers import idnode, running_node
 
 DATASET = Dataset(2000, 1, "88.100", 8)
@@ -145,6 +148,20 @@ def test_check_of_a_good_store(demo_store_dir):
         report = check_store(store)
     assert report.ok, report.problems
     assert (report.identifiers, report.prefixes) == (2000, 8) and report.counters >= 8
+
+
+def test_check_counts_registrations_from_every_source(tmp_path):
+    """Identifiers created over the API, by `idnode register` and as <prefix>/ADMIN are counted under kinds of
+    their own; the check adds them all up against the identifiers held."""
+    with Store(tmp_path / "store", create=True) as store:
+        add_prefix(store, "88.100.7", "Org")
+        issue_credential(store, "88.100.7")  # registrations.admin
+        for source in ("http", "cli"):
+            items = [parse_batch_item(1, {"handle": f"88.100.7/{source}", "values": []}, ValueEncoder(0), store)]
+            put_batch(store, items, counter_kind=f"registrations.{source}")
+        report = check_store(store)
+    assert report.ok and report.identifiers == 3, report.problems
+    assert not any("registrations" in note for note in report.notes), report.notes
 
 
 def test_check_finds_what_is_wrong(data):

@@ -240,3 +240,29 @@ def test_format_event_keeps_within_the_message_limit():
 def test_decode_event_refuses_other_records():
     with pytest.raises(ValueError):
         decode_event(b"\x93\x01\x02\x03")
+
+
+def test_a_process_that_forks_keeps_the_queue_closed(tmp_path):
+    """py-lmdb refuses to open in a forked child an environment its parent has open: the supervisor's
+    events (keep_open=False) open the queue only for each append, so its workers can open it."""
+    config = SecurityLogConfig(collector="127.0.0.1:1", queue_dir=str(tmp_path / "q"))
+    parent = SecurityEvents.open(config, tmp_path, keep_open=False)
+    assert parent.enabled and parent.queue is None
+    parent.config_changed("workers", 1, 2, by="reload")
+    pid = os.fork()
+    if pid == 0:  # a worker
+        code = 1
+        try:
+            child = SecurityEvents.open(config, tmp_path)
+            child.auth_failure("u", "10.0.0.1:1", "bad secret")
+            child.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    parent.rate_limited("10.0.0.2", "udp")
+    stats = parent.queue_stats()
+    assert (stats.events, stats.appended) == (3, 3)
+    parent.close()
+    assert not parent.enabled and parent.queue_stats() is None

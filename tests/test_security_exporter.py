@@ -319,3 +319,82 @@ def test_cli_seclog_export_refuses_without_a_collector(tmp_path, capsys):
 
     assert main(["seclog", "export", "--data", str(tmp_path)]) == 2
     assert "no collector" in capsys.readouterr().err
+
+
+class Slammer:
+    """A collector that accepts and closes at once, as one with a sender allow-list does to strangers."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_collector_that_closes_at_once_loses_nothing(tmp_path):
+    slammer = Slammer()
+    config = config_for(tmp_path, slammer.port)
+    events = SecurityEvents.open(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
+    exporter.start()
+    try:
+        emit(events, 0, 5)
+        wait_for(lambda: exporter.failures >= 2, what="refused attempts")
+        assert "closed the connection" in exporter.last_error
+        assert events.queue_stats().events == 5 and exporter.sent == 0
+    finally:
+        exporter.stop(drain_timeout_s=0)
+        slammer.close()
+        events.close()
+
+
+def test_tls_without_the_client_certificate_the_collector_wants_loses_nothing(tmp_path, ca):
+    """TLS 1.3 finishes the client's handshake before the server checks its certificate: the exporter must
+    notice the refusal before it counts anything as sent."""
+    collector = tls_collector(ca, tmp_path, require_client_cert=True)
+    files = tls_files(ca, tmp_path)
+    config = config_for(tmp_path, collector.port, "tls", ca_file=files["ca_file"])
+    events = SecurityEvents.open(config, tmp_path)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
+    exporter.start()
+    try:
+        emit(events, 0, 5)
+        wait_for(lambda: exporter.failures >= 2, what="refused handshakes")
+        assert events.queue_stats().events == 5 and exporter.sent == 0
+        assert collector.received() == []
+    finally:
+        exporter.stop(drain_timeout_s=0)
+        collector.stop()
+        events.close()
+
+
+def test_cli_export_settings_from_the_config_file_and_flags(tmp_path):
+    from resolver.cli import build_parser
+    from resolver.cli_security import _export_settings
+
+    path = tmp_path / "idnode.toml"
+    path.write_text(
+        f'data_dir = "{tmp_path / "data"}"\nworkers = 2\n\n[security_log]\ncollector = "10.0.0.9:6514"\n'
+        'transport = "tls"\nqueue_max_events = 1000\n'
+    )
+    args = build_parser().parse_args(["seclog", "export", "--config", str(path), "--facility", "local4"])
+    config, data_dir = _export_settings(args)
+    assert data_dir == tmp_path / "data"
+    assert (config.collector, config.transport, config.queue_max_events, config.facility) == (
+        "10.0.0.9:6514", "tls", 1000, "local4",
+    )  # fmt: skip

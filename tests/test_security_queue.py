@@ -127,3 +127,16 @@ def test_unusable_directory_is_a_queue_error(tmp_path, bad):
     target.write_text("x")
     with pytest.raises(QueueError):
         SecurityQueue(target / bad if bad else target, max_bytes=BIG, max_events=1)
+
+
+def test_drop_report_is_queued_once(tmp_path):
+    def report(n: int, total: int) -> bytes:
+        return b"dropped %d of %d" % (n, total)
+
+    with SecurityQueue(tmp_path / "q", max_bytes=BIG, max_events=3) as q:
+        assert q.append_drop_report(report) == 0  # nothing dropped yet
+        q.append([b"%d" % i for i in range(6)])  # 0, 1, 2 dropped
+        assert q.append_drop_report(report) == 4  # room for the report: 3 dropped too, and counted in it
+        assert values(q) == [b"4", b"5", b"dropped 4 of 4"]
+        assert q.append_drop_report(report) == 0
+        assert q.stats().dropped == 4

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -26,15 +27,21 @@ from .constants import (
     FAST_QUERY_CLEAR_MASK,
     HEADER_BYTES,
     MAX_CACHED_TAIL_BYTES,
+    MAX_CHARACTER_STRING_BYTES,
     MAX_LABEL_BYTES,
     MAX_NAME_BYTES,
     MAX_TCP_MESSAGE_BYTES,
+    MAX_TTL_S,
+    MAX_TXT_TEXT_BYTES,
+    MAX_URI_PRIORITY,
+    MIN_TTL_S,
     OPCODE_MASK,
     OPCODE_SHIFT,
     PLAIN_UDP_BYTES,
     POINTER_TO_QUESTION,
     RCODE_MASK,
     RENDER_CACHE_ENTRIES,
+    URI_WEIGHT,
     Flag,
     Opcode,
     Rcode,
@@ -49,8 +56,20 @@ from .errors import (
     NotInZone,
     RefusedQuery,
 )
-from .names import NameKind, NameMap, text_labels
-from .records import IdentifierRecords, render_records, txt_rdata, uri_rdata
+from .names import FULL_CHUNK_MIN_BYTES, SEPARATOR, NameKind, NameMap, text_labels
+from .records import (
+    BASE64_TAG,
+    PUBLIC_READ,
+    TTL_ABSOLUTE,
+    URL_TYPE,
+    IdentifierRecords,
+    render_records,
+    split_strings,
+    txt_field,
+    txt_rdata,
+    txt_text,
+    uri_rdata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +161,9 @@ class DnsView:
         self.max_udp_bytes = max_udp_bytes
         self._clock = clock
         self._cache_entries = cache_entries
-        self._cache: dict[bytes, tuple[tuple[bytes, int], tuple[bytes, int]]] = {}
+        # An OrderedDict, not a dict: evicting the oldest entry of a dict by `next(iter(d))` walks the holes
+        # that earlier evictions left, microseconds per miss; popitem(last=False) is O(1).
+        self._cache: OrderedDict[bytes, tuple[tuple[bytes, int], tuple[bytes, int]]] = OrderedDict()
         self._zone_list = list(self.names.zone_labels)
         self._zone_count = len(self._zone_list)
         self._soa_rdata = soa_rdata(self.soa)
@@ -181,7 +202,11 @@ class DnsView:
         The tail is None when the name has no data: the rcode then says NXDOMAIN, or NOERROR (NODATA) for a
         prefix node or a name that names of identifiers may lie below (RFC 8020).
         """
-        kind, payload, interior = self.names.classify(below)
+        key = _plain_key(below)
+        if key is not None:  # the common name, decoded without the general rules (names.classify)
+            kind, payload, interior = NameKind.IDENTIFIER, key, len(below[0]) >= FULL_CHUNK_MIN_BYTES
+        else:
+            kind, payload, interior = self.names.classify(below)
         if kind is NameKind.IDENTIFIER:
             key: bytes | None = payload
         elif kind is NameKind.DIGEST:
@@ -253,19 +278,23 @@ class DnsView:
         hit = self._cache.get(tail)
         if hit is not None:
             return hit
-        records = self.records(tail)
-        txt = []
-        for strings in records.txt:
-            rdata = bytes((len(strings[0]),)) + strings[0] if len(strings) == 1 else txt_rdata(strings)
-            txt.append(_TXT_OWNER + _TTL_RDLENGTH.pack(records.txt_ttl_s, len(rdata)) + rdata)
-        uri = []
-        for item in records.uri:
-            rdata = uri_rdata(*item)
-            uri.append(_URI_OWNER + _TTL_RDLENGTH.pack(records.uri_ttl_s, len(rdata)) + rdata)
-        encoded = ((b"".join(txt), len(txt)), (b"".join(uri), len(uri)))
-        if not records.clock_dependent and len(tail) <= MAX_CACHED_TAIL_BYTES and self._cache_entries:
+        encoded = encode_common(tail)
+        if encoded is None:  # an absolute expiry, or a tail to check value by value: the general rendering
+            records = self.records(tail)
+            txt = []
+            for strings in records.txt:
+                rdata = bytes((len(strings[0]),)) + strings[0] if len(strings) == 1 else txt_rdata(strings)
+                txt.append(_TXT_OWNER + _TTL_RDLENGTH.pack(records.txt_ttl_s, len(rdata)) + rdata)
+            uri = []
+            for item in records.uri:
+                rdata = uri_rdata(*item)
+                uri.append(_URI_OWNER + _TTL_RDLENGTH.pack(records.uri_ttl_s, len(rdata)) + rdata)
+            encoded = ((b"".join(txt), len(txt)), (b"".join(uri), len(uri)))
+            if records.clock_dependent:
+                return encoded  # its TTLs follow the clock: never memoized
+        if len(tail) <= MAX_CACHED_TAIL_BYTES and self._cache_entries:
             if len(self._cache) >= self._cache_entries:
-                del self._cache[next(iter(self._cache))]  # oldest first: cheap, and fair enough for a memo
+                self._cache.popitem(last=False)  # oldest first: cheap, and fair enough for a memo
             self._cache[tail] = encoded
         return encoded
 
@@ -484,6 +513,119 @@ class DnsView:
             udp_len=self.max_udp_bytes,
             flags="do" if query_opt.ttl & EDNS_DO else "",
         )
+
+
+# --- the common case, without the general machinery ------------------------------------------------------
+#: Lower-cased name bytes that stand for themselves (names.py): a name made only of these needs no unescaping.
+_PLAIN_NAME = b"abcdefghijklmnopqrstuvwxyz0123456789-"
+_TO_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+#: Fields made only of these show as themselves in TXT text (a subset of what records.txt_field keeps).
+_PLAIN_TYPE = bytes(range(0x21, 0x7F))
+_PLAIN_DATA = bytes(range(0x20, 0x7F))
+_VALUE_HEAD = struct.Struct(">IIBiBI")  # index, timestamp, ttlType, ttl, permissions, type length
+_U32 = struct.Struct(">I")
+_RDLENGTH = struct.Struct(">H")
+_MIN_VALUE_BYTES = _VALUE_HEAD.size + 2 * _U32.size  # empty type and data, no references
+_ONE_STRING = MAX_CHARACTER_STRING_BYTES  # a text this long or shorter is one character-string
+
+
+def _plain_key(below: list[bytes]) -> bytes | None:
+    """The handle key of ``<suffix>._.<prefix labels>`` when every label is plain (letters, digits, ``-``):
+    what :meth:`NameMap.classify` gives for such a name, without its general rules. None for anything else.
+
+    Plain labels are canonical on either kind of node (a letter stands for its upper-case key byte), so no
+    check beyond "plain" is needed; a test compares this with ``classify`` on random names.
+    """
+    if len(below) < 3 or below[1] != SEPARATOR:
+        return None
+    suffix = below[0]
+    labels = below[2:]
+    if not suffix or (suffix + b"".join(labels)).translate(None, _PLAIN_NAME) or not all(labels):
+        return None
+    return b".".join(labels[::-1]).translate(_TO_UPPER) + b"/" + suffix.translate(_TO_UPPER)
+
+
+def encode_common(tail: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | None:
+    """(TXT, URI) answer records of a values tail, as :meth:`DnsView._encoded` builds them from
+    :func:`render_records`, in one pass and without intermediate objects: the miss path of the memo.
+
+    Covers tails whose values have relative TTLs; returns None for anything else (an absolute expiry, a length
+    that does not add up), which the general rendering then answers or refuses. A test compares the two on
+    random tails.
+    """
+    end = len(tail)
+    if end < _U32.size:
+        return None
+    (count,) = _U32.unpack_from(tail, 0)
+    if count * _MIN_VALUE_BYTES > end - _U32.size:
+        return None
+    pos = _U32.size
+    txt: list[bytes] = []
+    uri: list[bytes] = []
+    txt_ttl = uri_ttl = MAX_TTL_S
+    head = _VALUE_HEAD.unpack_from
+    u32 = _U32.unpack_from
+    for _ in range(count):
+        if pos + _MIN_VALUE_BYTES > end:
+            return None
+        index, _timestamp, ttl_type, ttl, permissions, n = head(tail, pos)
+        pos += _VALUE_HEAD.size
+        vtype = tail[pos : pos + n]
+        pos += n
+        if pos + 4 > end:
+            return None
+        (n,) = u32(tail, pos)
+        pos += 4
+        data = tail[pos : pos + n]
+        pos += n
+        if pos + 4 > end:
+            return None
+        (refs,) = u32(tail, pos)
+        pos += 4
+        for _ in range(refs):
+            if pos + 4 > end:
+                return None
+            pos += 8 + u32(tail, pos)[0]
+        if pos > end or ttl_type == TTL_ABSOLUTE:
+            return None
+        if not permissions & PUBLIC_READ:
+            continue
+        ttl_s = MIN_TTL_S if ttl < MIN_TTL_S else MAX_TTL_S if ttl > MAX_TTL_S else ttl
+        if vtype.translate(None, _PLAIN_TYPE) or vtype.startswith(BASE64_TAG):
+            text = txt_text(index, vtype, data)
+        elif data.translate(None, _PLAIN_DATA) or data.startswith(BASE64_TAG):
+            text = b"%d %s %s" % (index, vtype, txt_field(data))
+        else:
+            text = b"%d %s %s" % (index, vtype, data)
+        n = len(text)
+        if n <= _ONE_STRING:
+            txt.append(bytes((n,)) + text)
+        elif n <= MAX_TXT_TEXT_BYTES:
+            txt.append(txt_rdata(split_strings(text)))
+        else:
+            n = 0
+        if n and ttl_s < txt_ttl:
+            txt_ttl = ttl_s
+        if data and vtype.upper() == URL_TYPE and (data.isascii() or _utf8(data)):
+            uri.append(uri_rdata(index if index < MAX_URI_PRIORITY else MAX_URI_PRIORITY, URI_WEIGHT, data))
+            if ttl_s < uri_ttl:
+                uri_ttl = ttl_s
+    if pos != end:
+        return None
+    txt_head = _TXT_OWNER + _U32.pack(txt_ttl)
+    uri_head = _URI_OWNER + _U32.pack(uri_ttl)
+    return (
+        (b"".join([txt_head + _RDLENGTH.pack(len(r)) + r for r in txt]), len(txt)),
+        (b"".join([uri_head + _RDLENGTH.pack(len(r)) + r for r in uri]), len(uri)),
+    )
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_tcp(transport: str) -> bool:

@@ -10,6 +10,7 @@
     GET  /api/admin/report                          the acceptance figures
 
 and `GET /api/whoami` for any authenticated user (an enterprise node's heartbeat: it marks it connected).
+Every write is audited as the operator's, from the caller's address, and reported to the security log.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from aiohttp import web
 
 from resolver.handle.constants import ResponseCode
 from resolver.http.common import MAX_ADMIN_BODY_BYTES, HttpError, json_response, parse_json, read_body
-from resolver.http.context import CONTEXT
+from resolver.http.context import CONTEXT, actor_of
 from resolver.reports import acceptance_report
 from resolver.templates import TemplateError, delete_templates, get_templates, set_templates
+from storage import audit
 from storage.enterprises import (
     EnterpriseError,
     add_prefix,
@@ -60,9 +62,13 @@ async def list_enterprises(request: web.Request) -> web.Response:
     )
 
 
+def _reported(ctx, actor, operation: str, prefix: str) -> None:
+    ctx.events.write(actor.identity, actor.source, operation, f"0.NA/{prefix}")
+
+
 async def add_prefix_route(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    await ctx.auth.require_operator(request)
+    actor = actor_of(await ctx.auth.require_operator(request), request)
     obj = parse_json(await read_body(request, MAX_ADMIN_BODY_BYTES))
     if not isinstance(obj, dict):
         raise HttpError(400, ResponseCode.INVALID_VALUE, 'the body is {"prefix", "org", "site"?}')
@@ -70,22 +76,26 @@ async def add_prefix_route(request: web.Request) -> web.Response:
         if name in obj and obj[name] is not None and not isinstance(obj[name], str):
             raise HttpError(400, ResponseCode.INVALID_VALUE, f"{name}: must be a string", field=name)
     try:
-        info = add_prefix(ctx.store, obj.get("prefix") or "", obj.get("org") or "", obj.get("site"))
+        info = add_prefix(
+            ctx.store, obj.get("prefix") or "", obj.get("org") or "", obj.get("site"), actor=actor
+        )
     except EnterpriseError as exc:
         raise _bad(exc) from exc
+    _reported(ctx, actor, audit.PREFIX_ADD, info.prefix)
     ctx.service.reload_prefixes()
     return json_response({"responseCode": 1, **_info_json(info)})
 
 
 async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     ctx = request.app[CONTEXT]
-    await ctx.auth.require_operator(request)
+    actor = actor_of(await ctx.auth.require_operator(request), request)
     try:
-        info = set_prefix_enabled(ctx.store, request.match_info["prefix"], enabled)
+        info = set_prefix_enabled(ctx.store, request.match_info["prefix"], enabled, actor=actor)
     except EnterpriseError as exc:
         raise HttpError(
             404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
         ) from exc
+    _reported(ctx, actor, audit.PREFIX_ENABLE if enabled else audit.PREFIX_DISABLE, info.prefix)
     ctx.service.reload_prefixes()
     return json_response({"responseCode": 1, **_info_json(info)})
 
@@ -100,20 +110,21 @@ async def enable_prefix(request: web.Request) -> web.Response:
 
 async def credential(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    await ctx.auth.require_operator(request)
+    actor = actor_of(await ctx.auth.require_operator(request), request)
     try:
-        user, secret = issue_credential(ctx.store, request.match_info["prefix"])
+        user, secret = issue_credential(ctx.store, request.match_info["prefix"], actor=actor)
     except EnterpriseError as exc:
         raise HttpError(
             404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
         ) from exc
     ctx.after_write()  # the prefix's ADMIN identifier may be new
+    _reported(ctx, actor, audit.CREDENTIAL_ISSUE, user[user.index(":") + 1 : user.rindex("/")])
     return json_response({"responseCode": 1, "user": user, "secret": secret})
 
 
 async def put_templates(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    await ctx.auth.require_operator(request)
+    actor = actor_of(await ctx.auth.require_operator(request), request)
     document = parse_json(await read_body(request, MAX_ADMIN_BODY_BYTES))
     prefix = request.match_info["prefix"]
     if isinstance(document, dict) and str(document.get("prefix", "")).upper() != prefix.upper():
@@ -121,9 +132,10 @@ async def put_templates(request: web.Request) -> web.Response:
             400, ResponseCode.INVALID_VALUE, f"prefix: the document is for another prefix than {prefix}"
         )
     try:
-        template_set = set_templates(ctx.store, document)
+        template_set = set_templates(ctx.store, document, actor=actor)
     except TemplateError as exc:
         raise _bad(exc) from exc
+    _reported(ctx, actor, audit.TEMPLATE_SET, template_set.prefix)
     names = [t.name for t in template_set.templates]
     return json_response({"responseCode": 1, "prefix": template_set.prefix, "templates": names})
 
@@ -140,10 +152,11 @@ async def get_templates_route(request: web.Request) -> web.Response:
 
 async def delete_templates_route(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    await ctx.auth.require_operator(request)
+    actor = actor_of(await ctx.auth.require_operator(request), request)
     prefix = request.match_info["prefix"]
-    if not delete_templates(ctx.store, prefix):
+    if not delete_templates(ctx.store, prefix, actor=actor):
         raise HttpError(404, ResponseCode.VALUES_NOT_FOUND, f"no templates for {prefix}")
+    _reported(ctx, actor, audit.TEMPLATE_DELETE, prefix)
     return json_response({"responseCode": 1, "prefix": prefix})
 
 

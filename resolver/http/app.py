@@ -2,7 +2,8 @@
 worker's own SO_REUSEPORT sockets, beside the Handle UDP/TCP listeners, in the worker's event loop.
 
 Every error leaves as JSON `{"responseCode", "message", ...}` with a 4xx/5xx status (the browser's pages
-excepted); nothing escapes a handler. Access logging is off: nothing is logged per request at INFO.
+excepted); nothing escapes a handler. Access logging is off: nothing is logged per request at INFO. Refusals
+for credentials or rights (401, 403) and login throttling (429) are reported to the security log here.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from aiohttp import web
 from resolver.config import HTTP_IDLE_TIMEOUT_S, HTTP_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS_PER_SOURCE
 from resolver.handle.constants import ResponseCode
 from resolver.http import admin, batch, health, resolve, stats, writes
+from resolver.http.auth import split_basic
 from resolver.http.common import MAX_BATCH_BODY_BYTES, HttpError, json_response
-from resolver.http.context import CONTEXT, HttpContext
+from resolver.http.context import CONTEXT, HttpContext, client_source
 from resolver.metrics import WorkerHealth
+from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.limits import ConnectionLimiter
+from resolver.server.sockets import tcp_socket
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         request.app[CONTEXT].service.refresh()
         return await handler(request)
     except HttpError as exc:
+        if exc.status in (401, 403, 429):
+            _report_refusal(request, exc)
         return exc.response()
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -56,6 +62,25 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return json_response({"responseCode": int(ResponseCode.ERROR), "message": "internal error"}, 500)
+
+
+def _report_refusal(request: web.Request, exc: HttpError) -> None:
+    """A request refused for its credentials or rights (auth-failure: the user it claimed, its address and
+    port, the reason), or throttled after failed logins (rate-limited, per address)."""
+    events = request.app[CONTEXT].events
+    if not events.enabled:
+        return
+    if exc.status == 429:
+        events.rate_limited(request.remote or "?", "http")
+        return
+    user = ""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        try:
+            user = split_basic(header)[0]
+        except HttpError:
+            pass  # not Basic, not base64: no user to name
+    events.auth_failure(user, client_source(request), exc.message, transport="http")
 
 
 def build_app(ctx: HttpContext) -> web.Application:
@@ -84,15 +109,7 @@ async def _no_such_api(request: web.Request) -> web.Response:
 
 def http_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket shared by every worker through SO_REUSEPORT (like the Handle TCP listener)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
+    return tcp_socket(host, port)
 
 
 def free_http_port(host: str) -> int:
@@ -194,10 +211,11 @@ async def start_http(
     idle_timeout_s: float = HTTP_IDLE_TIMEOUT_S,
     max_connections: int = HTTP_MAX_CONNECTIONS,
     max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE,
+    events: SecurityEvents | None = None,
 ) -> web.AppRunner:
     """Serve HTTP (HTTPS with `ssl_context`) on `port` of every bind address; the caller awaits
     `runner.cleanup()` when stopping. The connection caps count across the binds of this worker."""
-    ctx = HttpContext(store, service, frontend, health or WorkerHealth())
+    ctx = HttpContext(store, service, frontend, health or WorkerHealth(), events or NO_EVENTS)
     # keepalive_timeout also runs from the moment a connection opens until its first request head is read.
     runner = web.AppRunner(
         build_app(ctx), access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s

@@ -20,7 +20,8 @@ from resolver.http.common import (
     query_bool,
     read_body,
 )
-from resolver.http.context import CONTEXT
+from resolver.http.context import CONTEXT, actor_of
+from storage import audit
 from storage.jsonvalues import ValueEncoder
 from storage.keys import normalize_prefix
 from storage.writes import MAX_BATCH_ITEMS, WriteError, parse_batch_item, put_batch
@@ -78,6 +79,7 @@ async def post_batch(request: web.Request) -> web.Response:
                     ResponseCode.INSUFFICIENT_PERMISSIONS,
                     f"{identity.user} may write only under {identity.prefix.decode()}/",
                 )
+    actor = actor_of(identity, request)
     result = put_batch(
         ctx.store,
         items,
@@ -85,9 +87,11 @@ async def post_batch(request: web.Request) -> web.Response:
         overwrite=overwrite,
         allowed_prefix=identity.prefix,
         checker=ctx.checker,
+        actor=actor,
     )
     if result.written:
         ctx.after_write()
+    _report(ctx, actor, result)
     body = {
         "responseCode": 1 if result.written else 2,
         "atomic": atomic,
@@ -103,3 +107,21 @@ async def post_batch(request: web.Request) -> web.Response:
     body["responseCode"] = int(error.code)
     body["message"] = f"atomic batch refused, nothing written: {result.failed} of {len(items)} items failed"
     return json_response(body, error.status)
+
+
+def _report(ctx, actor, result) -> None:
+    """The batch's writes to the security log: one `write` event per item written (create, replace), and
+    per item refused (outcome `refused`; every item when an atomic batch was refused whole)."""
+    if not ctx.events.enabled:
+        return
+    written, refused = [], []
+    for entry in result.results:
+        handle = entry.get("handle", f"(item {entry['position']})")
+        if result.written and entry["responseCode"] == 1:
+            written.append((audit.REPLACE if entry["status"] == "replaced" else audit.CREATE, handle))
+        else:
+            refused.append(("batch", handle))
+    if written:
+        ctx.events.writes(actor.identity, actor.source, written)
+    if refused:
+        ctx.events.writes(actor.identity, actor.source, refused, outcome="refused")

@@ -92,9 +92,10 @@ def parse_json(body: bytes) -> Any:
         raise HttpError(400, ResponseCode.PROTOCOL_ERROR, f"the body is not JSON: {exc}") from exc
 
 
-async def read_body(request: web.Request, limit: int, timeout_s: float = BODY_READ_TIMEOUT_S) -> bytes:
+async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes `limit` bytes (before reading anything when
-    Content-Length says so), and with 408 when it has not arrived within `timeout_s`."""
+    Content-Length says so), and with 408 when it has not arrived within BODY_READ_TIMEOUT_S."""
+    timeout_s = BODY_READ_TIMEOUT_S
     too_large = HttpError(
         413, ResponseCode.PROTOCOL_ERROR, f"the body is larger than {limit:,} bytes", limit=limit
     )

@@ -1,5 +1,6 @@
-"""What the HTTP handlers of one worker share: its store, resolution service, Handle frontend, authenticator
-and template checker. Built once per worker by app.py and kept on the aiohttp application."""
+"""What the HTTP handlers of one worker share: its store, resolution service, Handle frontend, authenticator,
+template checker and security events. Built once per worker by app.py and kept on the aiohttp application.
+`client_source` and `actor_of` say who wrote from where, for the audit trail and the security log."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from resolver.frontend import HandleFrontend
+from resolver.http.auth import Authenticator, Identity
 from resolver.metrics import WorkerHealth
-from resolver.http.auth import Authenticator
+from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.service import ResolutionService
 from resolver.templates import TemplateChecker
+from storage.audit import Actor
 from storage.counters import ResolutionCounter
 from storage.store import Store
 
@@ -22,6 +25,7 @@ class HttpContext:
     service: ResolutionService
     frontend: HandleFrontend
     health: WorkerHealth = field(default_factory=WorkerHealth)
+    events: SecurityEvents = NO_EVENTS  # the worker's (security log); disabled when the upload is off
     auth: Authenticator = field(init=False)
     checker: TemplateChecker = field(init=False)
     http_counter: ResolutionCounter = field(init=False)
@@ -35,6 +39,20 @@ class HttpContext:
         """A write committed in this worker: make it visible to this worker's readers at once (the other
         workers renew their read transaction when their next batch starts)."""
         self.service.refresh()
+
+
+def client_source(request: web.Request) -> str:
+    """The client's address and port: `203.0.113.5:40122`, `[2001:db8::5]:40122` ("?" when unknown)."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return request.remote or "?"
+    host, port = str(peer[0]), peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def actor_of(identity: Identity, request: web.Request) -> Actor:
+    """Who writes (the authenticated user) and from where, as the audit trail records it."""
+    return Actor(identity.user, client_source(request))
 
 
 CONTEXT = web.AppKey("idnode", HttpContext)

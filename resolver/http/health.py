@@ -15,7 +15,10 @@ from resolver.http.context import CONTEXT
 async def get_metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     # Merging every process's metric files reads a few small files: off the event loop.
-    body, content_type = await asyncio.to_thread(metrics.metrics_response, ctx.store)
+    # The security queue's figures come through the worker's own SecurityEvents (the queue is open here).
+    body, content_type = await asyncio.to_thread(
+        metrics.metrics_response, ctx.store, security_queue=ctx.events.queue_stats
+    )
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

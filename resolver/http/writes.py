@@ -1,8 +1,9 @@
 """Writes over HTTP, as the Handle.Net REST API takes them: `PUT /api/handles/{handle}` creates or replaces
 (`?overwrite=false` refuses an existing handle; `?index=` sets only the listed values) and
 `DELETE /api/handles/{handle}` deletes (`?index=` removes only those values). HTTP Basic credentials of the
-prefix's administrator (or the operator) are required. The write is one LMDB transaction (storage/writes.py);
-a refused one stores nothing."""
+prefix's administrator (or the operator) are required. The write is one LMDB transaction (storage/writes.py)
+with its audit entry; a refused one stores nothing. Both are reported to the security log (`write` events,
+outcome `ok` or `refused`)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,16 @@ from resolver.http.common import (
     query_indexes,
     read_body,
 )
-from resolver.http.context import CONTEXT
+from resolver.http.context import CONTEXT, actor_of
 from storage.jsonvalues import ValueFormatError, value_from_json
 from storage.keys import normalize_prefix
-from storage.writes import WriteError, delete_identifier, normalize_value_json, put_identifier
+from storage.writes import (
+    AUDIT_OPERATIONS,
+    WriteError,
+    delete_identifier,
+    normalize_value_json,
+    put_identifier,
+)
 
 MAX_VALUES_PER_RECORD = 1000  #: values in one PUT; a record with more is a mistake, not an identifier
 
@@ -84,14 +91,17 @@ async def put_handle(request: web.Request) -> web.Response:
     values = values_from_body(await read_body(request, MAX_RECORD_BODY_BYTES), handle, int(time.time()))
     if various:
         indexes = [v.index for v in values]
+    actor = actor_of(identity, request)
     try:
         outcome = put_identifier(
             ctx.store, handle, values, overwrite=overwrite, indexes=indexes, allowed_prefix=allowed,
-            checker=ctx.checker,
+            checker=ctx.checker, actor=actor,
         )  # fmt: skip
     except WriteError as exc:
+        _refused(ctx, actor, "put", handle, exc)
         raise error_from_write(exc, handle) from exc
     ctx.after_write()
+    ctx.events.write(actor.identity, actor.source, AUDIT_OPERATIONS[outcome], handle)
     return json_response({"responseCode": 1, "handle": handle}, 201 if outcome == "created" else 200)
 
 
@@ -101,9 +111,20 @@ async def delete_handle(request: web.Request) -> web.Response:
     handle = check_handle(request.match_info["handle"])
     allowed = _allowed(identity, handle)
     indexes = query_indexes(request)
+    actor = actor_of(identity, request)
     try:
-        delete_identifier(ctx.store, handle, indexes=indexes, allowed_prefix=allowed, checker=ctx.checker)
+        outcome = delete_identifier(
+            ctx.store, handle, indexes=indexes, allowed_prefix=allowed, checker=ctx.checker, actor=actor
+        )
     except WriteError as exc:
+        _refused(ctx, actor, "delete", handle, exc)
         raise error_from_write(exc, handle) from exc
     ctx.after_write()
+    ctx.events.write(actor.identity, actor.source, AUDIT_OPERATIONS[outcome], handle)
     return json_response({"responseCode": 1, "handle": handle})
+
+
+def _refused(ctx, actor, operation: str, handle: str, exc: WriteError) -> None:
+    """A write the store refused (nothing written): a `write` event with outcome `refused` and the reason."""
+    ctx.events.write(actor.identity, actor.source, operation, handle, outcome="refused",
+                     detail={"code": int(exc.code), "reason": exc.message})  # fmt: skip

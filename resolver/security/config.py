@@ -121,9 +121,10 @@ class SecurityLogConfig:
                 ok = True
             if not ok:
                 raise ValueError(f"security_log.{name}: {value!r} is not {expected.__name__}")
-        return cls(
-            **{k: float(v) if isinstance(v, int) and k.endswith("_s") else v for k, v in values.items()}
-        )
+        converted: dict[str, Any] = {
+            k: float(v) if isinstance(v, int) and k.endswith("_s") else v for k, v in values.items()
+        }
+        return cls(**converted)
 
     def to_args(self) -> list[str]:
         """The settings that differ from the defaults as `idnode seclog export` flags (`add_arguments`)."""

@@ -129,7 +129,7 @@ def format_event(
     if node_id:
         head["node"] = node_id
     head["pid"] = event.pid
-    body = {**event.data, **head}  # the fixed fields win over a data field of the same name
+    body = {**head, **{k: v for k, v in event.data.items() if k not in head}}  # the fixed fields win
     message = SyslogMessage(
         facility=facility,
         severity=event.kind.severity,
@@ -287,7 +287,7 @@ class SecurityEvents:
         """Several writes of one request (a batch): one event per (operation, handle), one queue append."""
         if not self.enabled:
             return
-        base = {"identity": _text(identity), "source": _text(source), "outcome": outcome}
+        base: dict[str, Any] = {"identity": _text(identity), "source": _text(source), "outcome": outcome}
         if detail:
             base["detail"] = {str(k): _setting(str(k), v) for k, v in detail.items()}
         self._append([
@@ -395,8 +395,9 @@ class SecurityEvents:
             self._flush_windows(force=True)
         if self._resolutions:
             self._send_summary()
-        self.queue.close()
-        self.queue = None
+        if self.queue is not None:
+            self.queue.close()
+        self.queue = self._opener = None
 
     # -- inside ----------------------------------------------------------------------------------------------
 
@@ -450,3 +451,7 @@ class SecurityEvents:
                 self._failure_logged_s = self._monotonic()
                 log.error("security events not queued (%d lost so far): %s", self.failed, exc,
                           extra={"event": "security_queue_error"})  # fmt: skip
+
+
+#: A disabled SecurityEvents, shared by code that was given none (tests, tools): every call does nothing.
+NO_EVENTS = SecurityEvents(None)

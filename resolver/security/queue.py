@@ -137,14 +137,18 @@ class SecurityQueue:
         self._add(txn, _APPENDED, len(values))
         return self._enforce_bound(txn, 0)
 
-    def _enforce_bound(self, txn: lmdb.Transaction, at_least: int) -> int:
-        """Drop the oldest events while the queue is over a bound (and at least `at_least` of them)."""
+    def _enforce_bound(
+        self, txn: lmdb.Transaction, at_least: int, room_bytes: int = 0, room_events: int = 0
+    ) -> int:
+        """Drop the oldest events while the queue is over a bound, less `room_*` kept free for an append to
+        come (and drop at least `at_least` of them)."""
         size = self._get(txn, _BYTES)
         entries = txn.stat(self._events)["entries"]
+        max_events, max_bytes = self.max_events - room_events, self.max_bytes - room_bytes
         dropped = 0
         with txn.cursor(self._events) as cursor:
             cursor.first()
-            while entries and (entries > self.max_events or size > self.max_bytes or dropped < at_least):
+            while entries and (entries > max_events or size > max_bytes or dropped < at_least):
                 size -= len(cursor.value()) + ENTRY_OVERHEAD_BYTES
                 cursor.delete()
                 entries -= 1
@@ -187,7 +191,7 @@ class SecurityQueue:
             last = _U64.pack(seq)
             with txn.cursor(self._events) as cursor:
                 if cursor.first():
-                    while cursor.key() <= last:
+                    while bytes(cursor.key()) <= last:
                         freed += len(cursor.value()) + ENTRY_OVERHEAD_BYTES
                         removed += 1
                         if not cursor.delete() or not cursor.key():
@@ -212,13 +216,16 @@ class SecurityQueue:
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    dropped = self._get(txn, _DROPPED)
-                    unreported = dropped - self._get(txn, _DROPS_REPORTED)
-                    if unreported <= 0:
+                    reported = self._get(txn, _DROPS_REPORTED)
+                    if self._get(txn, _DROPPED) <= reported:
                         return 0
+                    # Make room for the report first, so that its own append drops nothing unreported.
+                    room = len(make_record(1 << 32, 1 << 48)) + ENTRY_OVERHEAD_BYTES
+                    self._enforce_bound(txn, 0, room_bytes=room, room_events=1)
+                    dropped = self._get(txn, _DROPPED)
+                    self._append(txn, [make_record(dropped - reported, dropped)])
                     self._put(txn, _DROPS_REPORTED, dropped)
-                    self._append(txn, [make_record(unreported, dropped)])
-                    return unreported
+                    return dropped - reported
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
             except lmdb.Error as exc:

@@ -179,7 +179,7 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
-        out = []
+        out: list[bytes] = []
         while True:
             space = self._buffer.find(b" ", 0, MAX_FRAME_DIGITS + 1)
             if space < 0:

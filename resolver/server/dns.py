@@ -10,6 +10,7 @@ import struct
 from collections.abc import Callable
 
 from resolver.dnsview.view import DnsView
+from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.idle import IdleTimeout
 from resolver.server.limits import UdpGuard
 
@@ -20,10 +21,17 @@ MAX_PENDING_TCP_BYTES = 2 * 65_537  #: one whole message and the start of the ne
 
 
 class DnsUdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, view: DnsView, renew_view: Callable[[], None], guard: UdpGuard | None = None):
+    def __init__(
+        self,
+        view: DnsView,
+        renew_view: Callable[[], None],
+        guard: UdpGuard | None = None,
+        events: SecurityEvents | None = None,
+    ):
         self.view = view
         self.renew_view = renew_view
         self.guard = guard
+        self.events = events or NO_EVENTS  # rate-limit refusals and dropped (malformed) queries
         self._batch_pending = False
         self._now = 0.0
 
@@ -40,11 +48,14 @@ class DnsUdpProtocol(asyncio.DatagramProtocol):
             self._now = loop.time()
             loop.call_soon(self._end_batch)
         if self.guard is not None and not self.guard.admit(addr[0], self._now):
+            self.events.rate_limited(addr[0], "dns")
             return  # over its rate: dropped (a DNS client retries; a spoofed victim gets nothing)
         try:
             answer = self.view.answer(data, "udp")
             if answer is not None:
                 self._sendto(answer, addr)
+            else:
+                self.events.malformed(addr[0], "dns")
         except Exception:
             log.exception("unexpected error answering a DNS datagram from %s", addr[0])
 

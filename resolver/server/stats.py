@@ -19,6 +19,15 @@ LATENCY_SAMPLE_EVERY = 64  #: one request in this many is timed: enough for perc
 MAX_PENDING_SAMPLES = 8192  #: latency samples kept between two publications (bounded if housekeeping stalls)
 CODES_AT = slice(ENVELOPE_BYTES, ENVELOPE_BYTES + 8)  #: op code and response code, first in the header
 NO_ANSWER = b""  #: counting key of a request that got no answer (dropped, or a piece of a longer one)
+RCODE_LOW_BYTE_AT = ENVELOPE_BYTES + 7  #: last byte of an answer's response code: one index to look at
+PROTOCOL_ERROR_LOW_BYTE = 4  #: ... is this for PROTOCOL_ERROR (4) and for no other response code
+_PROTOCOL_ERROR = b"\x00\x00\x00\x04"  # ResponseCode.PROTOCOL_ERROR as the header has it (u32, big-endian)
+
+
+def is_protocol_error(answer: bytes) -> bool:
+    """Whether an answer says PROTOCOL_ERROR: its request was malformed (the security log counts them). The
+    hot path first compares the byte at RCODE_LOW_BYTE_AT, which rules out nearly every answer at once."""
+    return answer[ENVELOPE_BYTES + 4 : ENVELOPE_BYTES + 8] == _PROTOCOL_ERROR
 
 
 class QueryStats:

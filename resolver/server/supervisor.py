@@ -5,15 +5,22 @@ SIGHUP with the configuration read again, and stops them all on SIGTERM/SIGINT. 
 
 A replacement never leaves a port without a listener: the new worker binds and reports READY before the
 old one is told to drain (see resolver.server.lifecycle for how a draining worker loses nothing).
+
+With a security log collector configured it also runs the exporter (`idnode seclog export`, a child process
+of its own that drains the security event queue to the collector), restarts it when it exits, and stops it
+after the workers so that their last events are sent; a reload reports each changed setting to the security
+log (`config-changed`). The supervisor never keeps the queue open (it forks workers that open it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +28,9 @@ from dataclasses import dataclass, field
 
 from resolver import logs, metrics
 from resolver.config import ServeConfig
+from resolver.security.events import SecurityEvents
+from resolver.security.exporter import DRAIN_TIMEOUT_S, spawn_exporter
+from resolver.security.queue import QueueError
 from resolver.server import systemd
 from resolver.server.lifecycle import HEARTBEAT, READY, DataDirLock
 from resolver.server.worker import run_worker
@@ -35,6 +45,7 @@ START_TIMEOUT_S = (
 HEARTBEAT_TIMEOUT_S = 30.0  #: a ready worker silent this long has a stuck event loop and is killed
 WAIT_POLL_S = 0.2  #: the longest the parent sleeps between looks at its workers
 STOP_WAIT_AFTER_KILL_S = 5.0  #: SIGKILL takes effect at once; this only bounds a wait that cannot be long
+EXPORTER_STOP_WAIT_S = DRAIN_TIMEOUT_S + 3.0  #: the exporter sends what is queued for 2 s after SIGTERM
 
 
 class SupervisorError(Exception):
@@ -103,6 +114,11 @@ class Supervisor:
         self._lock: DataDirLock | None = None
         self._metrics_tmp: str | None = None
         self._old_handlers: dict[int, object] = {}
+        self.security = SecurityEvents(None)  # config-changed events; opens the queue for each append
+        self.exporter: subprocess.Popen | None = None  # `idnode seclog export`, when a collector is set
+        self._exporter_due: float | None = None  # when to start the exporter again after it exited
+        self._exporter_failures = 0
+        self._exporter_started_s = 0.0
 
     # -- entry ----------------------------------------------------------------------------------------------
 
@@ -110,7 +126,9 @@ class Supervisor:
         self._lock = self._take_lock(self.config)
         try:
             self._setup_metrics()
+            self.security = self._open_security(self.config)
             self._install_signals()
+            self._start_exporter()
             if self.inherited:
                 names = ", ".join(f"{s.name}({'udp' if s.is_udp else 'tcp'})" for s in self.inherited)
                 log.info("using sockets from systemd: %s", names, extra={"event": "socket_activation"})
@@ -123,6 +141,7 @@ class Supervisor:
             while not self.stop_requested:
                 self._pump(WAIT_POLL_S)
                 self._restart_due()
+                self._restart_exporter_due()
                 if self.reload_requested and not self.stop_requested:
                     self.reload_requested = False
                     self._reload()
@@ -131,6 +150,7 @@ class Supervisor:
             systemd.stopping()
             log.info("stopping %d workers", len(self.workers), extra={"event": "stopping"})
             self._stop_all()
+            self._stop_exporter()  # after the workers: their last events (summaries) are queued by now
             self._restore_signals()
             if self._lock is not None:
                 self._lock.release()
@@ -147,6 +167,81 @@ class Supervisor:
         except OSError as exc:
             raise SupervisorError(f"cannot lock {lock.path}: {exc}") from None
         return lock
+
+    # -- security log ---------------------------------------------------------------------------------------
+
+    def _open_security(self, config: ServeConfig) -> SecurityEvents:
+        """The supervisor's SecurityEvents (closed between appends); SupervisorError when the queue named by
+        `config` cannot be opened, so a bad queue directory stops a start or a reload, not a worker."""
+        try:
+            return SecurityEvents.open(config.security_log, config.data_dir, keep_open=False)
+        except QueueError as exc:
+            raise SupervisorError(f"security_log: {exc}") from None
+
+    def _start_exporter(self) -> None:
+        self._exporter_due = None
+        if not self.config.security_log.enabled:
+            return
+        try:
+            self.exporter = spawn_exporter(self.config.security_log, self.config.data_dir)
+        except OSError as exc:
+            log.error("cannot start the security log exporter: %s", exc,
+                      extra={"event": "security_exporter_failed"})  # fmt: skip
+            self._exporter_failures += 1
+            self._exporter_due = time.monotonic() + RESTART_BACKOFF_S[-1]
+            return
+        self._exporter_started_s = time.monotonic()
+        log.info(
+            "security log exporter %d started: %s over %s",
+            self.exporter.pid,
+            self.config.security_log.collector,
+            self.config.security_log.transport,
+            extra={"event": "security_exporter_started"},
+        )
+
+    def _exporter_exited(self, status: int) -> None:
+        """The exporter exited (reaped by `_reap`): record its status, and start it again after a back-off."""
+        assert self.exporter is not None
+        self.exporter.returncode = os.waitstatus_to_exitcode(status)
+        if self.stop_requested:
+            return
+        lived = time.monotonic() - self._exporter_started_s
+        self._exporter_failures = 0 if lived > STABLE_AFTER_S else self._exporter_failures + 1
+        delay = RESTART_BACKOFF_S[min(self._exporter_failures, len(RESTART_BACKOFF_S) - 1)]
+        log.warning(
+            "security log exporter %d exited (%s) after %.0f s; restarting in %.1f s (events wait queued)",
+            self.exporter.pid,
+            _describe_exit(status),
+            lived,
+            delay,
+            extra={"event": "security_exporter_exited", "restart_in_s": delay},
+        )
+        self.exporter = None
+        self._exporter_due = time.monotonic() + delay
+
+    def _restart_exporter_due(self) -> None:
+        due = self._exporter_due
+        if due is not None and time.monotonic() >= due and not self.stop_requested:
+            self._start_exporter()
+
+    def _stop_exporter(self) -> None:
+        """SIGTERM, then wait while it sends what is queued (at most DRAIN_TIMEOUT_S); SIGKILL if it hangs."""
+        proc, self.exporter, self._exporter_due = self.exporter, None, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(EXPORTER_STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("security log exporter %d did not stop; killing it", proc.pid,
+                        extra={"event": "security_exporter_killed"})  # fmt: skip
+            proc.kill()
+            proc.wait()
+
+    def _report_changes(self, old: ServeConfig, new: ServeConfig, events: SecurityEvents) -> None:
+        """One config-changed event per setting a reload changed (`security_log.<name>` for the table)."""
+        for key, before, after in config_changes(old, new):
+            events.config_changed(key, before, after, by="reload")
 
     def _setup_metrics(self) -> None:
         directory = self.config.metrics_dir
@@ -317,6 +412,9 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.exporter is not None and pid == self.exporter.pid:
+                self._exporter_exited(status)
+                continue
             proc = self.workers.pop(pid, None)
             if proc is None:
                 continue
@@ -403,6 +501,18 @@ class Supervisor:
                 metrics.reloaded(False)
                 systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
                 return
+        security_moved = (new.security_log, new.data_dir) != (old_config.security_log, old_config.data_dir)
+        new_security = self.security
+        if security_moved:
+            try:
+                new_security = self._open_security(new)
+            except SupervisorError as exc:
+                log.error("configuration not reloaded: %s", exc, extra={"event": "reload_failed"})
+                if new_lock is not None:
+                    new_lock.release()
+                metrics.reloaded(False)
+                systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
+                return
         if (new.log_level, new.log_format) != (old_config.log_level, old_config.log_format):
             logs.setup(new.log_level, new.log_format)
         ok = self._replace_workers(new)
@@ -411,6 +521,19 @@ class Supervisor:
             if new_lock is not None and self._lock is not None:
                 self._lock.release()
                 self._lock = new_lock
+            if security_moved and new_security.enabled:
+                # The old exporter first sends what is queued to the old collector (for up to 2 s); the
+                # changes then go to the new one (the queue may be the same directory).
+                self._stop_exporter()
+                self.security = new_security
+                self._report_changes(old_config, new, self.security)
+                self._start_exporter()
+            elif security_moved:  # the upload stops: the old collector hears why, then its exporter stops
+                self._report_changes(old_config, new, self.security)
+                self.security = new_security
+                self._stop_exporter()
+            else:
+                self._report_changes(old_config, new, self.security)
             metrics.reloaded(True)
             log.info(
                 "configuration reloaded: %d workers %s",
@@ -484,6 +607,22 @@ class Supervisor:
             except ChildProcessError:
                 pass
             self.workers.pop(proc.pid, None)
+
+
+def config_changes(old: ServeConfig, new: ServeConfig) -> list[tuple[str, object, object]]:
+    """(key, old value, new value) of every setting that differs; the [security_log] table setting by
+    setting, as `security_log.<name>`."""
+    out: list[tuple[str, object, object]] = []
+    for f in dataclasses.fields(ServeConfig):
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(before) and dataclasses.is_dataclass(after):
+            for g in dataclasses.fields(before):
+                inner_before, inner_after = getattr(before, g.name), getattr(after, g.name)
+                if inner_before != inner_after:
+                    out.append((f"{f.name}.{g.name}", inner_before, inner_after))
+        elif before != after:
+            out.append((f.name, before, after))
+    return out
 
 
 def supervise(config: ServeConfig, load_config: Callable[[], ServeConfig] | None = None) -> int:

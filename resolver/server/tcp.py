@@ -12,9 +12,17 @@ from collections.abc import Callable
 from resolver.frontend import HandleFrontend
 from resolver.handle.errors import EnvelopeError
 from resolver.handle.tcp import FrameBuffer
+from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.idle import IdleTimeout
 from resolver.server.limits import ConnectionLimiter, ProvenSources
-from resolver.server.stats import CODES_AT, NO_ANSWER, QueryStats
+from resolver.server.stats import (
+    CODES_AT,
+    NO_ANSWER,
+    PROTOCOL_ERROR_LOW_BYTE,
+    RCODE_LOW_BYTE_AT,
+    QueryStats,
+    is_protocol_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +37,12 @@ class HandleTcpProtocol(asyncio.Protocol):
         connections: set[HandleTcpProtocol] | None = None,
         limiter: ConnectionLimiter | None = None,
         proven: ProvenSources | None = None,
+        events: SecurityEvents | None = None,
     ):
         self.frontend = frontend
         self.limiter = limiter
         self.proven = proven
+        self.events = events or NO_EVENTS  # connection-cap refusals and malformed requests
         self._source = ""  # the peer's address while the limiter counts this connection
         self.renew_view = renew_view
         self.idle_timeout_s = idle_timeout_s
@@ -51,6 +61,7 @@ class HandleTcpProtocol(asyncio.Protocol):
         if self.limiter is not None:
             if not self.limiter.open(address):
                 log.debug("refusing a TCP connection from %s: connection limit", address)
+                self.events.rate_limited(address, "tcp")
                 transport.abort()
                 return
             self._source = address
@@ -69,6 +80,7 @@ class HandleTcpProtocol(asyncio.Protocol):
         except EnvelopeError as exc:
             # The stream cannot be re-synchronised after an unreadable envelope: close it.
             log.debug("closing TCP connection from %s: %s", self._peer(), exc)
+            self.events.malformed(self._peer(), "tcp")
             self.transport.close()
             return
         if messages:
@@ -81,8 +93,12 @@ class HandleTcpProtocol(asyncio.Protocol):
             counts = self._counts
             for answer in answers:
                 counts[answer[CODES_AT]] += 1
+                if answer[RCODE_LOW_BYTE_AT] == PROTOCOL_ERROR_LOW_BYTE and is_protocol_error(answer):
+                    self.events.malformed(self._peer(), "tcp")
             if len(answers) < len(messages):
                 counts[NO_ANSWER] += len(messages) - len(answers)
+                for _ in range(len(messages) - len(answers)):  # dropped: unreadable, or not a request
+                    self.events.malformed(self._peer(), "tcp")
             if started and messages:
                 self._tick = self.stats.sample_every
                 spent = (time.perf_counter() - started) / len(messages)

@@ -1,6 +1,8 @@
 """Handle protocol over UDP: datagrams in, answers (chunked when longer than one datagram) out.
 
-No exception escapes `datagram_received`: one client's garbage must never stop the answers to others.
+No exception escapes `datagram_received`: one client's garbage must never stop the answers to others. The
+security log hears of rate-limit refusals and of malformed datagrams (dropped, or answered PROTOCOL_ERROR);
+the check costs one byte comparison per answer.
 """
 
 from __future__ import annotations
@@ -11,8 +13,17 @@ import time
 from collections.abc import Callable
 
 from resolver.frontend import HandleFrontend
+from resolver.handle.udp import is_chunk
+from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.limits import UdpGuard
-from resolver.server.stats import CODES_AT, NO_ANSWER, QueryStats
+from resolver.server.stats import (
+    CODES_AT,
+    NO_ANSWER,
+    PROTOCOL_ERROR_LOW_BYTE,
+    RCODE_LOW_BYTE_AT,
+    QueryStats,
+    is_protocol_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +35,12 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
         renew_view: Callable[[], None],
         stats: QueryStats | None = None,
         guard: UdpGuard | None = None,
+        events: SecurityEvents | None = None,
     ):
         self.frontend = frontend
         self.renew_view = renew_view
         self.guard = guard
+        self.events = events or NO_EVENTS
         self._now = 0.0
         self.transport: asyncio.DatagramTransport | None = None
         self._batch_pending = False
@@ -78,12 +91,17 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
 
     def _answer(self, data: bytes, addr: tuple) -> list[bytes]:
         guard = self.guard
-        if guard is None:
-            return self.frontend.answer_datagram(data, addr)
-        if not guard.admit(addr[0], self._now):
+        if guard is not None and not guard.admit(addr[0], self._now):
+            self.events.rate_limited(addr[0], "udp")
             return guard.refusal(data)
         answers = self.frontend.answer_datagram(data, addr)
-        if len(answers) > 1:  # only a chunked answer can be many times its request
+        if not answers:
+            if not is_chunk(data):  # dropped: an unreadable envelope (a piece of a longer request waits)
+                self.events.malformed(addr[0], "udp")
+            return answers
+        if answers[0][RCODE_LOW_BYTE_AT] == PROTOCOL_ERROR_LOW_BYTE and is_protocol_error(answers[0]):
+            self.events.malformed(addr[0], "udp")
+        if guard is not None and len(answers) > 1:  # only a chunked answer can be many times its request
             return guard.bound(data, answers, addr[0], self._now)
         return answers
 

@@ -1,11 +1,14 @@
 """One worker process: opens the store (after fork), binds the Handle UDP and TCP listeners with SO_REUSEPORT,
-answers until SIGTERM/SIGINT, then flushes its counts and closes cleanly."""
+answers until SIGTERM/SIGINT, then flushes its counts and closes cleanly. It opens its own SecurityEvents
+(the security log's queue, after fork): its listeners report rate-limit refusals and malformed requests, the
+HTTP API failed logins and writes, and every counter flush adds to the resolution summaries."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import time
@@ -23,6 +26,8 @@ from resolver.handle.values import (
     SiteInfo,
     encode_site,
 )
+from resolver.security.events import SecurityEvents
+from resolver.security.queue import QueueError
 from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
 from resolver.server.limits import (
     ConnectionLimiter,
@@ -59,12 +64,24 @@ def node_site(config: ServeConfig) -> bytes:
     return encode_site(SiteInfo(serial=1, attributes=(("desc", "idnode secondary node"),), servers=(server,)))
 
 
+def open_events(config: ServeConfig) -> SecurityEvents:
+    """This process's security events (disabled without a collector). A queue that cannot be opened is
+    logged and the worker serves on without events: the supervisor opened it at start, so this is rare."""
+    try:
+        return SecurityEvents.open(config.security_log, config.data_dir)
+    except QueueError as exc:
+        log.error("security events are not queued by worker %d: %s", os.getpid(), exc,
+                  extra={"event": "security_queue_error"})  # fmt: skip
+        return SecurityEvents(None)
+
+
 class Worker:
     def __init__(self, config: ServeConfig, inherited: list[InheritedSocket] | None = None):
         self.config = config
         self.store = Store(config.data_dir)
         self.service = ResolutionService(self.store, config.node_prefix, node_site(config))
         self.frontend = HandleFrontend(self.service)
+        self.events = open_events(config)
         self._closers: list = []
         self._http = None  # the aiohttp runner when HTTP is served (resolver/http)
         # Sockets passed by systemd socket activation, by FileDescriptorName= (the Handle ones are used here).
@@ -116,7 +133,8 @@ class Worker:
         udp_socks, tcp_socks = self._handle_sockets()
         for sock in udp_socks:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: HandleUdpProtocol(self.frontend, self.after_batch, self.stats, self.udp_guard), sock=sock
+                lambda: HandleUdpProtocol(self.frontend, self.after_batch, self.stats, self.udp_guard, self.events),
+                sock=sock,
             )
             self._closers.append(udp)
             self._udp_socks.append(sock)
@@ -130,6 +148,7 @@ class Worker:
                     self.connections,
                     self.tcp_limiter,
                     self.proven,
+                    self.events,
                 ),
                 sock=sock,
                 backlog=TCP_BACKLOG,
@@ -147,6 +166,7 @@ class Worker:
                 idle_timeout_s=self.config.http_idle_timeout_s,
                 max_connections=self.config.http_max_connections,
                 max_connections_per_source=self.config.http_max_connections_per_source,
+                events=self.events,
             )  # fmt: skip
         self.health.listening = True
 
@@ -165,7 +185,8 @@ class Worker:
         port = self.config.dns_port
         for host in self.config.binds:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: DnsUdpProtocol(self.dns_view, self.after_batch, self.dns_guard), sock=udp_socket(host, port)
+                lambda: DnsUdpProtocol(self.dns_view, self.after_batch, self.dns_guard, self.events),
+                sock=udp_socket(host, port),
             )
             self._closers.append(udp)
             tcp = await loop.create_server(
@@ -193,10 +214,12 @@ class Worker:
         await close_connections(self.connections, deadline)
 
     def flush(self) -> None:
-        """Persist resolution counts, keeping the health state and a rate-limited log of failures."""
+        """Persist resolution counts, keeping the health state and a rate-limited log of failures; hand what
+        was written to the security log's resolution summary and let it send what is due."""
         now = time.monotonic()
+        flushed: dict[bytes, int] = {}
         try:
-            self.service.flush_counts()
+            self.service.flush_counts(flushed)
         except Exception as exc:
             self.health.flush_error = str(exc) or type(exc).__name__
             metrics.flush_result(False)
@@ -209,6 +232,9 @@ class Worker:
                 self._flush_logged_s = now
             self._flush_failing_since = self._flush_failing_since or now
             return
+        finally:
+            self.events.add_resolutions(flushed)  # counts written by protocols before a failing one too
+            self.events.tick()
         if self._flush_failing_since is not None:
             log.warning(
                 "resolution counts written again after %.0f s of failures",
@@ -229,6 +255,7 @@ class Worker:
             self.link.heartbeat()
             try:
                 metrics.publish(self.stats)
+                metrics.publish_security(self.events)
                 self.service.reload_prefixes()
                 if loop.time() >= next_flush:
                     self.flush()
@@ -239,9 +266,12 @@ class Worker:
     def close(self) -> None:
         for closer in self._closers:
             closer.close()
+        flushed: dict[bytes, int] = {}
         try:
-            self.service.flush_counts()
+            self.service.flush_counts(flushed)
         finally:
+            self.events.add_resolutions(flushed)
+            self.events.close()  # sends pending window counts and the last, partial resolution summary
             self.store.close()
             try:
                 metrics.publish(self.stats)
