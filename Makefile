@@ -37,8 +37,9 @@ demo: $(DEMO_DIR)/.built $(DEMO_DIR)/.scenarios
 run: demo
 	$(IDNODE) serve --data $(DEMO_DIR) --bind 127.0.0.1 --workers $(WORKERS) --http-port $(HTTP_PORT)
 
+# The micro-benchmarks run once as plain tests (benchmarking disabled) so that they cannot rot.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests bench/test_micro.py
 
 lint: venv
 	$(VENV)/bin/ruff check resolver storage bench tests

@@ -29,7 +29,6 @@ from resolver.server.worker import node_site
 from resolver.service import ResolutionService
 from storage.keys import handle_key
 from storage.loader import load_files
-from storage.records import unpack_record
 from storage.store import Store
 
 DATASET = Dataset(20_000, seed=1, prefix="88.100", enterprises=8)  #: small enough to build in about a second
@@ -97,7 +96,7 @@ def test_store_get_and_unpack(benchmark, store, handles):
     keys = itertools.cycle([handle_key(h.encode()) for h in handles])
 
     def get():
-        return unpack_record(view.get(next(keys)))
+        return store.unpack(view.get(next(keys)))
 
     tail, all_public = benchmark(get)
     assert tail[:4] == b"\x00\x00\x00\x04" and all_public  # URL, EMAIL, DESC, HS_ADMIN, all public
@@ -120,7 +119,7 @@ def test_read_view_refresh(benchmark, frontend):
 @pytest.mark.benchmark(group="encode-answer")
 def test_encode_resolution_response(benchmark, store, handles):
     request = decode_request(resolution_request(handles[0]))
-    tail, _ = unpack_record(store.get(handles[0]))
+    tail, _ = store.unpack(store.get(handles[0]))
     handle = handles[0].encode()
     answer = benchmark(encode_resolution_response, request, handle, tail, EXPIRATION)
     message = decode_response(answer)
@@ -140,7 +139,7 @@ def test_chain_by_hand(benchmark, store, handles):
     def answer():
         request = decode_request(next(datagrams))
         query = decode_resolution_request(request.body)
-        tail, _ = unpack_record(view.get(handle_key(query.handle)))
+        tail, _ = store.unpack(view.get(handle_key(query.handle)))
         return encode_resolution_response(request, query.handle, tail, EXPIRATION)
 
     assert decode_response(benchmark(answer)).header.response_code == ResponseCode.SUCCESS
