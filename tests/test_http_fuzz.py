@@ -24,7 +24,7 @@ from storage.enterprises import issue_credential, set_operator_secret
 from storage.loader import load_files
 from storage.store import Store
 from tests.app_helpers import InProcessApp
-from tests.test_handle_fuzz import VECTORS
+from tests.vectors import VECTORS
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "deploy" / "scenarios"
 OPERATOR_SECRET = "operator-secret-for-fuzzing"

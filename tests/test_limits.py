@@ -12,7 +12,12 @@ import pytest
 
 from bench.datagen import Dataset
 from resolver.handle.constants import EnvelopeFlag, OpCode, ResponseCode
-from resolver.handle.message import ResolutionRequest, decode_message, encode_request, encode_resolution_request
+from resolver.handle.message import (
+    ResolutionRequest,
+    decode_message,
+    encode_request,
+    encode_resolution_request,
+)
 from resolver.handle.udp import Reassembler
 from resolver.server.limits import ConnectionLimiter, ExemptNetworks, ProvenSources, SourceRateLimiter
 from tests.servers import running_node
