@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import msgpack
 
@@ -140,8 +140,8 @@ def type_matches(value_type_upper: bytes, wanted_upper: bytes) -> bool:
 def select_values(
     tail: bytes,
     all_public: bool,
-    indexes: Iterable[int] = (),
-    types: Iterable[bytes] = (),
+    indexes: Collection[int] = (),
+    types: Collection[bytes] = (),
     public_only: bool = True,
 ) -> tuple[int, bytes]:
     """(count, u32 count + encoded values) of the values an OC_RESOLUTION with these filters returns.
@@ -149,10 +149,10 @@ def select_values(
     No filters selects every value; otherwise a value is selected when its index is listed OR its type matches
     a listed type. With `public_only` only values with PUBLIC_READ count. The order of the record is kept.
     """
+    if not indexes and not types and (all_public or not public_only):
+        return _U32.unpack_from(tail, 0)[0], tail  # the common question: the stored bytes as they are
     index_set = frozenset(indexes)
     wanted_types = [t.upper() for t in types]
-    if not index_set and not wanted_types and (all_public or not public_only):
-        return _U32.unpack_from(tail, 0)[0], tail
     chosen = []
     for encoded in split_values(tail):
         if public_only and not value_is_public(encoded):
