@@ -177,10 +177,12 @@ class CpuWatch:
         self.hz = os.sysconf("SC_CLK_TCK")
         self.pids = descendants(server_pid)
         self.before = all_ticks()
+        self.busy_before = busy_ticks()
         self.started = time.monotonic()
 
     def stop(self) -> dict:
         after = all_ticks()
+        busy = busy_ticks() - self.busy_before
         seconds = time.monotonic() - self.started
         server = sum(after.get(p, ("", 0))[1] - self.before.get(p, ("", 0))[1] for p in self.pids)
         # Ours: this process and everything it started (the generator, idle servers); a generator that has
@@ -195,25 +197,32 @@ class CpuWatch:
                 others.append({"pid": pid, "name": name, "cores": round(share, 2)})
         return {
             "server_cores": round(server / self.hz / seconds, 3),
+            "machine_busy_cores": round(busy / self.hz / seconds, 3),
             "other_load": sorted(others, key=lambda o: -o["cores"]),
         }
 
 
-def others_cores(sample_s: float = QUIET_SAMPLE_S) -> float:
-    """Cores used over ``sample_s`` by processes that are not this one or its descendants."""
-    before = all_ticks()
-    time.sleep(sample_s)
-    after = all_ticks()
-    ours = descendants(os.getpid())
-    used = sum(t - before.get(pid, (n, t))[1] for pid, (n, t) in after.items() if pid not in ours)
-    return used / os.sysconf("SC_CLK_TCK") / sample_s
+def busy_ticks() -> int:
+    """Ticks all CPUs spent on anything but idle and I/O wait since boot (/proc/stat): short-lived processes,
+    kernel work and time the hypervisor took included."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0
+    return sum(fields) - fields[3] - fields[4]
 
 
 def wait_for_quiet(max_wait_s: float) -> float:
-    """Wait until other processes leave the CPUs nearly idle, at most ``max_wait_s``; the seconds waited."""
+    """Wait until the machine is nearly idle (our servers wait for queries meanwhile), at most ``max_wait_s``;
+    the seconds waited."""
+    hz = os.sysconf("SC_CLK_TCK")
     started = time.monotonic()
-    while time.monotonic() - started < max_wait_s and others_cores() >= QUIET_CORES:
-        pass
+    while time.monotonic() - started < max_wait_s:
+        before = busy_ticks()
+        time.sleep(QUIET_SAMPLE_S)
+        if (busy_ticks() - before) / hz / QUIET_SAMPLE_S < QUIET_CORES:
+            break
     return round(time.monotonic() - started, 1)
 
 
@@ -272,8 +281,9 @@ class Processes:
         self.started.clear()
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP arrived: unwind, stopping every server on the way."""
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived: unwind, stopping every server on the way. A BaseException, so that the
+    handlers that note a failed run and go on to the next do not swallow it."""
 
 
 def _raise_interrupted(signum: int, _frame: object) -> None:
@@ -542,6 +552,13 @@ def run_dnsperf(server: Server, settings: argparse.Namespace, queries: Path, sec
     return result
 
 
+def _unaccounted(result: dict) -> float:
+    """Cores the machine was busy with beyond the server and the generator: neighbours, short-lived processes,
+    and kernel work charged to no process."""
+    ours = (result.get("server_cores") or 0) + (result.get("generator_cores") or 0)
+    return round(max(0.0, result.get("machine_busy_cores", 0) - ours), 3)
+
+
 class Measurer:
     """One measured interval of a target; the generator's CPU comes from the rusage of waited-for children."""
 
@@ -557,6 +574,7 @@ class Measurer:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         result["generator_cores"] = round(used / seconds, 3)
+        result["unaccounted_cores"] = _unaccounted(result)
         return result
 
     def handle(self, server: Server, dataset: Dataset, seconds: float, warmup_s: float) -> dict:
@@ -570,11 +588,11 @@ class Measurer:
             result = run_udp_load("127.0.0.1", server.handle_port, spec, duration_s=seconds, warmup_s=warmup_s,
                                   processes=1, missing_ratio=self.settings.missing, seed=self.settings.seed,
                                   server_pids=[server.entry.process.pid])  # fmt: skip
-            others = watch.stop()["other_load"]
+            watched = watch.stop()
         finally:
             os.sched_setaffinity(0, affinity)
         cpu = result.get("server_cpu") or {}
-        return {
+        out = {
             "answers_per_s": result["answers_per_s"],
             "completed": result["answers"],
             "lost": result["lost"],
@@ -582,8 +600,11 @@ class Measurer:
             "rcodes": result["codes"],
             "server_cores": next(iter(cpu.values()), None),
             "generator_cores": result.get("generator_cpu"),
-            "other_load": others,
+            "other_load": watched["other_load"],
+            "machine_busy_cores": watched["machine_busy_cores"],
         }
+        out["unaccounted_cores"] = _unaccounted(out)
+        return out
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -624,7 +645,7 @@ def summarize(targets: list[Target], baseline: str = "nsd") -> list[dict]:
             "lost": sum(r.get("lost", 0) for r in t.rounds),
             "latency_avg_ms": round(statistics.median(r["latency_avg_s"] for r in t.rounds) * 1e3, 3)
             if all("latency_avg_s" in r for r in t.rounds) else None,
-            "other_load_max_cores": max((sum(o["cores"] for o in r["other_load"]) for r in t.rounds), default=0),
+            "other_load_max_cores": max((r.get("unaccounted_cores", 0) for r in t.rounds), default=0),
         })  # fmt: skip
     return rows
 
@@ -730,8 +751,8 @@ def write_results(out_dir: Path, report: dict, rows: list[dict]) -> None:
         f"URI alternately, {s['missing']:.0%} of them absent (NXDOMAIN); EDNS {'on' if s['edns'] else 'off'}. "
         f"{s['rounds']} rounds of {s['seconds']:g} s per server, the order rotating each round, after a "
         f"{s['warmup']:g} s warm-up run that is not counted; the table gives the median round. Before each round "
-        f"the script waited up to {s['settle_s']:g} s for other processes to use less than {s['quiet_cores']} core "
-        "(this machine may be shared).",
+        f"the script waited up to {s['settle_s']:g} s for the machine to be nearly idle (under {s['quiet_cores']} "
+        "core busy besides the idle servers): this machine may be shared.",
         "",
         *table(rows),
         "",
@@ -739,9 +760,10 @@ def write_results(out_dir: Path, report: dict, rows: list[dict]) -> None:
         f"{s['server_cpu']} saturated, below it the server waited for queries, so the load generator or a busy "
         "machine set the pace. *answers per CPU-second*: answers/s divided by server CPU, the server's own cost per "
         "answer, which depends much less on neighbours than answers/s does. *generator CPU*: cores dnsperf (or the "
-        "Handle load generator) used; dnsperf polls, so it shows near 1.00 even when it is not the limit. *others' "
-        "CPU*: the largest sum, in any round, of CPU used by processes that are neither server nor generator (named "
-        "in compare.json): above about 0.1 the rates of that round are suspect, and min – max shows the spread.",
+        "Handle load generator) used; dnsperf polls, so a high figure alone does not make it the limit. *others' "
+        "CPU*: the most, in any round, that the machine was busy beyond server and generator (other processes, "
+        "short-lived ones included, and kernel work charged to none; from /proc/stat): above about 0.1 the rates "
+        "of that round are suspect, and min – max shows the spread.",
         "",
         "![answers/s](compare.png)" if not chart_note else f"({chart_note})",
         "",
@@ -846,7 +868,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(f"[compare] {text}", file=sys.stderr, flush=True)
 
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a background job of a shell starts with SIGINT ignored, and Python then installs no handler.
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _raise_interrupted) for s in signals}
     work = args.workdir or Path(tempfile.mkdtemp(prefix="idnode-compare-"))
     work.mkdir(parents=True, exist_ok=True)
     processes = Processes()
@@ -856,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"interrupted ({exc or 'Ctrl-C'}): stopping the servers")
         return 130
     finally:
+        for signum in signals:  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(signum, signal.SIG_IGN)
         processes.stop_all()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -918,10 +944,11 @@ def _run(args: argparse.Namespace, work: Path, processes: Processes, log: Callab
                 continue
             result["round"] = round_no + 1
             target.rounds.append(result)
-            others = ", ".join(f"{o['name']} {o['cores']:.2f}" for o in result["other_load"])
+            named = ", ".join(f"{o['name']} {o['cores']:.2f}" for o in result["other_load"])
             log(f"round {round_no + 1} {target.key}: {result['answers_per_s']:,.0f}/s, server CPU "
-                f"{_fmt(result['server_cores'], '.2f')}, generator CPU {_fmt(result['generator_cores'], '.2f')}"
-                + (f"; others: {others}" if others else ""))  # fmt: skip
+                f"{_fmt(result['server_cores'], '.2f')}, generator CPU {_fmt(result['generator_cores'], '.2f')}, "
+                f"the rest {result['unaccounted_cores']:.2f}" + (f" ({named})" if named else "")
+                + (f"; waited {result['waited_for_quiet_s']:g} s for quiet" if result["waited_for_quiet_s"] else ""))  # fmt: skip
     processes.stop_all()
     if handle_note:
         targets.append(
