@@ -11,24 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+from resolver.server.sockets import free_udp_tcp_port
+
 START_TIMEOUT_S = 20.0  #: a worker opens the store and binds in well under a second; CI machines are slow
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    while True:
-        with (
-            socket.socket(family, socket.SOCK_STREAM) as tcp,
-            socket.socket(family, socket.SOCK_DGRAM) as udp,
-        ):
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind((host, port))
-            except OSError:
-                continue
-            return port
+    return free_udp_tcp_port(host)
 
 
 def idnode(*args: str, **kwargs) -> subprocess.CompletedProcess:

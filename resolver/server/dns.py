@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from resolver.dnsview.view import DnsView
 from resolver.security.events import NO_EVENTS, SecurityEvents
+from resolver.server.batching import BatchedDatagramProtocol
 from resolver.server.idle import IdleTimeout
 from resolver.server.limits import UdpGuard
 
@@ -20,7 +21,7 @@ _LENGTH = struct.Struct(">H")
 MAX_PENDING_TCP_BYTES = 2 * 65_537  #: one whole message and the start of the next; more unread input is abuse
 
 
-class DnsUdpProtocol(asyncio.DatagramProtocol):
+class DnsUdpProtocol(BatchedDatagramProtocol):
     def __init__(
         self,
         view: DnsView,
@@ -29,24 +30,16 @@ class DnsUdpProtocol(asyncio.DatagramProtocol):
         events: SecurityEvents | None = None,
     ):
         self.view = view
-        self.renew_view = renew_view
+        super().__init__(renew_view)
         self.guard = guard
         self.events = events or NO_EVENTS  # rate-limit refusals and dropped (malformed) queries
-        self._batch_pending = False
-        self._now = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         if not self._batch_pending:
-            # One read transaction per loop iteration, renewed as the batch starts so that answers see every
-            # write committed before the queries arrived (as the Handle transports do).
-            self._batch_pending = True
-            self.renew_view()
-            loop = asyncio.get_running_loop()
-            self._now = loop.time()
-            loop.call_soon(self._end_batch)
+            self._start_batch()
         if self.guard is not None and not self.guard.admit(addr[0], self._now):
             self.events.rate_limited(addr[0], "dns")
             return  # over its rate: dropped (a DNS client retries; a spoofed victim gets nothing)
@@ -59,8 +52,6 @@ class DnsUdpProtocol(asyncio.DatagramProtocol):
         except Exception:
             log.exception("unexpected error answering a DNS datagram from %s", addr[0])
 
-    def _end_batch(self) -> None:
-        self._batch_pending = False
 
     def error_received(self, exc: Exception) -> None:
         log.debug("DNS UDP error: %s", exc)

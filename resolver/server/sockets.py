@@ -34,3 +34,18 @@ def tcp_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
+
+
+def free_udp_tcp_port(host: str, attempts: int = 50) -> int:
+    """A port free for both UDP and TCP on `host` (for port 0: every worker must bind the same one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(attempts):
+        with socket.socket(family, socket.SOCK_STREAM) as tcp, socket.socket(family, socket.SOCK_DGRAM) as udp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no port free for both UDP and TCP")

@@ -19,7 +19,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,7 @@ from resolver.security.exporter import DRAIN_TIMEOUT_S, spawn_exporter
 from resolver.security.queue import QueueError
 from resolver.server import systemd
 from resolver.server.lifecycle import HEARTBEAT, READY, DataDirLock
+from resolver.server.sockets import free_udp_tcp_port
 from resolver.server.worker import run_worker
 
 log = logging.getLogger(__name__)
@@ -72,21 +72,7 @@ def resolve_port(config: ServeConfig) -> int:
     """A concrete port for port 0: one free for both UDP and TCP on the first bind address."""
     if config.handle_port:
         return config.handle_port
-    host = config.binds[0]
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with (
-            socket.socket(family, socket.SOCK_STREAM) as tcp,
-            socket.socket(family, socket.SOCK_DGRAM) as udp,
-        ):
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no port free for both UDP and TCP")
+    return free_udp_tcp_port(config.binds[0])
 
 
 def _describe_exit(status: int) -> str:

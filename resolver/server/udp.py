@@ -15,6 +15,7 @@ from collections.abc import Callable
 from resolver.frontend import HandleFrontend
 from resolver.handle.udp import is_chunk
 from resolver.security.events import NO_EVENTS, SecurityEvents
+from resolver.server.batching import BatchedDatagramProtocol
 from resolver.server.limits import UdpGuard
 from resolver.server.stats import (
     CODES_AT,
@@ -28,7 +29,7 @@ from resolver.server.stats import (
 log = logging.getLogger(__name__)
 
 
-class HandleUdpProtocol(asyncio.DatagramProtocol):
+class HandleUdpProtocol(BatchedDatagramProtocol):
     def __init__(
         self,
         frontend: HandleFrontend,
@@ -38,12 +39,10 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
         events: SecurityEvents | None = None,
     ):
         self.frontend = frontend
-        self.renew_view = renew_view
+        super().__init__(renew_view)
         self.guard = guard
         self.events = events or NO_EVENTS
-        self._now = 0.0
         self.transport: asyncio.DatagramTransport | None = None
-        self._batch_pending = False
         # Counting costs one dict increment; one datagram in `sample_every` is timed (maybe access-logged).
         self.stats = stats or QueryStats()
         self._counts = self.stats.counts("handle-udp")
@@ -55,14 +54,7 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         if not self._batch_pending:
-            # Datagrams that arrive in one loop iteration share a read transaction. It is renewed when the
-            # batch starts, not after it, so that an answer reflects every write committed before the
-            # request arrived, even on a worker that was idle when the write happened.
-            self._batch_pending = True
-            self.renew_view()
-            loop = asyncio.get_running_loop()
-            self._now = loop.time()  # one clock reading per batch is precise enough for the rate limit
-            loop.call_soon(self._end_batch)
+            self._start_batch()
         self._tick -= 1
         if not self._tick:
             self._answer_sampled(data, addr)
@@ -105,8 +97,6 @@ class HandleUdpProtocol(asyncio.DatagramProtocol):
             return guard.bound(data, answers, addr[0], self._now)
         return answers
 
-    def _end_batch(self) -> None:
-        self._batch_pending = False
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
