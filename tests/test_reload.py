@@ -215,12 +215,12 @@ async def resolve_once(node):
         return await client.resolve(DATASET.handle_at(1))
 
 
-def test_a_taken_port_stops_the_start_with_exit_status_1(store_dir):
+def test_a_taken_port_stops_the_start_naming_the_port(store_dir):
     from tests.servers import free_port, idnode
 
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", port))  # without SO_REUSEPORT: nobody can join it
         result = idnode("serve", "--data", str(store_dir), "--handle-port", str(port), "--workers", "2", timeout=60)
-    assert result.returncode == 1
-    assert "Address already in use" in result.stderr and "workers failed to start" in result.stderr
+    assert result.returncode == 2  # refused before any worker starts (resolver.server.sockets.ports_in_use)
+    assert f"127.0.0.1:{port}/udp already in use" in result.stderr

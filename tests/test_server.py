@@ -299,3 +299,9 @@ def test_serve_refuses_a_missing_store_clearly(tmp_path):
     result = idnode("serve", "--data", str(tmp_path / "none"), "--handle-port", "0")
     assert result.returncode == 2
     assert "no store at" in result.stderr
+
+
+def test_a_second_node_on_a_taken_port_refuses_to_start(node, node_store):
+    result = idnode("serve", "--data", str(node_store), "--handle-port", str(node.port), "--workers", "1")
+    assert result.returncode == 2
+    assert f"127.0.0.1:{node.port}/udp" in result.stderr and "already in use" in result.stderr
