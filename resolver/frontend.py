@@ -11,6 +11,7 @@ import time
 
 from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, EnvelopeFlag, OpCode, ResponseCode
 from resolver.handle.errors import EnvelopeError, HandleProtocolError
+from resolver.handle.fastpath import encode_plain_answer, read_plain_resolution
 from resolver.handle.message import (
     decode_request,
     decode_resolution_request,
@@ -50,6 +51,16 @@ class HandleFrontend:
     def answer_message(self, data: bytes) -> bytes | None:
         """The answer to one whole request message, or None when it must be dropped."""
         expiration = int(self.clock()) + ANSWER_LIFETIME_S
+        plain = read_plain_resolution(data)
+        if plain is not None:
+            # Nearly every request: no filters, so the stored values go out as they are (all public ones).
+            code, payload = self.service.resolve(plain.handle)
+            if code == _SUCCESS:
+                return encode_plain_answer(plain, code, payload, expiration)
+            try:  # other outcomes are rarer: answered by the general encoder, without resolving again
+                return self._resolution_answer(decode_request(data), plain.handle, code, payload, expiration)
+            except HandleProtocolError as exc:
+                return encode_error_answer(data, exc, expiration)
         try:
             request = decode_request(data)
             op_code = request.header.op_code
@@ -71,10 +82,13 @@ class HandleFrontend:
         query = decode_resolution_request(request.body)
         # No credential is verified on this node, so every requester gets the public values, PO or not.
         code, payload = self.service.resolve(query.handle, query.indexes, query.types, True)
+        return self._resolution_answer(request, query.handle, code, payload, expiration)
+
+    def _resolution_answer(self, request, handle: bytes, code, payload: bytes, expiration: int) -> bytes:
         if code == _SUCCESS:
-            return encode_resolution_response(request, query.handle, payload, expiration)
+            return encode_resolution_response(request, handle, payload, expiration)
         if code == _SERVICE_REFERRAL:
-            referral = self.service.referral_handle(query.handle)
+            referral = self.service.referral_handle(handle)
             return encode_resolution_response(request, referral, payload, expiration, _SERVICE_REFERRAL)
         return encode_error_response(request, code, _ERROR_TEXT.get(code, ""), expiration)
 
