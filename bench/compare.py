@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.datagen import Dataset
+from bench.procstat import all_process_ticks, descendants, machine_ticks
 from resolver.dnsview import handle_to_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,61 +129,19 @@ def machine() -> dict:
 # --- CPU accounting from /proc --------------------------------------------------------------------------------
 
 
-def _ticks_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime of every thread (proc(5) fields 14, 15)
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def descendants(pid: int) -> set[int]:
-    """``pid`` and every process below it (NSD's server child, idnode's worker)."""
-    found = {pid}
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                children = [int(c) for c in f.read().split()]
-        except (OSError, ValueError):
-            continue
-        for child in children:
-            found |= descendants(child)
-    return found
-
-
-def all_ticks() -> dict[int, tuple[str, int]]:
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
-        fields = text.rpartition(")")[2].split()
-        out[int(entry)] = (text[text.find("(") + 1 : text.rfind(")")], int(fields[11]) + int(fields[12]))
-    return out
-
-
 class CpuWatch:
     """CPU used from now to :meth:`stop` by a server (with its children) and by processes that are not ours."""
 
     def __init__(self, server_pid: int):
         self.hz = os.sysconf("SC_CLK_TCK")
         self.pids = descendants(server_pid)
-        self.before = all_ticks()
-        self.busy_before = busy_ticks()
+        self.before = all_process_ticks()
+        self.busy_before = machine_ticks()[0]
         self.started = time.monotonic()
 
     def stop(self) -> dict:
-        after = all_ticks()
-        busy = busy_ticks() - self.busy_before
+        after = all_process_ticks()
+        busy = machine_ticks()[0] - self.busy_before
         seconds = time.monotonic() - self.started
         server = sum(after.get(p, ("", 0))[1] - self.before.get(p, ("", 0))[1] for p in self.pids)
         # Ours: this process and everything it started (the generator, idle servers); a generator that has
@@ -202,26 +161,15 @@ class CpuWatch:
         }
 
 
-def busy_ticks() -> int:
-    """Ticks all CPUs spent on anything but idle and I/O wait since boot (/proc/stat): short-lived processes,
-    kernel work and time the hypervisor took included."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0
-    return sum(fields) - fields[3] - fields[4]
-
-
 def wait_for_quiet(max_wait_s: float) -> float:
     """Wait until the machine is nearly idle (our servers wait for queries meanwhile), at most ``max_wait_s``;
     the seconds waited."""
     hz = os.sysconf("SC_CLK_TCK")
     started = time.monotonic()
     while time.monotonic() - started < max_wait_s:
-        before = busy_ticks()
+        before = machine_ticks()[0]
         time.sleep(QUIET_SAMPLE_S)
-        if (busy_ticks() - before) / hz / QUIET_SAMPLE_S < QUIET_CORES:
+        if (machine_ticks()[0] - before) / hz / QUIET_SAMPLE_S < QUIET_CORES:
             break
     return round(time.monotonic() - started, 1)
 

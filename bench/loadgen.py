@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from random import Random
 
 from bench.datagen import DEFAULT_ENTERPRISES, DEFAULT_PREFIX, Dataset, missing_handle
+from bench.procstat import all_process_ticks, descendants, machine_ticks, tree_ticks
 from resolver.handle.constants import ENVELOPE_BYTES, OpCode, OpFlag, ResponseCode
 from resolver.handle.message import ResolutionRequest, encode_request, encode_resolution_request
 
@@ -375,48 +376,6 @@ def _code_name(code: int) -> str:
         return f"CODE_{code}"
 
 
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` and, recursively, its children (the supervisor's workers), in clock ticks."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
-    except (OSError, ValueError, IndexError):
-        return total
-    return total + sum(_cpu_ticks(c) for c in children)
-
-
-def _process_ticks() -> dict[int, tuple[str, int]]:
-    """(command name, utime + stime) of every process on the machine, to spot load we did not make."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        name = text[text.find("(") + 1 : text.rfind(")")]
-        fields = text.rpartition(")")[2].split()
-        out[int(entry)] = (name, int(fields[11]) + int(fields[12]))
-    return out
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, all) clock ticks of all CPUs since boot (/proc/stat); busy is neither idle nor I/O wait."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields[:8]) - idle, sum(fields[:8])
-
-
 def _others(before: dict, after: dict, ours: set[int], seconds: float) -> list[dict]:
     """Processes other than the generator and the server that used CPU while we measured."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -428,18 +387,6 @@ def _others(before: dict, after: dict, ours: set[int], seconds: float) -> list[d
         if share >= OTHER_LOAD_REPORTED:
             busy.append({"pid": pid, "name": name, "cpu": round(share, 3)})
     return sorted(busy, key=lambda b: -b["cpu"])
-
-
-def _descendants(pid: int) -> set[int]:
-    found = {pid}
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
-    except (OSError, ValueError):
-        return found
-    for child in children:
-        found |= _descendants(child)
-    return found
 
 
 def _merge(
@@ -595,14 +542,14 @@ def run_udp_load(
                 raise LoadGenError(f"{process.name} failed:\n{payload}")
         go.set()
         time.sleep(warmup_s)
-        ticks_start = {pid: _cpu_ticks(pid) for pid in server_pids}
-        everyone_start = _process_ticks()
-        machine_start = _machine_ticks()
+        ticks_start = {pid: tree_ticks(pid) for pid in server_pids}
+        everyone_start = all_process_ticks()
+        machine_start = machine_ticks()
         measure_start = time.monotonic()
         time.sleep(duration_s)
-        ticks_end = {pid: _cpu_ticks(pid) for pid in server_pids}
-        everyone_end = _process_ticks()
-        machine_end = _machine_ticks()
+        ticks_end = {pid: tree_ticks(pid) for pid in server_pids}
+        everyone_end = all_process_ticks()
+        machine_end = machine_ticks()
         measured = time.monotonic() - measure_start
         reports = []
         for process, conn in workers:
@@ -630,7 +577,7 @@ def run_udp_load(
         }
     ours = {os.getpid(), *(p.pid for p, _ in workers)}
     for pid in server_pids:
-        ours |= _descendants(pid)
+        ours |= descendants(pid)
     other_load = _others(everyone_start, everyone_end, ours, measured)
     result = _merge(reports, plans[0], processes, server_cpu, other_load)
     # Everything the CPUs did meanwhile, in cores: generator + server + kernel softirq + whoever else.

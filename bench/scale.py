@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.datagen import generate_lines, write_ndjson
 from bench.loadgen import DatasetSpec, run_udp_load
+from bench.procstat import descendants
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NDJSON_BYTES_PER_ID = 560  #: upper bound of a generated line, for the disk check
@@ -66,18 +67,15 @@ def _meminfo(field: str) -> int:
 
 
 def _tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
+    """Resident memory of a process and its descendants (the loader's parse workers)."""
+    total = 0
+    for member in descendants(pid):
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
-            continue
-        stack.extend(int(c) for c in children)
+            continue  # gone meanwhile
     return total
 
 
