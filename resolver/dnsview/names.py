@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 
+from storage.keys import NA_PREFIX, InvalidHandle
+from storage.keys import handle_key as store_handle_key
+
 from .constants import MAX_LABEL_BYTES, MAX_NAME_BYTES
 from .errors import NotAnIdentifier, NotInZone, PrefixNodeName
 
 DEFAULT_ZONE = "id.test."
 MAX_HANDLE_BYTES = 2048  # handle-protocol.md § Names and prefixes: maximum encoded handle length
-NA_PREFIX = b"0.NA"  # handle-protocol.md § Names and prefixes: prefix handles, always case-insensitive
 
 SEPARATOR = b"_"  #: the label between the suffix labels and the prefix labels
 ESCAPE = 0x5F  #: ``_``: starts ``_xx``, a byte in two lower-case hex digits
@@ -68,24 +70,18 @@ class DigestName:
 
 
 def handle_key(handle: str | bytes, case_sensitive: bool = False) -> bytes:
-    """The store key of ``handle``: UTF-8, ASCII a-z upper-cased (the suffix too unless case-sensitive).
-
-    Prefixes are always case-insensitive, and so is the suffix of a prefix handle (``0.NA/88.100.7``).
-    The same rule as ``storage.keys.handle_key``; raises :class:`NotAnIdentifier` for text that is not
-    ``prefix/suffix`` with a non-empty prefix within 2048 bytes.
+    """The store key of ``handle``: the store's own case rule (``storage.keys.handle_key``), so the DNS view
+    can never disagree with the store about which handle a name means. Raises :class:`NotAnIdentifier` for
+    text that is not ``prefix/suffix`` with a non-empty prefix within 2048 bytes.
     """
     raw = handle.encode("utf-8") if isinstance(handle, str) else bytes(handle)
-    slash = raw.find(b"/")
-    if slash <= 0:
-        raise NotAnIdentifier("a handle is prefix/suffix with a non-empty prefix")
+    try:
+        key = store_handle_key(raw, case_sensitive)
+    except InvalidHandle as exc:
+        raise NotAnIdentifier(str(exc)) from None
     if len(raw) > MAX_HANDLE_BYTES:
         raise NotAnIdentifier(f"a handle has at most {MAX_HANDLE_BYTES} bytes, this one {len(raw)}")
-    if not case_sensitive:
-        return raw.translate(_UPPER)
-    prefix = raw[:slash].translate(_UPPER)
-    if prefix == NA_PREFIX:
-        return raw.translate(_UPPER)
-    return prefix + raw[slash:]
+    return key
 
 
 def handle_digest(key: bytes) -> bytes:
