@@ -1,5 +1,5 @@
 """The shortcuts of the DNS view's fast path give what the general code gives: `encode_common` (the memo's miss
-path) against `render_records`, `_plain_key` against `NameMap.classify`; and the memo evicts oldest first."""
+path) against `render_records`, `_plain_key` against `NameMap.classify`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from resolver.dnsview.names import NameKind, NameMap
 from resolver.dnsview.records import TTL_ABSOLUTE, decode_values, txt_rdata, uri_rdata
 from resolver.dnsview.view import _plain_key, encode_common
 
-from .test_dns_helpers import FOUR_VALUE_TAIL, VECTOR_TAIL, Store, Value, parse, query, tail_of, txt_strings
+from .test_dns_helpers import FOUR_VALUE_TAIL, VECTOR_TAIL, Value, tail_of
 
 _TXT_OWNER = b"\xc0\x0c" + struct.pack(">HH", 16, 1)
 _URI_OWNER = b"\xc0\x0c" + struct.pack(">HH", 256, 1)
@@ -114,15 +114,3 @@ def test_plain_key_takes_the_common_names_only():
         [b"7", b"100", b"88"],  # a prefix node
     ):
         assert _plain_key(below) is None, below
-
-
-def test_memo_evicts_oldest_first():
-    store = Store()
-    for i in range(6):
-        store.add(f"88.1/N{i}", tail_of([Value(1, b"EMAIL", b"%d@x" % i)]))
-    view = store.view(cache_entries=3)
-    for i in range(6):
-        assert txt_strings(parse(view.answer(query(f"n{i}._.1.88.id.test.")))) == [b"1 EMAIL %d@x" % i]
-    assert list(view._cache) == [store[f"88.1/N{i}".encode()] for i in (3, 4, 5)]
-    assert txt_strings(parse(view.answer(query("n0._.1.88.id.test.")))) == [b"1 EMAIL 0@x"]
-    assert list(view._cache)[-1] == store[b"88.1/N0"]

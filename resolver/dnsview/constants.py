@@ -91,7 +91,12 @@ MAX_TTL_S = 86_400
 MAX_TXT_TEXT_BYTES = 60_000
 URI_WEIGHT = 1  #: RFC 7553 §4.3: every URL value gets the same weight; the index orders them (priority)
 MAX_URI_PRIORITY = 0xFFFF  #: RFC 7553 §4.2: u16; larger value indexes share the last priority
-#: Memo of encoded answer records per values tail: hot identifiers (QR-code scans of the same products) are
-#: answered by copying bytes. Entries are at most MAX_CACHED_TAIL_BYTES, so the memo stays a few tens of MB.
-RENDER_CACHE_ENTRIES = 8192
+#: Memory for the DNS view's memos, per worker: half for encoded records per values tail, half for whole
+#: answers to replay. Hot identifiers (QR-code scans of the same products) are answered by copying bytes; at
+#: about 1 KB per identifier asked for both TXT and URI, 256 MiB keeps the answers of some 250,000 of them.
+DNS_MEMO_BYTES = 256 << 20
+#: What an entry costs beyond its bytes' lengths (object headers, tuples, the dict slot), measured with
+#: tracemalloc on generated identifiers (tests/test_dns_memo.py keeps the budget honest).
+RENDER_MEMO_ENTRY_BYTES = 320
+ANSWER_MEMO_ENTRY_BYTES = 280
 MAX_CACHED_TAIL_BYTES = 2048  #: larger tails (rare) are rendered for every answer instead

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -21,7 +20,9 @@ import dnslib
 
 from .apex import Soa, default_ns, soa_rdata
 from .constants import (
+    ANSWER_MEMO_ENTRY_BYTES,
     COPIED_FLAGS,
+    DNS_MEMO_BYTES,
     EDNS_DO,
     EDNS_UDP_BYTES,
     FAST_QUERY_CLEAR_MASK,
@@ -40,7 +41,7 @@ from .constants import (
     PLAIN_UDP_BYTES,
     POINTER_TO_QUESTION,
     RCODE_MASK,
-    RENDER_CACHE_ENTRIES,
+    RENDER_MEMO_ENTRY_BYTES,
     URI_WEIGHT,
     Flag,
     Opcode,
@@ -56,6 +57,7 @@ from .errors import (
     NotInZone,
     RefusedQuery,
 )
+from .memo import ByteBudgetMemo
 from .names import FULL_CHUNK_MIN_BYTES, SEPARATOR, NameKind, NameMap, text_labels
 from .records import (
     BASE64_TAG,
@@ -108,6 +110,23 @@ _FAST_CLEAR = int(FAST_QUERY_CLEAR_MASK)
 _REFUSED = int(Rcode.REFUSED)
 _NOERROR = int(Rcode.NOERROR)
 
+_ANCOUNT_IN_HEAD = 4  # in the header without its id: flags, qdcount, then ancount
+
+#: A values tail's (TXT, URI) answer records in wire form, each with its record count.
+_Rendered = tuple[tuple[bytes, int], tuple[bytes, int]]
+#: An answer to replay: handle key, the values tail it was built from (None: the identifier did not exist),
+#: the header without its id, where the question ends, and what follows the question.
+_Answer = tuple[bytes, "bytes | None", bytes, int, bytes]
+
+
+def _rendered_size(tail: bytes, rendered: _Rendered) -> int:
+    return len(tail) + len(rendered[0][0]) + len(rendered[1][0]) + RENDER_MEMO_ENTRY_BYTES
+
+
+def _answer_size(query_key: bytes, answer: _Answer) -> int:
+    return len(query_key) + len(answer[0]) + len(answer[4]) + ANSWER_MEMO_ENTRY_BYTES
+
+
 _NOT_SERVED_QTYPES = {RrType.AXFR: RefusedQuery, RrType.IXFR: RefusedQuery}
 _UNIMPLEMENTED_QTYPES = (RrType.MAILA, RrType.MAILB)
 
@@ -145,7 +164,7 @@ class DnsView:
         on_resolution: OnResolution | None = None,
         max_udp_bytes: int = EDNS_UDP_BYTES,
         clock: Callable[[], float] = time.time,
-        cache_entries: int = RENDER_CACHE_ENTRIES,
+        memo_bytes: int = DNS_MEMO_BYTES,
     ) -> None:
         self.names = NameMap(zone, case_sensitive)
         self.zone = self.names.zone
@@ -160,10 +179,10 @@ class DnsView:
             )
         self.max_udp_bytes = max_udp_bytes
         self._clock = clock
-        self._cache_entries = cache_entries
-        # An OrderedDict, not a dict: evicting the oldest entry of a dict by `next(iter(d))` walks the holes
-        # that earlier evictions left, microseconds per miss; popitem(last=False) is O(1).
-        self._cache: OrderedDict[bytes, tuple[tuple[bytes, int], tuple[bytes, int]]] = OrderedDict()
+        # Half the budget for the records of each values tail, half for whole answers (see _replay).
+        self._rendered: ByteBudgetMemo[bytes, _Rendered] = ByteBudgetMemo(memo_bytes // 2, _rendered_size)
+        self._answers: ByteBudgetMemo[bytes, _Answer] = ByteBudgetMemo(memo_bytes // 2, _answer_size)
+        self._answer_heads: dict[bytes, bytes] = {}  # one copy of each distinct flags-and-counts header
         self._zone_list = list(self.names.zone_labels)
         self._zone_count = len(self._zone_list)
         self._soa_rdata = soa_rdata(self.soa)
@@ -178,6 +197,9 @@ class DnsView:
     def answer(self, query: bytes, transport: str = "udp") -> bytes | None:
         """The answer to one DNS message (without TCP framing), or None when it must be dropped."""
         tcp = _is_tcp(transport)
+        replayed = self._replay(query)
+        if replayed is not None:
+            return replayed
         try:
             reply = self._fast(query, tcp)
         except Exception:  # the fast path never decides an error: the careful path answers it
@@ -275,7 +297,7 @@ class DnsView:
     def _encoded(self, tail: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
         """(TXT, URI) answer records of a values tail in wire form, owned by the question name (0xC00C),
         each with its record count; memoized per tail, so a hot identifier is answered by copying bytes."""
-        hit = self._cache.get(tail)
+        hit = self._rendered.get(tail)
         if hit is not None:
             return hit
         encoded = encode_common(tail)
@@ -292,10 +314,8 @@ class DnsView:
             encoded = ((b"".join(txt), len(txt)), (b"".join(uri), len(uri)))
             if records.clock_dependent:
                 return encoded  # its TTLs follow the clock: never memoized
-        if len(tail) <= MAX_CACHED_TAIL_BYTES and self._cache_entries:
-            if len(self._cache) >= self._cache_entries:
-                self._cache.popitem(last=False)  # oldest first: cheap, and fair enough for a memo
-            self._cache[tail] = encoded
+        if len(tail) <= MAX_CACHED_TAIL_BYTES:
+            self._rendered.put(tail, encoded)
         return encoded
 
     # --- the fast path ---------------------------------------------------------------------------
@@ -384,7 +404,47 @@ class DnsView:
             return _HEADER.pack(qid, rflags | _TC, 1, 0, 0, 1 if opt else 0) + question + opt
         if count:
             self._count(key)
+        if key is not None and len(reply) <= udp_limit and (tail is None or tail in self._rendered):
+            self._remember(query, reply, question_end, key, tail)
         return reply
+
+    # --- whole answers, replayed -----------------------------------------------------------------
+    def _remember(self, query: bytes, reply: bytes, question_end: int, key: bytes, tail: bytes | None) -> None:
+        """Keep the answer to this exact query (all but its id) for :meth:`_replay`.
+
+        Only answers that fit the query's UDP size are kept, so a replay is right over UDP and TCP alike, and
+        only answers that depend on nothing but the identifier's values tail (not on the clock).
+        """
+        head = reply[2:HEADER_BYTES]
+        head = self._answer_heads.setdefault(head, head)
+        body = reply[question_end:]
+        if tail is not None:  # share the rendered records' bytes when the answer is just them
+            rendered = self._rendered.get(tail)
+            for records, _n in rendered or ():
+                if records == body:
+                    body = records
+        self._answers.put(query[2:], (key, tail, head, question_end, body))
+
+    def _replay(self, query: bytes) -> bytes | None:
+        """The answer given before to a query of exactly these bytes (but the id), if the identifier's values
+        are still the ones it was built from; None otherwise.
+
+        A DNS client asks for a popular identifier again and again with the same bytes; replaying skips
+        reading the name and rendering the records, half of what an answer costs, while the store lookup that
+        checks the values keeps every write visible to the next answer, as without the memo.
+        """
+        entry = self._answers.get(query[2:])
+        if entry is None:
+            return None
+        key, tail, head, question_end, body = entry
+        try:
+            if self._lookup(key) != tail:
+                return None  # written or deleted since (or its prefix no longer hosted): answered afresh
+        except Exception:
+            return None  # the careful path answers a store failure
+        if head[_ANCOUNT_IN_HEAD] or head[_ANCOUNT_IN_HEAD + 1]:  # the answer carries the identifier's data
+            self._count(key)
+        return b"".join((query[:2], head, query[HEADER_BYTES:question_end], body))
 
     # --- the careful path ------------------------------------------------------------------------
     def _general(self, query: bytes, tcp: bool) -> bytes | None:
