@@ -27,6 +27,10 @@ HTTP_MAX_CONNECTIONS = 1024  #: open HTTP connections per worker (an aiohttp con
 HTTP_MAX_CONNECTIONS_PER_SOURCE = 128  #: a browser opens 6, an enterprise node's pool a few dozen
 MAX_DNS_ZONE_BYTES = 64  #: leaves room for readable identifier names; longer keys are indexed by digest (storage)
 DEFAULT_NODE_PREFIX = "88.100"  #: the secondary node's own prefix; enterprises live under it
+#: The DNS view's memos per worker (resolver/dnsview/memo.py): about 1 KB per identifier asked for both TXT
+#: and URI, so 256 MiB keeps the answers of some 250,000 popular identifiers. Kept here, not taken from
+#: resolver.dnsview, so that reading the configuration does not import the DNS code.
+DNS_MEMO_MB = 256
 TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; close only when it falls silent
 COUNTER_FLUSH_INTERVAL_S = 2.0  #: resolution counts reach the store this often (and at shutdown)
 PREFIX_RELOAD_INTERVAL_S = 1.0  #: how soon a prefix added or changed elsewhere is seen by every worker
@@ -43,6 +47,7 @@ class ServeConfig:
     http_port: int | None = None  # None: no HTTP listener
     dns_port: int | None = None  # None: no DNS listener
     dns_zone: str = DEFAULT_DNS_ZONE
+    dns_memo_mb: int = DNS_MEMO_MB  # per worker: rendered records and whole answers of the DNS view (0: none)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     node_prefix: str = DEFAULT_NODE_PREFIX
     site_address: str | None = None  # the address published in the node's HS_SITE; default: first bind
@@ -77,6 +82,8 @@ class ServeConfig:
             port = getattr(self, name)
             if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{name.replace('_', ' ')}: {port} is not a port number")
+        if self.dns_memo_mb < 0:
+            raise ValueError("dns_memo_mb: must be 0 (no memo) or positive")
         if self.tcp_idle_timeout_s <= 0:
             raise ValueError("tcp idle timeout: must be positive")
         for name in ("counter_flush_interval_s", "prefix_reload_interval_s", "stop_grace_s"):

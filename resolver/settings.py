@@ -55,6 +55,7 @@ HELP: dict[str, str] = {
     "http_port": "HTTP API port (default: no HTTP)",
     "dns_port": "DNS port, UDP and TCP (default: no DNS)",
     "dns_zone": "zone of the DNS view",
+    "dns_memo_mb": "MiB per worker for the DNS view's memo of rendered records and whole answers (0: none)",
     "workers": "worker processes (default and 0: one per CPU)",
     "node_prefix": "this node's own prefix",
     "site_address": "address published in the node's HS_SITE (default: the first bind, loopback for 0.0.0.0)",

@@ -188,3 +188,10 @@ def test_the_budget_covers_what_the_memos_really_hold():
     assert len(view._answers) == len(wires)
     accounted = view._rendered.bytes + view._answers.bytes
     assert held <= accounted <= 2 * held, (held, accounted)  # honest, and not so cautious it wastes the budget
+
+
+def test_the_node_default_is_the_views_default():
+    from resolver.config import DNS_MEMO_MB
+    from resolver.dnsview.constants import DNS_MEMO_BYTES
+
+    assert DNS_MEMO_MB << 20 == DNS_MEMO_BYTES

@@ -128,3 +128,29 @@ def test_dns_resolutions_are_counted(tmp_path, demo_ndjson):
             assert ask(node, handle_to_name(DATASET.handle_at(i), ZONE)).rcode() == dns.rcode.NOERROR
     stats = json.loads(idnode("stats", "--data", str(path), "--json").stdout)
     assert stats["resolutions"]["total"] == 7
+
+
+def test_writes_and_deletions_show_in_the_next_dns_answer(tmp_path, demo_ndjson):
+    """A repeated query is answered from the worker's memo of whole answers; a write committed by another
+    process (here the test, through the store) must still show in the very next answer."""
+    from resolver.handle.values import HandleValue
+    from storage.writes import delete_identifier, put_identifier
+
+    path = tmp_path / "store"
+    with Store(path, create=True) as store:
+        load_files(store, [demo_ndjson])
+    handle = DATASET.handle_at(3)
+    name = handle_to_name(handle, ZONE)
+    dns_port = free_port()
+    with running_node(path, workers=1, extra=("--dns-port", str(dns_port))) as node:
+        node.dns_port = dns_port
+        wire = dns.message.make_query(name, "URI", use_edns=0)
+        for _ in range(3):  # the same bytes but the id: the later ones are replayed
+            assert dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S).rcode() == dns.rcode.NOERROR
+        with Store(path) as store:
+            put_identifier(store, handle, [HandleValue(1, "URL", b"https://changed.example/", 0)])
+        answer = dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S)
+        assert [rr.target for rr in answer.answer[0]] == [b"https://changed.example/"]
+        with Store(path) as store:
+            delete_identifier(store, handle)
+        assert dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S).rcode() == dns.rcode.NXDOMAIN

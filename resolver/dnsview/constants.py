@@ -94,7 +94,7 @@ MAX_URI_PRIORITY = 0xFFFF  #: RFC 7553 §4.2: u16; larger value indexes share th
 #: Memory for the DNS view's memos, per worker: half for encoded records per values tail, half for whole
 #: answers to replay. Hot identifiers (QR-code scans of the same products) are answered by copying bytes; at
 #: about 1 KB per identifier asked for both TXT and URI, 256 MiB keeps the answers of some 250,000 of them.
-DNS_MEMO_BYTES = 256 << 20
+DNS_MEMO_BYTES = 256 << 20  #: the node sets it from `dns_memo_mb` (resolver.config, same default)
 #: What an entry costs beyond its bytes' lengths (object headers, tuples, the dict slot), measured with
 #: tracemalloc on generated identifiers (tests/test_dns_memo.py keeps the budget honest).
 RENDER_MEMO_ENTRY_BYTES = 320

@@ -181,6 +181,7 @@ class Worker:
             self.store.case_sensitive,
             digest_lookup=self.store.key_of_dns_digest,
             on_resolution=self.service.counters["dns"].count,
+            memo_bytes=self.config.dns_memo_mb << 20,
         )
         port = self.config.dns_port
         for host in self.config.binds:
