@@ -8,7 +8,8 @@ What it does (``make bench-compare``, or ``.venv/bin/python -m bench.compare --h
    equal shares, and ``--missing`` of names that do not exist (NXDOMAIN);
 2. starts each server on 127.0.0.1 at a free port, pinned to CPU 0 (``taskset -c 0``): NSD (own configuration
    in the work directory: one server process, no chroot, no privilege drop, no response rate limiting), Knot
-   (one UDP worker, one background worker), ``idnode serve --workers 1 --dns-port``, and bench/echo_server.py
+   (one UDP worker, one background worker), ``idnode serve --workers 1 --dns-port`` (as configured by default,
+   and again with its memo of answers off: ``--dns-memo-mb 0``), and bench/echo_server.py
    (uvloop answering every query with a fixed pre-encoded answer: the floor of a Python server);
 3. runs dnsperf pinned to CPU 1 against each in turn, ``--rounds`` times (the order rotates every round, so
    drift of the machine is shared out), after a warm-up run per server that is not counted; and, when
@@ -52,7 +53,9 @@ from resolver.dnsview import handle_to_name
 ROOT = Path(__file__).resolve().parents[1]
 ZONE = "id.test."
 APT_PACKAGES = {"nsd": "nsd", "knotd": "knot", "dnsperf": "dnsperf", "taskset": "util-linux"}
-SERVER_NAMES = ("nsd", "knot", "idnode", "echo")
+#: idnode-nomemo: the DNS view with its memo off (dns_memo_mb 0), every answer read and rendered afresh: what a
+#: query for an identifier nobody asked for lately costs.
+SERVER_NAMES = ("nsd", "knot", "idnode", "idnode-nomemo", "echo")
 START_TIMEOUT_S = 180.0  #: a server loading a zone of a few million records takes well under this
 STOP_TIMEOUT_S = 15.0  #: SIGTERM, then this long, then SIGKILL to the server's process group
 PROBE_TIMEOUT_S = 0.5  #: one readiness probe
@@ -391,12 +394,16 @@ def server_commands(work: Path, store: Path, zonefile: Path, cpu: int, names: li
         elif name == "knot":
             argv = [*pin, "knotd", "-c", str(knot_config(work, port, zonefile))]
             servers.append(Server(name, "Knot DNS, 1 UDP worker", port, argv))
-        elif name == "idnode":
+        elif name in ("idnode", "idnode-nomemo"):
             handle_port = free_port()
             argv = [*pin, sys.executable, "-m", "resolver.cli", "serve", "--data", str(store), "--workers", "1",
                     "--bind", "127.0.0.1", "--handle-port", str(handle_port), "--dns-port", str(port),
                     "--dns-zone", ZONE]  # fmt: skip
-            servers.append(Server(name, "idnode DNS view, 1 worker", port, argv, handle_port=handle_port))
+            if name == "idnode":
+                servers.append(Server(name, "idnode DNS view, 1 worker", port, argv, handle_port=handle_port))
+            else:
+                argv += ["--dns-memo-mb", "0"]
+                servers.append(Server(name, "idnode DNS view, 1 worker, memo off", port, argv))
         elif name == "echo":
             argv = [*pin, sys.executable, "-m", "bench.echo_server", "--port", str(port)]
             servers.append(Server(name, "Python uvloop, fixed answer", port, argv))
@@ -640,7 +647,7 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
         r["label"].replace(", ", ",\n") + ("\n[Handle UDP]" if r["kind"] == "handle" else "")
         for r in measured
     ]
-    colours = ["#4c72b0" if r["key"] in ("nsd", "knot") else "#dd8452" if r["key"] == "idnode" else
+    colours = ["#4c72b0" if r["key"] in ("nsd", "knot") else "#dd8452" if r["key"].startswith("idnode") else
                "#55a868" if r["kind"] == "handle" else "#8c8c8c" for r in measured]  # fmt: skip
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
     medians = [r["median_answers_per_s"] / 1000 for r in measured]
@@ -711,7 +718,12 @@ def write_results(out_dir: Path, report: dict, rows: list[dict]) -> None:
         "Handle load generator) used; dnsperf polls, so a high figure alone does not make it the limit. *others' "
         "CPU*: the most, in any round, that the machine was busy beyond server and generator (other processes, "
         "short-lived ones included, and kernel work charged to none; from /proc/stat): above about 0.1 the rates "
-        "of that round are suspect, and min – max shows the spread.",
+        "of that round are suspect, and min – max shows the spread. *memo off*: idnode with `--dns-memo-mb 0`, "
+        "every answer read from the store and rendered afresh; by default (the row above it) a worker keeps the "
+        "rendered records and whole answers of the identifiers asked for (256 MiB), and replays an answer to a "
+        "query repeated byte for byte (but its id) after checking the store still holds the same values. dnsperf "
+        "cycles through the query file, so after the warm-up most queries are repeats: the popular-identifier "
+        "case; the memo-off row is the cost of a query for an identifier nobody asked for lately.",
         "",
         "![answers/s](compare.png)" if not chart_note else f"({chart_note})",
         "",
