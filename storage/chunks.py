@@ -15,6 +15,7 @@ from resolver.handle.constants import MAX_HANDLE_BYTES
 from resolver.handle.errors import HandleProtocolError
 from storage.jsonvalues import ValueEncoder, ValueFormatError, encoded_record_from_json
 from storage.keys import InvalidHandle, handle_key
+from storage.lineshapes import Filled, LineShapes
 from storage.records import pack_encoded_shared
 
 
@@ -45,27 +46,44 @@ def validate_handle(handle: str, case_sensitive: bool) -> bytes:
 
 def parse_ndjson(data: bytes, start_offset: int, now_s: int, case_sensitive: bool) -> Chunk:
     """Parse whole NDJSON lines (`data` begins at byte `start_offset` of the file). On a bad line, the chunk
-    keeps the lines before it and says which (relative) line failed."""
+    keeps the lines before it and says which (relative) line failed.
+
+    A line of a shape seen before in the chunk is filled into its learned template (storage/lineshapes.py);
+    any other line takes the general parser, and teaches its shape."""
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the newline that ends the last line starts no new line
     encoder = ValueEncoder(now_s)
-    items = []
+    shapes = LineShapes(case_sensitive)
+    record_of = shapes.record_of
+    items: list[tuple[bytes, bytes]] = []
     append = items.append
     shared: dict[bytes, bytes] = {}
-    offset = start_offset
     for n, line in enumerate(lines):
-        if line.strip():
+        filled = record_of(line)
+        if filled is None:
+            if not line.strip():
+                continue
             try:
-                handle, encoded, all_public = encoded_record_from_json(orjson.loads(line), encoder)
-                record, one_shared = pack_encoded_shared(encoded, all_public)
-                if one_shared is not None:
-                    shared[one_shared[0]] = one_shared[1]
-                append((validate_handle(handle, case_sensitive), record))
+                filled = _parse_line(line, encoder, shapes, case_sensitive)
             except (ValueError, RecursionError, HandleProtocolError) as exc:  # JSON and value format errors
+                offset = start_offset + sum(len(good) + 1 for good in lines[:n])
                 return Chunk(0, n, items, offset, error=str(exc), shared=shared)
-        offset += len(line) + 1
-    return Chunk(0, len(lines), items, min(offset, start_offset + len(data)), shared=shared)
+        key, record, one_shared = filled
+        if one_shared is not None:
+            shared[one_shared[0]] = one_shared[1]
+        append((key, record))
+    return Chunk(0, len(lines), items, start_offset + len(data), shared=shared)
+
+
+def _parse_line(line: bytes, encoder: ValueEncoder, shapes: LineShapes, case_sensitive: bool) -> Filled:
+    """(key, record, shared value) of one line by the general parser; its shape is learned on the way."""
+    obj = orjson.loads(line)
+    handle, encoded, all_public = encoded_record_from_json(obj, encoder)
+    key = validate_handle(handle, case_sensitive)
+    record, one_shared = pack_encoded_shared(encoded, all_public)
+    shapes.learn(line, obj, key, encoded, all_public)
+    return key, record, one_shared
 
 
 def line_start_at_or_after(f: BinaryIO, position: int, start: int, size: int) -> int:

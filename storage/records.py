@@ -32,6 +32,7 @@ SHARED_ID_BYTES = 8  #: of the SHA-256 of a shared value: collisions are out of 
 SharedLookup = Callable[[bytes], "bytes | None"]
 
 _U32 = struct.Struct(">I")
+_BIN8_HEADERS = [bytes((0xC4, n)) for n in range(0x100)]  # most record bodies are under 256 bytes
 # Offsets inside one encoded value: index u32, timestamp u32, ttlType u8, ttl i32, permissions u8, type...
 _PERMISSIONS_AT = 13
 _TYPE_AT = 14
@@ -49,23 +50,58 @@ def pack_record(values: Sequence[HandleValue]) -> bytes:
 
 
 def pack_encoded(encoded_values: Sequence[bytes], all_public: bool) -> bytes:
-    tail = _U32.pack(len(encoded_values)) + b"".join(encoded_values)
-    return msgpack.packb([SCHEMA_VERSION, tail, all_public])
+    return pack_body(_U32.pack(len(encoded_values)) + b"".join(encoded_values), all_public)
+
+
+def pack_body(body: bytes, all_public: bool, sid: bytes | None = None) -> bytes:
+    """The record of a values body: u32 count + encoded values, the last one left out when it is the shared
+    value `sid` names."""
+    if sid is None:
+        return msgpack.packb([SCHEMA_VERSION, body, all_public])
+    return msgpack.packb([SCHEMA_VERSION, body, all_public, sid])
+
+
+def record_frame(all_public: bool, sid: bytes | None = None) -> tuple[bytes, bytes]:
+    """(before, after) such that `before + bin_header(len(body)) + body + after == pack_body(body, all_public,
+    sid)`: msgpack writes an array as its header followed by each element, so a record can be assembled from
+    parts without building the list (the bulk loader's templates, storage/lineshapes.py)."""
+    packer = msgpack.Packer()
+    rest = [all_public] if sid is None else [all_public, sid]
+    before = packer.pack_array_header(2 + len(rest)) + packer.pack(SCHEMA_VERSION)
+    return before, b"".join(packer.pack(element) for element in rest)
+
+
+def bin_header(length: int) -> bytes:
+    """The msgpack header of a bin field of `length` bytes: bin 8, 16 or 32 by size (msgpack spec, bin format)."""
+    if length < 0x100:
+        return _BIN8_HEADERS[length]
+    if length < 0x10000:
+        return b"\xc5" + length.to_bytes(2, "big")
+    return b"\xc6" + length.to_bytes(4, "big")
 
 
 def shared_id(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()[:SHARED_ID_BYTES]
 
 
-def pack_encoded_shared(encoded_values: Sequence[bytes], all_public: bool) -> tuple[bytes, tuple[bytes, bytes] | None]:
+def split_shared(encoded_values: Sequence[bytes]) -> tuple[Sequence[bytes], bytes | None]:
+    """(the values stored in the record, the last value when it is stored once as a shared value, or None)."""
+    if encoded_values and value_type(encoded_values[-1]) in SHARED_TYPES:
+        return encoded_values[:-1], encoded_values[-1]
+    return encoded_values, None
+
+
+def pack_encoded_shared(
+    encoded_values: Sequence[bytes], all_public: bool
+) -> tuple[bytes, tuple[bytes, bytes] | None]:
     """(record, (shared id, shared value) the store must hold) — sharing the last value when its type is one
     of SHARED_TYPES; otherwise (the plain record, None)."""
-    if encoded_values and value_type(encoded_values[-1]) in SHARED_TYPES:
-        value = encoded_values[-1]
-        sid = shared_id(value)
-        head = _U32.pack(len(encoded_values)) + b"".join(encoded_values[:-1])
-        return msgpack.packb([SCHEMA_VERSION, head, all_public, sid]), (sid, value)
-    return pack_encoded(encoded_values, all_public), None
+    stored, shared = split_shared(encoded_values)
+    body = _U32.pack(len(encoded_values)) + b"".join(stored)
+    if shared is None:
+        return pack_body(body, all_public), None
+    sid = shared_id(shared)
+    return pack_body(body, all_public, sid), (sid, shared)
 
 
 def unpack_record(raw: bytes, shared: SharedLookup | None = None) -> tuple[bytes, bool]:
@@ -116,6 +152,11 @@ def split_values(tail: bytes) -> list[bytes]:
 
 def value_index(encoded: bytes) -> int:
     return _U32.unpack_from(encoded, 0)[0]
+
+
+def data_length_at(encoded: bytes) -> int:
+    """Offset of the u32 data length in an encoded value (the data follows it)."""
+    return _TYPE_AT + 4 + _U32.unpack_from(encoded, _TYPE_AT)[0]
 
 
 def value_type(encoded: bytes) -> bytes:

@@ -4,14 +4,18 @@ re-running, and the sorted fast path."""
 from __future__ import annotations
 
 import json
+import struct
 
+import msgpack
 import pytest
 
 from bench.datagen import Dataset, generate_lines
+from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_value
 from storage.loader import LoadError, load_files
 from storage.records import split_values
 from storage.store import Store
 from tests.servers import idnode
+from tests.test_lineshapes import NoShapes
 
 
 def write_lines(path, lines):
@@ -190,3 +194,50 @@ def test_parallel_load_names_the_right_line_and_keeps_the_chunks_before(tmp_path
             load_files(store, [path], parallel=True)
         assert store.count_identifiers() == 44  # every line before the bad one, none after
         assert store.get(json.loads(lines[44])["handle"]) is None
+
+
+def _stored(store: Store) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Everything a load writes that does not name the moment of the load (the audit trail does)."""
+    out = {}
+    for name, db in (("handles", store.handles), ("shared", store.shared_db), ("counters", store.counters_db),
+                     ("prefixes", store.prefixes_db), ("dns digests", store.dns_digests_db)):  # fmt: skip
+        with store.env.begin(db=db) as txn:
+            out[name] = list(txn.cursor())
+    return out
+
+
+def test_line_templates_store_the_bytes_of_the_general_parser(tmp_path, monkeypatch):
+    from storage import chunks, loader
+
+    odd = [
+        {"handle": "88.9/私有-1", "values": [{"index": 1, "type": "URL", "data": "u", "permissions": "1100"}]},
+        {"handle": "88.9/" + "LONG" * 20, "values": [{"index": 1, "type": "URL", "data": "https://x/é"}]},
+        {"handle": "88.9/E", "values": [{"index": 1, "type": "DESC", "data": ""}, {"index": 2, "type": "EMAIL",
+                                                                                  "data": {"value": "a@b"}}]},
+        {"handle": "88.9/ESC", "values": [{"index": 1, "type": "DESC", "data": 'quote " and \\'}]},
+    ]  # fmt: skip
+    lines = [*generate_lines(600, 3, "88.100", 4)]
+    lines += [json.dumps(obj, ensure_ascii=False, separators=(",", ":")) for obj in odd for _ in range(2)]
+    ndjson = write_lines(tmp_path / "mixed.ndjson", lines)
+    csv_path = tmp_path / "parts.csv"
+    csv_path.write_text(CSV_TEXT, encoding="utf-8")
+    monkeypatch.setattr(loader.time, "time", lambda: 1_764_400_000.0)
+    with Store(tmp_path / "fast", create=True) as store:
+        load_files(store, [ndjson, csv_path], parallel=True)
+        fast = _stored(store)
+        csv_record = store.get("88.100.7/PART-1")
+
+    monkeypatch.setattr(chunks, "LineShapes", NoShapes)
+    with Store(tmp_path / "general", create=True) as store:
+        load_files(store, [ndjson, csv_path], parallel=False)
+        assert _stored(store) == fast
+    assert len(fast["handles"]) == 600 + len(odd) + 2 and len(fast["dns digests"]) == 1
+
+    # CSV takes neither templates nor shared values: its record is built as storage/records.py describes.
+    now_s = 1_764_400_000
+    admin = encode_admin(AdminData("0.NA/88.100.7", 200, 0b011111111111))
+    values = [HandleValue(1, "URL", b"https://example.com/part/1", now_s),
+              HandleValue(2, "DESC", "刹车盘".encode(), now_s, ttl=3600),
+              HandleValue(100, "HS_ADMIN", admin, now_s)]  # fmt: skip
+    tail = struct.pack(">I", len(values)) + b"".join(encode_value(v) for v in values)
+    assert csv_record == msgpack.packb([1, tail, True])

@@ -3,13 +3,17 @@ prefix rule, PO)."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from resolver.handle.values import HandleValue, Reference, encode_value, encode_values
 from storage.records import (
     RecordError,
+    bin_header,
+    pack_body,
     pack_encoded,
     pack_record,
+    record_frame,
     select_values,
     split_values,
     type_matches,
@@ -102,3 +106,14 @@ def test_a_shared_last_value_is_stored_once_and_resolved_back():
 
 def encode_values_list(encoded: list[bytes]) -> bytes:
     return len(encoded).to_bytes(4, "big") + b"".join(encoded)
+
+
+@pytest.mark.parametrize("length", [0, 1, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("sid", [None, b"\x01" * 8])
+@pytest.mark.parametrize("all_public", [True, False])
+def test_a_record_assembled_from_its_frame_is_the_packed_record(length, sid, all_public):
+    body = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    before, after = record_frame(all_public, sid)
+    assert before + bin_header(len(body)) + body + after == pack_body(body, all_public, sid)
+    fields = [1, body, all_public] if sid is None else [1, body, all_public, sid]
+    assert pack_body(body, all_public, sid) == msgpack.packb(fields)
