@@ -7,6 +7,11 @@ the order the bulk loader appends in. Imports nothing but the standard library.
 
 from __future__ import annotations
 
+import operator
+from bisect import bisect_left
+from collections.abc import Sequence
+from itertools import islice
+
 NA_PREFIX = b"0.NA"  #: the prefix under which every prefix is itself a handle (handle-protocol.md, names)
 
 _ASCII_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -47,3 +52,30 @@ def handle_key(handle: bytes, case_sensitive: bool = False) -> bytes:
 def prefix_of_key(key: bytes) -> bytes:
     """The (already normalized) prefix part of a store key."""
     return key[: key.find(b"/")]
+
+
+def strictly_ascending(keys: Sequence[bytes]) -> bool:
+    """Whether every key is greater than the one before it (one C-level pass, no Python loop per key)."""
+    return all(map(operator.lt, keys, islice(keys, 1, None)))
+
+
+_AFTER_SLASH = b"0"  # the byte after b"/": prefix + b"0" sorts after every key of that prefix
+
+
+def count_by_prefix(keys: Sequence[bytes]) -> dict[bytes, int]:
+    """How many of `keys` (store keys) each prefix holds. In sorted keys a prefix's keys are one run (all start
+    with prefix + "/" and sort before prefix + "0"), so a bulk load's chunk costs a binary search a prefix
+    instead of a look at every key."""
+    counts: dict[bytes, int] = {}
+    if not strictly_ascending(keys):
+        for key in keys:
+            prefix = key[: key.find(b"/")]
+            counts[prefix] = counts.get(prefix, 0) + 1
+        return counts
+    start = 0
+    while start < len(keys):
+        prefix = prefix_of_key(keys[start])
+        end = bisect_left(keys, prefix + _AFTER_SLASH, start)
+        counts[prefix] = end - start
+        start = end
+    return counts

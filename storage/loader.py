@@ -30,7 +30,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.chunks import Chunk, chunk_bounds, parse_ndjson
 from storage.csvinput import CSV_COLUMNS, CSV_OPTIONAL, csv_chunks
-from storage.keys import prefix_of_key
+from storage.keys import count_by_prefix
 from storage.store import Store
 
 CHUNK_BYTES = 8 << 20  #: NDJSON bytes per chunk (~16,000 typical lines): amortises the commit and its fsync
@@ -92,7 +92,7 @@ class _Source:
 def _commit(store: Store, source: _Source, chunk: Chunk, lines_before: int, now_s: int) -> int:
     """Write a chunk's items and the checkpoint after it in one transaction; returns how many were new."""
     checkpoint = source.checkpoint(chunk.end_offset, lines_before + chunk.line_count)
-    prefixes = {prefix_of_key(key) for key, _ in chunk.items}
+    prefixes = count_by_prefix([key for key, _ in chunk.items]).keys()
 
     def in_same_transaction(txn) -> None:
         store.put_shared(txn, chunk.shared)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import lmdb
 import msgpack
 
-from storage.keys import handle_key, normalize_prefix
+from storage.keys import count_by_prefix, handle_key, normalize_prefix, strictly_ascending
 from storage.records import unpack_record
 
 log = logging.getLogger(__name__)
@@ -164,25 +164,25 @@ class Store:
         Returns how many were new."""
         day = today(now_s)
 
+        keys = [key for key, _ in items]
+
         def work(txn: lmdb.Transaction) -> int:
             nonlocal append
             if append is None:
-                append = self._appendable(txn, items)
+                append = self._appendable(txn, keys)
             if append:
-                new_keys: Iterable[bytes] = (key for key, _ in items)
+                new_keys = keys
             else:
-                new_keys = [key for key, _ in items if txn.get(key, db=self.handles) is None]
-            per_prefix: dict[bytes, int] = {}
-            for key in new_keys:
-                prefix = key[: key.find(b"/")]
-                per_prefix[prefix] = per_prefix.get(prefix, 0) + 1
+                new_keys = [key for key in keys if txn.get(key, db=self.handles) is None]
+            per_prefix = count_by_prefix(new_keys)
             with txn.cursor(self.handles) as cursor:
                 cursor.putmulti(items, append=append)
-            self.index_long_keys(txn, (key for key, _ in items))
+            if max(map(len, keys), default=0) > DNS_DIGEST_MIN_KEY_BYTES:  # rare: skip the loop in one C pass
+                self.index_long_keys(txn, keys)
             self._add_counts(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in per_prefix.items()})
             if txn_hook is not None:
                 txn_hook(txn)
-            return sum(per_prefix.values())
+            return len(new_keys)
 
         return self.write(work)
 
@@ -218,14 +218,14 @@ class Store:
         with self.env.begin(db=self.dns_digests_db) as txn:
             return txn.get(digest)
 
-    def _appendable(self, txn: lmdb.Transaction, items: list[tuple[bytes, bytes]]) -> bool:
+    def _appendable(self, txn: lmdb.Transaction, keys: list[bytes]) -> bool:
         """Whether the keys are strictly ascending and all after the last stored key."""
-        if not items:
+        if not keys:
             return False
         with txn.cursor(self.handles) as cursor:
-            if cursor.last() and cursor.key() >= items[0][0]:
+            if cursor.last() and cursor.key() >= keys[0]:
                 return False
-        return all(a[0] < b[0] for a, b in zip(items, items[1:], strict=False))
+        return strictly_ascending(keys)
 
     def last_key(self) -> bytes | None:
         with self.env.begin(db=self.handles) as txn, txn.cursor() as cursor:

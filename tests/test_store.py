@@ -115,3 +115,37 @@ def test_new_records_count_as_registrations_of_their_prefix(store):
     total, per_prefix, per_day, _ = totals(store, REGISTRATIONS)
     assert total == 4
     assert per_prefix == {"88.1": 2, "88.2": 2}
+
+
+_AROUND_THE_SLASH = [b"88.1/A", b"88.1/B", b"88.1.2/A", b"88.10/A", b"88.1/", b"88.1/\xff", b"88.1-X/A", b"88.1/0"]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],
+        [b"88.1/A"],
+        [b"88.1/A", b"88.1/B", b"88.1.2/A", b"88.10/A", b"88.1/C"],  # unsorted: counted one by one
+        sorted([*_AROUND_THE_SLASH, b"0.NA/88.1", b"88.1/A/B", b"88/X"]),  # prefixes extending others
+        [b"88.1/A", b"88.1/A", b"88.2/B"],  # sorted but not strictly: a duplicate is counted twice
+    ],
+)
+def test_count_by_prefix_counts_sorted_runs_like_one_by_one(keys):
+    from storage.keys import count_by_prefix, prefix_of_key, strictly_ascending
+
+    one_by_one: dict[bytes, int] = {}
+    for key in keys:
+        one_by_one[prefix_of_key(key)] = one_by_one.get(prefix_of_key(key), 0) + 1
+    assert count_by_prefix(keys) == one_by_one
+    assert strictly_ascending(keys) == all(a < b for a, b in zip(keys, keys[1:], strict=False))
+
+
+def test_long_keys_of_a_batch_are_indexed_for_the_dns_view(store):
+    import hashlib
+
+    long_key = b"88.1/" + b"L" * 60
+    store.put_records([(b"88.1/A", pack_record([])), (long_key, pack_record([]))])
+    store.put_records([(b"88.1/B", pack_record([]))])
+    assert store.key_of_dns_digest(hashlib.sha256(long_key).digest()) == long_key
+    with store.env.begin(db=store.dns_digests_db) as txn:
+        assert txn.stat(store.dns_digests_db)["entries"] == 1
