@@ -119,32 +119,6 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from bench.loadgen import DatasetSpec, LoadGenError, format_result, run_udp_load
-
-    host, port = _parse_server(args.server)
-    if args.handles:
-        with open(args.handles, encoding="utf-8") as f:
-            handles = [line.strip() for line in f if line.strip()]
-    elif args.dataset_count:
-        handles = DatasetSpec(args.dataset_count, args.seed, args.prefix, args.enterprises)
-    else:
-        raise CliError("give --dataset-count (the store was built with `idnode gen`) or --handles FILE")
-    try:
-        result = run_udp_load(
-            host, port, handles, duration_s=args.duration, warmup_s=args.warmup, processes=args.processes,
-            sockets_per_process=args.sockets, window=args.window, missing_ratio=args.missing, seed=args.seed,
-            timeout_s=args.timeout, server_pids=args.server_pid or (),
-        )  # fmt: skip
-    except LoadGenError as exc:
-        raise CliError(str(exc)) from exc
-    result["command"] = " ".join(sys.argv)
-    print(format_result(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idnode", description="Identifier resolution node (Handle protocol)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
@@ -186,25 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=_cmd_stats)
 
-    bench = sub.add_parser("bench", help="load-test a running node")
-    bench_sub = bench.add_subparsers(dest="bench_kind", required=True)
-    udp = bench_sub.add_parser("udp", help="closed-loop Handle resolutions over UDP (see bench/loadgen.py)")
-    udp.add_argument("--server", default=f"127.0.0.1:{DEFAULT_HANDLE_PORT}", help="HOST:PORT of the node")
-    udp.add_argument("--dataset-count", type=int, help="identifiers in the store (`idnode gen --count`)")
-    udp.add_argument("--seed", type=int, default=1, help="`idnode gen --seed`; seeds requests too")
-    udp.add_argument("--prefix", default=DEFAULT_NODE_PREFIX, help="`idnode gen --prefix` of the store")
-    udp.add_argument("--enterprises", type=int, default=32, help="`idnode gen --enterprises` of the store")
-    udp.add_argument("--handles", help="file of handles to ask for, one a line (instead of --dataset-count)")
-    udp.add_argument("--duration", type=float, default=10.0, help="measured seconds")
-    udp.add_argument("--warmup", type=float, default=2.0, help="seconds before the measurement, not counted")
-    udp.add_argument("--processes", type=int, default=1, help="generator processes")
-    udp.add_argument("--sockets", type=int, default=64, help="UDP sockets (source ports) per process")
-    udp.add_argument("--window", type=int, default=4, help="requests outstanding per socket")
-    udp.add_argument("--missing", type=float, default=0.0, help="share of requests for absent handles (0..1)")
-    udp.add_argument("--timeout", type=float, default=1.0, help="seconds before a request counts as lost")
-    udp.add_argument("--server-pid", type=int, action="append", help="report its CPU use (repeatable)")
-    udp.add_argument("--json", help="also write the result as JSON to this file")
-    udp.set_defaults(func=_cmd_bench)
+    from resolver.cli_bench import register as register_bench
+
+    register_bench(sub)  # bench udp|tcp|dns|http
     register(sub)  # backup, restore, check
     from resolver.cli_admin import register as register_admin
 
@@ -220,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for results that record their command
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

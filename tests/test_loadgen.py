@@ -1,30 +1,33 @@
-"""The UDP load generator against a real `idnode serve` on 127.0.0.1: it gets answers, matches them to its
-requests, sorts them by response code and stops by itself. No timing is asserted (bench/ measures speed)."""
+"""The load generator against a real `idnode serve` on 127.0.0.1, over every protocol it speaks: it gets answers,
+matches them to its requests, sorts them into found, not found and errors, keeps an open-loop rate, stops at a
+count, and stops by itself. Rates are checked only within broad bands (bench/ measures speed)."""
 
 from __future__ import annotations
 
+import json
 import socket
-import struct
 
 import pytest
 
 from bench.datagen import Dataset
-from bench.loadgen import (
-    DatasetSpec,
-    LoadGenError,
-    format_result,
-    percentiles,
-    request_pool,
-    run_udp_load,
-)
-from resolver.handle.message import decode_request, decode_resolution_request
+from bench.loadgen import DatasetSpec, LoadGenError, LoadSpec, format_result, run_load, run_udp_load
+from resolver.cli import main as idnode_main
 from storage.loader import load_files
 from storage.store import Store
-from tests.servers import running_node
+from tests.http_helpers import http_node
+from tests.servers import free_port
 
 SPEC = DatasetSpec(2000, seed=1, prefix="88.100", enterprises=8)  #: the conftest's demo_ndjson
 DATASET = Dataset(SPEC.count, SPEC.seed, SPEC.prefix, SPEC.enterprises)
 MISSING = 0.2
+POOL = 4096  #: requests per process: enough for the mix, cheap to build
+PORT_OF = {"udp": "port", "tcp": "port", "dns": "dns_port", "http": "http_port"}
+FOUND_MISSING = {
+    "udp": ("SUCCESS", "HANDLE_NOT_FOUND"),
+    "tcp": ("SUCCESS", "HANDLE_NOT_FOUND"),
+    "dns": ("NOERROR", "NXDOMAIN"),
+    "http": ("HTTP_200", "HTTP_404"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,30 +35,64 @@ def node(tmp_path_factory, demo_ndjson):
     path = tmp_path_factory.mktemp("loadgen") / "store"
     with Store(path, create=True) as store:
         load_files(store, [demo_ndjson])
-    with running_node(path, workers=1) as running:
+    dns_port = free_port()
+    with http_node(path, workers=1, extra=("--dns-port", str(dns_port))) as running:
+        running.dns_port = dns_port
         yield running
 
 
-def test_load_against_a_real_node(node):
-    result = run_udp_load(
-        node.host, node.port, SPEC, duration_s=1.5, warmup_s=0.3, processes=1, sockets_per_process=16,
-        window=4, missing_ratio=MISSING, seed=3, timeout_s=2.0, pool_size=4096,
-        server_pids=[node.process.pid],
-    )  # fmt: skip
+def spec_for(node, protocol: str, **kwargs) -> LoadSpec:
+    settings = {"duration_s": 0.5, "warmup_s": 0.1, "missing_ratio": MISSING, "seed": 3, "timeout_s": 2.0,
+                "pool_size": POOL, "sockets": 8, **kwargs}  # fmt: skip
+    return LoadSpec(protocol, node.host, getattr(node, PORT_OF[protocol]), SPEC, **settings)
+
+
+def assert_clean(result: dict, protocol: str) -> None:
+    found, missing = FOUND_MISSING[protocol]
     answers = result["answers"]
-    assert answers > 100
-    assert result["lost"] <= 16 * 4  # at most one window's worth, if the node dropped a burst
-    assert set(result["errors"]) <= {"HANDLE_NOT_FOUND"}
-    assert result["success"] + result["errors"].get("HANDLE_NOT_FOUND", 0) == answers
-    # The pool holds exactly 20% absent handles and is sent in a cycle, so the share is close to it.
-    assert result["errors"]["HANDLE_NOT_FOUND"] / answers == pytest.approx(MISSING, abs=0.05)
-    assert result["malformed"] == result["late"] == result["receive_errors"] == 0
-    assert result["sent"] >= answers
+    assert answers > 50
+    assert result["errors"] == {}, result["codes"]
+    assert result["lost"] == result["malformed"] == result["late"] == result["receive_errors"] == 0
+    assert set(result["codes"]) == {found, missing}
+    assert result["success"] == result["codes"][found] and result["not_found"] == result["codes"][missing]
+    assert result["success"] + result["not_found"] == answers
+    # The pool holds exactly 20% absent identifiers and is sent in a cycle, so the share is close to it.
+    assert result["not_found"] / answers == pytest.approx(MISSING, abs=0.06)
     lat = result["latency_us"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
-    assert result["answers_per_s"] > 0 and result["answers_per_s_timeline"]
+    assert sum(result["latency_histogram"]["counts"]) == answers
+    assert result["answers_per_s_timeline"]
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp", "dns", "http"])
+def test_closed_loop_answers_every_protocol(node, protocol):
+    result = run_load(spec_for(node, protocol), server_pids=[node.process.pid])
+    assert_clean(result, protocol)
+    assert result["settings"]["mode"] == "closed" and result["stopped_by"] == ["duration"]
+    assert result["sent"] >= result["answers"]  # closed loop: every answer is followed by a request
     assert set(result["server_cpu"]) == {str(node.process.pid)}
-    assert "answers/s" in format_result(result)
+    text = format_result(result)
+    assert "answers/s" in text and FOUND_MISSING[protocol][1] in text
+
+
+@pytest.mark.parametrize(
+    ("protocol", "rate", "seconds"), [("udp", 2000, 1.5), ("tcp", 1000, 1.0), ("http", 1000, 1.0)]
+)
+def test_open_loop_keeps_its_rate(node, protocol, rate, seconds):
+    result = run_load(spec_for(node, protocol, rate=rate, duration_s=seconds, processes=2))
+    assert_clean(result, protocol)
+    assert result["settings"]["mode"] == "open" and result["settings"]["window"] is None
+    # Answers follow the schedule, not the server's speed (which is far above it): broad band, no tight timing.
+    assert 0.7 * rate <= result["answers_per_s"] <= 1.3 * rate
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_count_bound_stops_at_the_count(node, protocol):
+    result = run_load(spec_for(node, protocol, count=3001, processes=2, warmup_s=0.1))
+    assert result["answers"] == 3001
+    assert sum(p["answers"] for p in result["per_process"]) == 3001
+    assert sum(result["codes"].values()) == 3001
+    assert result["stopped_by"] == ["count"]
 
 
 def test_several_processes_merge(node):
@@ -67,6 +104,26 @@ def test_several_processes_merge(node):
     assert all(p["answers"] > 0 for p in result["per_process"])
     assert result["answers"] == sum(p["answers"] for p in result["per_process"]) == result["success"]
     assert result["settings"]["outstanding"] == 2 * 4 * 2
+
+
+def test_progress_is_reported(node):
+    lines = []
+    run_load(spec_for(node, "udp", duration_s=1.1, warmup_s=0.0, sockets=2), progress=lines.append)
+    assert lines and "answers/s so far" in lines[-1] and "lost 0" in lines[-1]
+
+
+def test_cli_writes_json_and_png(node, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    argv = ["bench", "tcp", "--server", f"{node.host}:{node.port}", "--dataset-count", "2000", "--enterprises", "8",
+            "--count", "500", "--warmup", "0", "--sockets", "2", "--window", "4", "--popularity", "zipf",
+            "--json", str(out), "--png", str(png), "--quiet"]  # fmt: skip
+    assert idnode_main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["answers"] == 500 and result["errors"] == {}
+    assert result["settings"]["popularity"] == "zipf" and result["command"].startswith("idnode bench tcp")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Handle TCP" in capsys.readouterr().out
 
 
 def test_nobody_listening_counts_losses_and_stops():
@@ -82,27 +139,7 @@ def test_nobody_listening_counts_losses_and_stops():
     assert result["sent"] >= result["lost"]
 
 
-def test_request_pool_is_seeded_and_exact():
-    pool, names = request_pool(SPEC, 1000, 0.25, seed="x")
-    again, names_again = request_pool(SPEC, 1000, 0.25, seed="x")
-    assert pool == again and names == names_again
-    present = {DATASET.handle_at(i) for i in range(DATASET.count)}
-    assert sum(name not in present for name in names) == 250
-    message = decode_request(bytes(pool[0]))
-    assert decode_resolution_request(message.body).handle == names[0].encode()
-    assert struct.unpack_from(">I", pool[0], 8) == (0,)  # the request id the generator patches
-
-
-def test_bad_arguments_are_refused():
-    with pytest.raises(LoadGenError):
-        run_udp_load("127.0.0.1", 9, SPEC, duration_s=0)
-    with pytest.raises(LoadGenError):
-        run_udp_load("127.0.0.1", 9, SPEC, duration_s=1, pool_size=1000)
-    with pytest.raises(LoadGenError):
-        request_pool(["88.100.1/X"], 10, 1.5, seed=1)
-
-
-def test_percentiles_nearest_rank():
-    values = list(range(1, 1001))
-    assert percentiles(values, (50, 90, 99, 99.9, 100)) == {50: 500, 90: 900, 99: 990, 99.9: 999, 100: 1000}
-    assert percentiles([7], (50, 99.9)) == {50: 7, 99.9: 7}
+def test_nobody_listening_over_tcp_is_refused_clearly():
+    port = free_port()
+    with pytest.raises(LoadGenError, match="cannot connect"):
+        run_load(LoadSpec("tcp", "127.0.0.1", port, SPEC, duration_s=0.5, warmup_s=0, pool_size=16))
