@@ -47,10 +47,12 @@ lint: venv
 bench-micro: venv
 	$(PY) -m pytest bench/test_micro.py --benchmark-enable --benchmark-autosave --benchmark-storage=bench/results/micro -q
 
-# The acceptance volume (not part of `make test`): 20M identifiers loaded, 5M resolutions, a restart, the report.
+# The acceptance volume (not part of `make test`): 20M identifiers loaded, 5M resolutions, a restart, the report;
+# results in bench/results/scale.{json,md,png} (the PNG needs matplotlib, the `bench` extra, installed here).
 # Needs about 20 GB of disk under SCALE_DIR and 4 GB of free memory; checked before it starts.
 SCALE_DIR ?= /var/tmp/idnode-scale
 bench-scale: venv
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench.scale --workdir $(SCALE_DIR)
 
 # DNS side by side on one core (not part of `make test`): idnode's DNS view, NSD, Knot, a minimal Python server,

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.datagen import generate_lines, write_ndjson
+from bench.load.report import merge_histograms
 from bench.loadgen import DatasetSpec, run_udp_load
 from bench.procstat import descendants
 
@@ -214,6 +215,10 @@ def drive(port: int, count: int, seed: int, target: int, server_pid: int) -> dic
         "median_answers_per_s": rates[len(rates) // 2],
         "latency_us": rounds[0]["latency_us"],
         "rates": [r["answers_per_s"] for r in rounds],
+        # For the plot: the rounds one after the other, and every answer's latency in one histogram.
+        "timeline_interval_s": rounds[0]["timeline_interval_s"],
+        "answers_per_s_timeline": [rate for r in rounds for rate in r["answers_per_s_timeline"]],
+        "latency_histogram": merge_histograms([r["latency_histogram"] for r in rounds]),
     }
 
 
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "command": " ".join(["python -m bench.scale", *(argv or sys.argv[1:])]),
         "count": args.count,
+        "small_count": args.small_count,
     }
     try:
         result["preflight"] = preflight(args.workdir, args.count + args.small_count)
@@ -278,13 +284,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_results(result: dict) -> None:
+def write_results(result: dict, out_dir: Path = RESULTS) -> None:
     from bench.results_io import machine_facts, write_summary
 
-    result["machine"] = machine_facts()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(result, indent=2))
-    write_summary(RESULTS / "scale.md", "Scale run", result, _summary_rows(result))
+    result.setdefault("machine", machine_facts())
+    out_dir.mkdir(exist_ok=True)
+    chart_note = plot(result, out_dir / "scale.png")
+    if chart_note:
+        result["chart"] = chart_note
+        print(f"bench-scale: {chart_note}", file=sys.stderr)
+    (out_dir / "scale.json").write_text(json.dumps(result, indent=2))
+    write_summary(out_dir / "scale.md", "Scale run", result, _summary_rows(result))
+
+
+def plot(result: dict, path: Path) -> str:
+    """scale.png: answers/s over the resolution rounds and the latency distribution, each store a line.
+    Returns "" or why there is no chart."""
+    from bench.load.plot import plot_series
+
+    series = []
+    for name in ("small", "large"):
+        resolved = result.get(f"{name}_resolve")
+        if not resolved or not resolved.get("answers_per_s_timeline"):
+            continue
+        count = result.get("small_count" if name == "small" else "count")
+        label = f"{count:,} identifiers" if count else name
+        series.append({
+            "label": f"{label}: median {resolved['median_answers_per_s']:,.0f}/s",
+            "timeline": resolved["answers_per_s_timeline"],
+            "interval_s": resolved["timeline_interval_s"],
+            "histogram": resolved["latency_histogram"],
+            "latency_us": {},
+        })  # fmt: skip
+    if not series:
+        return "no resolution rounds with a timeline: no chart"
+    title = f"Scale run: Handle UDP resolutions, rounds of {ROUND_S:g} s one after the other"
+    return plot_series(series, path, title)
 
 
 def _summary_rows(r: dict) -> list[tuple[str, str, str]]:
