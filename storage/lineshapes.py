@@ -7,14 +7,16 @@ wherever a data string went, and later lines that match the shape's text only fi
 no per-value dictionaries, about half the work.
 
 A shape is the line's text with each variable string (the handle, and every data string of `string` format)
-replaced by "any JSON string contents without escapes": `[^"\\\x00-\x1f]*` (RFC 8259 § 7). Why a line that
-matches it gets byte for byte the general parser's record (tests/test_lineshapes.py checks it):
+replaced by "any JSON string contents" (RFC 8259 § 7: no raw quote, backslash or control character; escapes
+allowed). Why a line that matches it gets byte for byte the general parser's record (tests/test_lineshapes.py
+checks it):
 - everything outside the variable strings is the learned line's text, so the line is the same JSON document
-  but for those strings, which are valid as they stand once they are valid UTF-8 (`record_of` checks);
+  but for those strings, which are valid once their bytes are UTF-8 (`record_of` checks);
 - the general parser uses a variable string only as the handle, whose checks `record_of` repeats, or as the
-  bytes of a `string`-format data (`s.encode()`), which are copied into the record as they are.
-Anything else (a backslash, a shape not learned, a handle the general parser would refuse) gives None and the
-caller takes the general path, which also writes every error message.
+  bytes of a `string`-format data (`s.encode()`): `record_of` copies them as they stand, or, for a string
+  with escapes, has the general parser's JSON parser decode it.
+Anything else (a shape not learned, a handle the general parser would refuse, an escape that is no character)
+gives None and the caller takes the general path, which also writes every error message.
 
 Pure: no I/O.
 """
@@ -28,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from resolver.handle.constants import MAX_HANDLE_BYTES
 from storage.keys import InvalidHandle, handle_key
 from storage.records import (
@@ -39,10 +43,13 @@ from storage.records import (
     split_shared,
 )
 
-#: Shapes learned per chunk: real files have a few per prefix; a file whose every line has its own (a timestamp
-#: string per line) stops paying for learning after this many.
+#: Lines a chunk learns from: real files have a few shapes per prefix; a file whose every line has its own (a
+#: timestamp string per line), or whose shape cannot be learned, stops paying for learning after this many.
 MAX_SHAPES = 256
-_STRING_CONTENTS = rb'([^"\\\x00-\x1f]*)'  # unescaped JSON string contents (RFC 8259 § 7)
+# JSON string contents (RFC 8259 § 7): runs of characters that need no escape, between escapes. Possessive, so a
+# line of another shape fails without backtracking.
+_STRING_CONTENTS = rb'([^"\\\x00-\x1f]*+(?:\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4})[^"\\\x00-\x1f]*+)*+)'
+_BACKSLASH = ord("\\")  # an int: `int in bytes` is a memchr, several times faster than `b"\\" in bytes`
 _U32 = struct.Struct(">I")
 _HANDLE = "handle"  # the role of the record's handle string; a data string's role is its value's position
 
@@ -90,21 +97,29 @@ class LineShapes:
     def __init__(self, case_sensitive: bool):
         self.case_sensitive = case_sensitive
         self._skeletons: dict[tuple[bytes, ...], _Skeleton] = {}
-        self._last: _Template | None = None  # sorted input repeats one shape for many lines in a row
-        self._learned = 0
+        self._last: _Template | None = None  # the template of the line before
+        self._in_runs = True  # sorted input repeats a shape for many lines in a row: try the last one first
+        self._learning_left = MAX_SHAPES
 
     def record_of(self, line: bytes) -> Filled | None:
         """(key, record, shared value) of a line of a learned shape, or None: take the general path."""
         template = self._last
-        if template is None or (match := template.pattern.fullmatch(line)) is None:
-            template = self._template_for(line)
-            if template is None or (match := template.pattern.fullmatch(line)) is None:
+        if template is None or not self._in_runs or (match := template.pattern.fullmatch(line)) is None:
+            if not self._skeletons:
+                return None  # nothing learned (yet, or ever: a file of shapes that cannot be learned)
+            found = self._template_for(line)
+            if found is None or (match := found.pattern.fullmatch(line)) is None:
                 return None
-            self._last = template
-        strings = match.groups()
+            # Unsorted input changes shape nearly every line: trying the last template first seldom pays there.
+            self._in_runs = template is None or found is template
+            self._last = template = found
+        strings: Sequence[bytes] = match.groups()
+        together = b'"'.join(strings)  # the quote keeps a broken UTF-8 sequence from pairing with the next
         try:
-            b'"'.join(strings).decode()  # the quote keeps a broken UTF-8 sequence from pairing with the next
-        except UnicodeDecodeError:
+            together.decode()
+            if _BACKSLASH in together:
+                strings = [_unescape(s) if _BACKSLASH in s else s for s in strings]
+        except ValueError:  # not UTF-8, or an escape that is not a character (a lone surrogate)
             return None
         handle = strings[template.handle_group]
         if len(handle) > MAX_HANDLE_BYTES:
@@ -124,9 +139,7 @@ class LineShapes:
     def _template_for(self, line: bytes) -> _Template | None:
         """The template of the line's shape, found by its text outside strings and its constant strings (the
         line still has to match it)."""
-        if b"\\" in line:
-            return None
-        pieces = line.split(b'"')
+        pieces = line.split(b'"')  # wrong where a string holds an escaped quote: then nothing is found
         skeleton = self._skeletons.get(tuple(pieces[0::2]))
         if skeleton is None:
             return None
@@ -135,8 +148,9 @@ class LineShapes:
     def learn(self, line: bytes, obj: Any, key: bytes, encoded: Sequence[bytes], all_public: bool) -> None:
         """Learn the shape of `line`, which the general parser turned into `obj`, then into these encoded
         values under the store key `key`. A shape that cannot be cut is simply not learned."""
-        if self._learned >= MAX_SHAPES or b"\\" in line:
+        if self._learning_left <= 0:
             return
+        self._learning_left -= 1
         pieces = line.split(b'"')
         roles = _string_roles(pieces, obj)
         if roles is None:
@@ -145,7 +159,11 @@ class LineShapes:
         data_at = {role: n for n, role in roles.items() if isinstance(role, int)}  # value position -> piece
         if len(handle_at) != 1:
             return
-        cut = _cut(encoded, all_public, {position: pieces[n] for position, n in data_at.items()})
+        data_of = {
+            position: _unescape(pieces[n]) if b"\\" in pieces[n] else pieces[n]
+            for position, n in data_at.items()
+        }
+        cut = _cut(encoded, all_public, data_of)
         if cut is None:
             return
         variable = sorted([*handle_at, *data_at.values()])
@@ -171,10 +189,14 @@ class LineShapes:
         )
         constant_strings = skeleton.constant_strings(pieces)
         skeleton.templates[constant_strings] = learned
-        self._learned += 1
         if self.record_of(line) != (key, *pack_encoded_shared(encoded, all_public)):
             del skeleton.templates[constant_strings]  # never keep a template that does not give back its line
             self._last = None
+
+
+def _unescape(contents: bytes) -> bytes:
+    """The UTF-8 bytes of JSON string contents with escapes, decoded by the general parser's own JSON parser."""
+    return orjson.loads(b'"' + contents + b'"').encode()
 
 
 def _string_roles(pieces: list[bytes], obj: dict) -> dict[int, Role] | None:
@@ -215,7 +237,11 @@ def _string_roles(pieces: list[bytes], obj: dict) -> dict[int, Role] | None:
         return None
     out: dict[int, Role] = {}
     for n, (text, role) in enumerate(strings):
-        if pieces[2 * n + 1] != text.encode():
+        piece = pieces[2 * n + 1]
+        try:
+            if (orjson.loads(b'"' + piece + b'"') if b"\\" in piece else piece.decode()) != text:
+                return None
+        except ValueError:  # an escaped quote split the line in the wrong places
             return None
         out[2 * n + 1] = role
     return out

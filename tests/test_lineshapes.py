@@ -193,15 +193,30 @@ def test_layout_variations(monkeypatch):
     assert filled_lines("".join(line + "\n" for line in reordered).encode()) == 4
 
 
-def test_escaped_strings_take_the_general_parser(monkeypatch):
-    lines = odd_lines([value(1, "URL", "u{n}")])
-    escaped = orjson.dumps(
-        {"handle": "88.1/ID-9", "values": [value(1, "URL", 'say "hi"\\ \n \u00e9')]}
-    ).decode()
-    ascii_only = json.dumps({"handle": "88.1/ID-8", "values": [value(1, "URL", "刹车盘")]})  # \\u escapes
-    data = "".join(line + "\n" for line in [*lines, escaped, ascii_only]).encode()
+def test_escaped_strings_are_decoded_as_the_general_parser_does(monkeypatch):
+    def dumped(n, text):  # json.dumps as Python writes files by default: every non-ASCII character escaped
+        return json.dumps(
+            {"handle": f"88.1/ID-{n}", "values": [value(1, "DESC", text), value(2, "URL", "u")]}
+        )
+
+    texts = ["刹车盘 批次", 'say "hi"', "back\\slash / \t tab", "🚗 \u0000", "plain", ""]
+    lines = [dumped(n, text) for n, text in enumerate(texts)]
+    data = "".join(line + "\n" for line in lines).encode()
     chunk = same_as_general(data, monkeypatch)
-    assert chunk.error is None and len(chunk.items) == 7
+    assert chunk.error is None and chunk.items == [documented_record(line)[:2] for line in lines]
+    assert filled_lines(data) == len(lines) - 1  # the first teaches the shape
+
+
+@pytest.mark.parametrize(
+    ("escape", "good"),
+    [("\\ud83d\\ude97", True), ("\\ud800", False), ("\\x41", False), ("\\u00", False), ("\\/", True)],
+)
+def test_escapes_in_a_learned_shape_are_judged_as_the_general_parser_does(escape, good, monkeypatch):
+    lines = [json.dumps({"handle": f"88.1/ID-{n}", "values": [value(1, "DESC", f"é{n}")]}) for n in range(3)]
+    odd = lines[0].replace("\\u00e90", escape)
+    data = "".join(line + "\n" for line in [*lines, odd]).encode()
+    chunk = same_as_general(data, monkeypatch)
+    assert (chunk.error is None) == good
 
 
 def test_duplicate_keys_are_not_learned(monkeypatch):
@@ -253,3 +268,11 @@ def test_a_file_of_ever_new_shapes_stops_learning(monkeypatch):
     monkeypatch.undo()
     assert len(chunk.items) == len(lines)
     assert sum(len(s.templates) for s in shapes._skeletons.values()) == MAX_SHAPES
+
+
+def test_lines_that_cannot_be_learned_stop_costing_a_try_after_a_bound():
+    unlearnable = '{"handle":"88.1/A%d","handle":"88.1/B%d","values":[]}'  # duplicate keys
+    learnable = odd_lines([value(1, "URL", "u{n}")])
+    for tries, filled in ((MAX_SHAPES - 1, 4), (MAX_SHAPES, 0)):
+        lines = [unlearnable % (n, n) for n in range(tries)] + learnable
+        assert filled_lines("".join(line + "\n" for line in lines).encode()) == filled
