@@ -52,7 +52,11 @@ def plot_series(series: list[dict], path: Path, title: str) -> str:
             for n in histogram["counts"]:
                 running += n
                 cdf.append(running / total)
-            latency_ax.step(histogram["upper_us"], cdf, where="post", color=colour, label=one["label"])
+            # Points at the bins' upper edges, joined by lines: within a bin the samples' spread is unknown.
+            first_lower = histogram["upper_us"][0] / 10 ** (1 / histogram["bins_per_decade"])
+            latency_ax.plot(
+                [first_lower, *histogram["upper_us"]], [0.0, *cdf], color=colour, label=one["label"]
+            )
             marked = [(name, share, one["latency_us"].get(key)) for key, name, share in _MARKED]
             marked = [(name, share, value) for name, share, value in marked if value]
             latency_ax.plot(
