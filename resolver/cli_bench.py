@@ -43,9 +43,8 @@ _positive_float = _checked(float, lambda v: v > 0, "is not positive")
 _share = _checked(float, lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
 
 
-def _common_arguments() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    what = common.add_argument_group("what to ask for")
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to ask for")
     what.add_argument(
         "--dataset-count", type=_positive_int, help="identifiers in the store (`idnode gen --count`)"
     )
@@ -59,7 +58,7 @@ def _common_arguments() -> argparse.ArgumentParser:
     what.add_argument("--popularity", choices=("uniform", "zipf"), default="uniform",
                       help="every identifier alike, or Zipf ranks (a few very often)")  # fmt: skip
     what.add_argument("--zipf-s", type=_positive_float, default=1.0, help="the Zipf exponent (default 1.0)")
-    how = common.add_argument_group("how hard and how long")
+    how = parser.add_argument_group("how hard and how long")
     bound = how.add_mutually_exclusive_group()
     bound.add_argument("--duration", type=_positive_float, help="measured seconds (default 10)")
     bound.add_argument("--count", type=_positive_int, help="stop after this many measured answers instead")
@@ -75,22 +74,21 @@ def _common_arguments() -> argparse.ArgumentParser:
     how.add_argument(
         "--timeout", type=_positive_float, default=1.0, help="seconds before a request counts as lost"
     )
-    out = common.add_argument_group("output")
+    out = parser.add_argument_group("output")
     out.add_argument("--server-pid", type=int, action="append", help="report its CPU use (repeatable)")
     out.add_argument("--json", help="also write the result as JSON to this file")
     out.add_argument(
         "--png", help="also draw answers/s over time and the latency distribution (needs matplotlib)"
     )
     out.add_argument("--quiet", action="store_true", help="no progress line on stderr")
-    return common
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="load-test a running node (see bench/loadgen.py)")
     protocols = bench.add_subparsers(dest="bench_kind", required=True, metavar="{udp,tcp,dns,http}")
-    common = _common_arguments()
     for name, port in DEFAULT_PORTS.items():
-        parser = protocols.add_parser(name, parents=[common], help=_HELP[name], description=_HELP[name])
+        parser = protocols.add_parser(name, help=_HELP[name], description=_HELP[name])
+        _add_common_arguments(parser)
         parser.add_argument(
             "--server", default=f"127.0.0.1:{port}", help=f"HOST:PORT (default 127.0.0.1:{port})"
         )
