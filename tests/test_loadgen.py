@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
+import threading
+import time
 
 import pytest
 
@@ -124,6 +127,40 @@ def test_cli_writes_json_and_png(node, tmp_path, capsys):
     assert result["settings"]["popularity"] == "zipf" and result["command"].startswith("idnode bench tcp")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Handle TCP" in capsys.readouterr().out
+
+
+class _SlowHttp(socketserver.StreamRequestHandler):
+    """Answers each request of a keep-alive connection 50 ms after it has read it: 20 answers/s at the most."""
+
+    def handle(self):
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = self.rfile.readline()
+                if not line:
+                    return
+                head += line
+            time.sleep(0.05)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+
+def test_open_loop_charges_a_slow_server_from_the_due_time():
+    """Requests wait for the one connection while the server is slow: their latency counts from when they were
+    due, not from when they could leave (which would show ~50 ms for every answer: coordinated omission)."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SlowHttp) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        spec = LoadSpec("http", "127.0.0.1", server.server_address[1], ["88.100.1/X"], rate=100, duration_s=1.0,
+                        warmup_s=0, sockets=1, timeout_s=5.0, pool_size=16)  # fmt: skip
+        try:
+            result = run_load(spec)
+        finally:
+            server.shutdown()
+    assert 5 <= result["answers"] <= 25  # the server's pace, not the schedule's 100/s
+    assert result["unsent_at_end"] > 50  # due requests still waiting for the connection
+    # The n-th answer comes ~50 ms * n after the start but was due 10 ms * n after it.
+    assert result["latency_us"]["p50"] > 150_000
+    assert result["errors"] == {} and result["lost"] == 0
 
 
 def test_nobody_listening_counts_losses_and_stops():
