@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -40,8 +41,11 @@ def machine_facts() -> dict:
     }
 
 
-def write_summary(path: Path, title: str, result: dict, rows: list[tuple[str, str, str]]) -> None:
-    """A markdown page: the machine, the command, and one table of (figure, measured, target)."""
+def write_summary(
+    path: Path, title: str, result: dict, rows: list[tuple[str, str, str]], more: Sequence[str] = ()
+) -> None:
+    """A markdown page: the machine, the command, one table of (figure, measured, target), then the lines of
+    `more` (a run's own table, links to its files)."""
     m = result["machine"]
     lines = [
         f"# {title}",
@@ -55,5 +59,8 @@ def write_summary(path: Path, title: str, result: dict, rows: list[tuple[str, st
         "|---|---|---|",
         *(f"| {name} | {value} | {target} |" for name, value, target in rows),
         "",
+        *more,
     ]
+    if more:
+        lines.append("")
     path.write_text("\n".join(lines))

@@ -14,6 +14,18 @@ NO_MATPLOTLIB = "matplotlib is not installed (pip install -e '.[bench]'): no PNG
 _MARKED = (("p50", "P50", 0.5), ("p90", "P90", 0.9), ("p99", "P99", 0.99), ("p99.9", "P99.9", 0.999))
 
 
+def pyplot():
+    """matplotlib.pyplot drawing to files only (the Agg backend), or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def series_of(result: dict, label: str | None = None) -> dict:
     """What the plot needs of one run's result."""
     settings = result.get("settings", {})
@@ -29,14 +41,11 @@ def series_of(result: dict, label: str | None = None) -> dict:
 
 def plot_series(series: list[dict], path: Path, title: str) -> str:
     """Two panels for the runs in ``series`` (see :func:`series_of`). Returns "" or why there is no chart."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return NO_MATPLOTLIB
+    import matplotlib.ticker
+
     fig, (rate_ax, latency_ax) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=110)
     for number, one in enumerate(series):
         colour = f"C{number}"
