@@ -300,7 +300,7 @@ def plot(result: dict, path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.http_batch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=100, help="measured batches")
     parser.add_argument("--warmup", type=int, default=4, help="batches sent first, not measured")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
