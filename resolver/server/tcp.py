@@ -43,7 +43,7 @@ class HandleTcpProtocol(asyncio.Protocol):
         self.limiter = limiter
         self.proven = proven
         self.events = events or NO_EVENTS  # connection-cap refusals and malformed requests
-        self._source = ""  # the peer's address while the limiter counts this connection
+        self._address = ""  # the peer's address, read once the connection is made
         self.renew_view = renew_view
         self.idle_timeout_s = idle_timeout_s
         self.transport: asyncio.Transport | None = None
@@ -57,14 +57,12 @@ class HandleTcpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if peer else ""
-        if self.limiter is not None:
-            if not self.limiter.open(address):
-                log.debug("refusing a TCP connection from %s: connection limit", address)
-                self.events.rate_limited(address, "tcp")
-                transport.abort()
-                return
-            self._source = address
+        address = self._address = str(peer[0]) if peer else ""
+        if self.limiter is not None and not self.limiter.open(address):
+            log.debug("refusing a TCP connection from %s: connection limit", address)
+            self.events.rate_limited(address, "tcp")
+            transport.abort()
+            return
         if self.proven is not None:
             # A completed handshake proves the address: large UDP answers may go to it (resolver.server.limits).
             self.proven.prove(address, asyncio.get_running_loop().time())
@@ -112,8 +110,7 @@ class HandleTcpProtocol(asyncio.Protocol):
             self.transport.write(b"".join(answers))
 
     def _peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return str(peer[0]) if peer else "?"
+        return self._address or "?"
 
     def quiet_for(self, now: float) -> float:
         """Seconds since the client last sent anything (0 while a request is only partly received)."""
@@ -123,7 +120,7 @@ class HandleTcpProtocol(asyncio.Protocol):
         if self._idle is None:
             return  # refused in connection_made: nothing was counted
         if self.limiter is not None:
-            self.limiter.close(self._source)
+            self.limiter.close(self._address)
         if self._connections is not None:
             self._connections.discard(self)
         self.stats.tcp_connections -= 1
