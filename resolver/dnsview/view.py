@@ -404,7 +404,7 @@ class DnsView:
             return _HEADER.pack(qid, rflags | _TC, 1, 0, 0, 1 if opt else 0) + question + opt
         if count:
             self._count(key)
-        if key is not None and len(reply) <= udp_limit and (tail is None or tail in self._rendered):
+        if key is not None and len(reply) <= udp_limit:
             self._remember(query, reply, question_end, key, tail)
         return reply
 
@@ -413,16 +413,19 @@ class DnsView:
         """Keep the answer to this exact query (all but its id) for :meth:`_replay`.
 
         Only answers that fit the query's UDP size are kept, so a replay is right over UDP and TCP alike, and
-        only answers that depend on nothing but the identifier's values tail (not on the clock).
+        only answers that depend on nothing but the identifier's values tail (not on the clock): a tail's
+        records not in the memo of rendered records (their TTLs follow the clock, or not kept) are not kept here.
         """
-        head = reply[2:HEADER_BYTES]
-        head = self._answer_heads.setdefault(head, head)
         body = reply[question_end:]
-        if tail is not None:  # share the rendered records' bytes when the answer is just them
+        if tail is not None:
             rendered = self._rendered.get(tail)
-            for records, _n in rendered or ():
+            if rendered is None:
+                return
+            for records, _n in rendered:  # share the rendered records' bytes when the answer is just them
                 if records == body:
                     body = records
+        head = reply[2:HEADER_BYTES]
+        head = self._answer_heads.setdefault(head, head)
         self._answers.put(query[2:], (key, tail, head, question_end, body))
 
     def _replay(self, query: bytes) -> bytes | None:
