@@ -65,7 +65,7 @@ from resolver.handle.values import (
     pick_server,
 )
 from resolver.handle.wire import Reader, pack_counted, pack_string
-from tests.vectors import SHARED, VECTORS  # noqa: E402
+from tests.vectors import SHARED, VECTORS
 
 EXPIRATION = 0x6500_0000
 

@@ -31,7 +31,7 @@ from resolver.handle.tcp import FrameBuffer
 from resolver.handle.udp import Reassembler, is_chunk, split_datagrams
 from resolver.handle.values import decode_admin, decode_site, decode_value, decode_values
 from resolver.handle.wire import Reader
-from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
+from tests.vectors import VECTORS
 
 MESSAGES = [
     n

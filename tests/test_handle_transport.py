@@ -18,7 +18,7 @@ from resolver.handle.errors import EnvelopeError
 from resolver.handle.message import decode_message, encode_request
 from resolver.handle.tcp import FrameBuffer
 from resolver.handle.udp import Reassembler, chunk_count, is_chunk, split_datagrams
-from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
+from tests.vectors import VECTORS
 
 SOURCE = ("192.0.2.1", 2641)
 TRANSPORT = settings(max_examples=100, deadline=None)

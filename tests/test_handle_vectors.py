@@ -54,7 +54,7 @@ from resolver.handle.values import (
     encode_values,
 )
 from resolver.handle.wire import Reader
-from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
+from tests.vectors import VECTORS
 
 EXPIRATION = 0x6500_0000  # § Vectors: timestamps and expirations
 CNRI_FLAGS = OpFlag.REC | OpFlag.CA | OpFlag.PO
