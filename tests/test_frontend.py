@@ -15,10 +15,9 @@ from resolver.handle.message import (
     encode_resolution_request,
 )
 from resolver.handle.udp import split_datagrams
-from resolver.handle.values import Reader, decode_value
 from resolver.service import ResolutionService
 from storage.keys import handle_key
-from storage.records import pack_encoded
+from storage.records import pack_encoded, split_values
 from storage.store import PrefixInfo, Store
 
 VECTOR_TIME = 0x65000000  # every timestamp and expiration in the vectors
@@ -40,7 +39,7 @@ def frontend(tmp_path, vectors):
             sorted(
                 [
                     (b"88.100.1/ABC123", pack_encoded(public + [private], all_public=False)),
-                    (b"88.100.1/LARGE", pack_encoded(split_tail(large), all_public=True)),
+                    (b"88.100.1/LARGE", pack_encoded(split_values(large), all_public=True)),
                     (handle_key("88.100.1/批次-2025/é".encode()), pack_encoded(public, all_public=True)),
                     (b"88.100.1/ID000000123", pack_encoded(public, all_public=True)),
                 ]
@@ -52,17 +51,6 @@ def frontend(tmp_path, vectors):
         store.put_prefix(PrefixInfo("88.100.7", state="referral", site=referral_site, created_s=VECTOR_TIME))
         service = ResolutionService(store, "88.100", site)
         yield HandleFrontend(service, clock=lambda: VECTOR_TIME - ANSWER_LIFETIME_S)
-
-
-def split_tail(tail: bytes) -> list[bytes]:
-    reader = Reader(tail)
-    count = reader.get_u32()
-    out = []
-    for _ in range(count):
-        start = reader.position
-        decode_value(reader)
-        out.append(tail[start : reader.position])
-    return out
 
 
 @pytest.mark.parametrize(
