@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from resolver.security.events import SecurityEvents
 from resolver.security.syslog import FrameDecoder, SyslogMessage, decode_message, encode_frame, encode_message
 
 WAIT_S = 15.0  #: the longest a test waits for messages to arrive
@@ -42,6 +43,17 @@ def idnode_bodies(raw_messages: list[bytes]) -> list[dict]:
         if message.app_name == "idnode":
             out.append(json.loads(message.msg))
     return out
+
+
+def emit(events: SecurityEvents, start: int, stop: int) -> None:
+    """Write events numbered `start`..`stop - 1` (the number ends the handle: 88.100.7/ITEM-<n>)."""
+    for i in range(start, stop):
+        events.write("88.100.7", f"10.0.0.1:{i}", "create", f"88.100.7/ITEM-{i}")
+
+
+def written_items(raw_messages: list[bytes]) -> list[int]:
+    """The numbers of the `emit`ted write events among `raw_messages`, in the order they arrived."""
+    return [int(b["handle"].rsplit("-", 1)[1]) for b in idnode_bodies(raw_messages) if b["event"] == "write"]
 
 
 class PyCollector:

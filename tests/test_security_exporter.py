@@ -16,7 +16,7 @@ from resolver.security.config import SecurityLogConfig
 from resolver.security.events import SecurityEvents
 from resolver.security.exporter import Exporter, exporter_command, spawn_exporter
 from resolver.security.syslog import decode_message
-from tests.security_helpers import PyCollector, free_port, idnode_bodies, wait_for
+from tests.security_helpers import PyCollector, emit, free_port, idnode_bodies, wait_for, written_items
 
 FAST = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.2, "connect_timeout_s": 2.0, "send_timeout_s": 5.0}
 
@@ -26,17 +26,8 @@ def config_for(tmp_path, port: int, transport: str = "tcp", **extra) -> Security
                              node_id="88.100", queue_dir=str(tmp_path / "queue"), **{**FAST, **extra})  # fmt: skip
 
 
-def emit(events: SecurityEvents, start: int, stop: int) -> None:
-    for i in range(start, stop):
-        events.write("88.100.7", f"10.0.0.1:{i}", "create", f"88.100.7/ITEM-{i}")
-
-
 def items(collector: PyCollector) -> list[int]:
-    return [
-        int(b["handle"].rsplit("-", 1)[1])
-        for b in idnode_bodies(collector.received())
-        if b["event"] == "write"
-    ]
+    return written_items(collector.received())
 
 
 @pytest.fixture()

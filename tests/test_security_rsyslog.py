@@ -17,7 +17,15 @@ from resolver.security.config import SecurityLogConfig
 from resolver.security.events import SecurityEvents
 from resolver.security.exporter import spawn_exporter
 from resolver.security.syslog import decode_message
-from tests.security_helpers import Rsyslogd, idnode_bodies, rsyslog_has_gtls, rsyslogd_path, wait_for
+from tests.security_helpers import (
+    Rsyslogd,
+    emit,
+    idnode_bodies,
+    rsyslog_has_gtls,
+    rsyslogd_path,
+    wait_for,
+    written_items,
+)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -80,17 +88,8 @@ def settings(tmp_path, collector: Rsyslogd, pki: dict[str, str] | None = None) -
                              **tls, **FAST)  # fmt: skip
 
 
-def emit(events: SecurityEvents, start: int, stop: int) -> None:
-    for i in range(start, stop):
-        events.write("88.100.7", f"10.0.0.1:{i}", "create", f"88.100.7/ITEM-{i}")
-
-
 def items(collector: Rsyslogd) -> list[int]:
-    return [
-        int(b["handle"].rsplit("-", 1)[1])
-        for b in idnode_bodies(collector.messages())
-        if b["event"] == "write"
-    ]
+    return written_items(collector.messages())
 
 
 def stop_exporter(proc: subprocess.Popen) -> None:
