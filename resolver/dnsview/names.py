@@ -300,6 +300,8 @@ class NameMap:
 
 
 def _is_utf8(raw: bytes) -> bool:
+    if raw.isascii():
+        return True
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:

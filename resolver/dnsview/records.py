@@ -22,7 +22,7 @@ from .constants import (
     URI_WEIGHT,
 )
 from .errors import CorruptValues
-from .names import DEFAULT_ZONE, handle_key, name_map
+from .names import DEFAULT_ZONE, _is_utf8, handle_key, name_map
 
 PUBLIC_READ = 0x02  #: handle-protocol.md § Handle value: permission bit of values shown over DNS
 TTL_RELATIVE = 0  #: handle-protocol.md § Handle value: ttl is seconds
@@ -103,16 +103,6 @@ def decode_values(tail: bytes) -> list[tuple[int, int, int, int, bytes, bytes]]:
     if pos != end:
         raise CorruptValues(f"{end - pos} bytes after the last value")
     return values
-
-
-def _is_utf8(raw: bytes) -> bool:
-    if raw.isascii():
-        return True
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _shows_as_text(raw: bytes, controls: bytes) -> bool:

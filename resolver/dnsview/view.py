@@ -58,7 +58,7 @@ from .errors import (
     RefusedQuery,
 )
 from .memo import ByteBudgetMemo
-from .names import FULL_CHUNK_MIN_BYTES, SEPARATOR, NameKind, NameMap, text_labels
+from .names import FULL_CHUNK_MIN_BYTES, SEPARATOR, NameKind, NameMap, _is_utf8, text_labels
 from .records import (
     BASE64_TAG,
     PUBLIC_READ,
@@ -669,7 +669,7 @@ def encode_common(tail: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | 
             n = 0
         if n and ttl_s < txt_ttl:
             txt_ttl = ttl_s
-        if data and vtype.upper() == URL_TYPE and (data.isascii() or _utf8(data)):
+        if data and vtype.upper() == URL_TYPE and (data.isascii() or _is_utf8(data)):
             uri.append(uri_rdata(index if index < MAX_URI_PRIORITY else MAX_URI_PRIORITY, URI_WEIGHT, data))
             if ttl_s < uri_ttl:
                 uri_ttl = ttl_s
@@ -681,14 +681,6 @@ def encode_common(tail: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | 
         (b"".join([txt_head + _RDLENGTH.pack(len(r)) + r for r in txt]), len(txt)),
         (b"".join([uri_head + _RDLENGTH.pack(len(r)) + r for r in uri]), len(uri)),
     )
-
-
-def _utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _is_tcp(transport: str) -> bool:
