@@ -90,26 +90,32 @@ def check_decoders(data: bytes) -> None:
         assert response.envelope.request_id == int.from_bytes(data[8:12], "big")
 
 
-@st.composite
-def mutated(draw, names=tuple(VECTORS)):
-    data = bytearray(VECTORS[draw(st.sampled_from(names))])
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["byte", "u32", "truncate", "insert", "delete"]))
+def mutate(draw, data: bytes, min_rounds: int = 0, kinds=("byte", "u32", "truncate", "insert")) -> bytes:
+    """`data` with up to 4 mutations of the given kinds (at least `min_rounds`)."""
+    data = bytearray(data)
+    for _ in range(draw(st.integers(min_rounds, 4))):
         pos = draw(st.integers(0, max(len(data) - 1, 0)))
+        kind = draw(st.sampled_from(kinds))
         if kind == "byte" and data:
             data[pos] = draw(st.integers(0, 255))
         elif kind == "u32":
             data[pos : pos + 4] = draw(st.sampled_from(INTERESTING_U32)).to_bytes(4, "big")
         elif kind == "truncate":
             del data[pos:]
-        elif kind == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
         elif kind == "delete":
             del data[pos : pos + draw(st.integers(1, 8))]
+        else:
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
     if draw(st.booleans()) and len(data) >= ENVELOPE_BYTES:
         # Keep MessageLength consistent so the mutation reaches the header and body decoders.
         data[16:20] = (len(data) - ENVELOPE_BYTES).to_bytes(4, "big")
     return bytes(data)
+
+
+@st.composite
+def mutated(draw, names=tuple(VECTORS)):
+    data = VECTORS[draw(st.sampled_from(names))]
+    return mutate(draw, data, min_rounds=1, kinds=("byte", "u32", "truncate", "insert", "delete"))
 
 
 @FUZZ
@@ -190,24 +196,6 @@ def requests_to_the_frontend(draw, long: bool = False):
         OpCode.RESOLUTION, encode_resolution_request(query), request_id=draw(st.integers(0, 2**32 - 1)),
         expiration=EXPIRATION,
     )  # fmt: skip
-
-
-def mutate(draw, data: bytes) -> bytes:
-    data = bytearray(data)
-    for _ in range(draw(st.integers(0, 4))):
-        pos = draw(st.integers(0, max(len(data) - 1, 0)))
-        kind = draw(st.sampled_from(["byte", "u32", "truncate", "insert"]))
-        if kind == "byte" and data:
-            data[pos] = draw(st.integers(0, 255))
-        elif kind == "u32":
-            data[pos : pos + 4] = draw(st.sampled_from(INTERESTING_U32)).to_bytes(4, "big")
-        elif kind == "truncate":
-            del data[pos:]
-        else:
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-    if draw(st.booleans()) and len(data) >= ENVELOPE_BYTES:
-        data[16:20] = (len(data) - ENVELOPE_BYTES).to_bytes(4, "big")
-    return bytes(data)
 
 
 def check_message_answer(data: bytes, answer: bytes | None) -> None:
