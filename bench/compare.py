@@ -49,6 +49,7 @@ from pathlib import Path
 from bench.datagen import Dataset
 from bench.procstat import all_process_ticks, descendants, machine_ticks
 from resolver.dnsview import handle_to_name
+from resolver.server.sockets import free_udp_tcp_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ZONE = "id.test."
@@ -241,19 +242,6 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
     raise Interrupted(f"signal {signal.Signals(signum).name}")
 
 
-def free_port() -> int:
-    """A port free for UDP and TCP on 127.0.0.1."""
-    while True:
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-
-
 def _probe_query(name: str, qtype: int, qid: int) -> bytes:
     labels = b"".join(bytes((len(p),)) + p.encode("ascii") for p in name.rstrip(".").split("."))
     return _PROBE.pack(qid, 0x0100, 1, 0, 0, 0) + labels + b"\x00" + struct.pack(">HH", qtype, 1)
@@ -387,7 +375,7 @@ def server_commands(work: Path, store: Path, zonefile: Path, cpu: int, names: li
     pin = ["taskset", "-c", str(cpu)]
     servers = []
     for name in names:
-        port = free_port()
+        port = free_udp_tcp_port("127.0.0.1")
         if name == "nsd":
             argv = [*pin, "nsd", "-d", "-c", str(nsd_config(work, port, zonefile))]
             servers.append(Server(name, "NSD, 1 server process", port, argv))
@@ -395,7 +383,7 @@ def server_commands(work: Path, store: Path, zonefile: Path, cpu: int, names: li
             argv = [*pin, "knotd", "-c", str(knot_config(work, port, zonefile))]
             servers.append(Server(name, "Knot DNS, 1 UDP worker", port, argv))
         elif name in ("idnode", "idnode-nomemo"):
-            handle_port = free_port()
+            handle_port = free_udp_tcp_port("127.0.0.1")
             argv = [*pin, sys.executable, "-m", "resolver.cli", "serve", "--data", str(store), "--workers", "1",
                     "--bind", "127.0.0.1", "--handle-port", str(handle_port), "--dns-port", str(port),
                     "--dns-zone", ZONE]  # fmt: skip

@@ -26,6 +26,7 @@ from bench.datagen import generate_lines, write_ndjson
 from bench.load.report import merge_histograms
 from bench.loadgen import DatasetSpec, run_udp_load
 from bench.procstat import descendants
+from resolver.server.sockets import free_udp_tcp_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NDJSON_BYTES_PER_ID = 560  #: upper bound of a generated line, for the disk check
@@ -147,17 +148,6 @@ def load(procs: Processes, store: Path, ndjson: Path, count: int) -> dict:
     }
 
 
-def _free_port() -> int:
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
-    ):
-        tcp.bind(("127.0.0.1", 0))
-        port = tcp.getsockname()[1]
-        udp.bind(("127.0.0.1", port))
-        return port
-
-
 def serve(procs: Processes, store: Path, port: int, workers: int) -> subprocess.Popen:
     process = procs.start(
         _idnode(
@@ -258,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             store = args.workdir / f"store-{count}"
             result[f"{name}_load"] = load(procs, store, ndjson, count)
             ndjson.unlink()
-            port = _free_port()
+            port = free_udp_tcp_port("127.0.0.1")
             server = serve(procs, store, port, args.workers)
             target = args.resolutions if name == "large" else 0  # the small store: RATE_ROUNDS rounds only
             print(f"{name}: resolving", file=sys.stderr)
