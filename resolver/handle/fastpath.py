@@ -14,11 +14,10 @@ from typing import NamedTuple
 
 from .constants import MAX_HANDLE_BYTES, SERVER_VERSION, UNKNOWN_SITE_SERIAL, OpCode, OpFlag
 
-# Envelope (20) + header (24) + the handle's length (4): everything a plain request says before its handle.
-_PLAIN_HEAD = struct.Struct(">BBBBIIII" + "IIIHBxII" + "I")
-# Envelope + header of the answer, then the handle's length.
-_ANSWER_HEAD = struct.Struct(">BBBBIIII" + "IIIHBxII" + "I")
-_HEAD_BYTES = _PLAIN_HEAD.size  # 48
+# Envelope (20) + header (24) + the handle's length (4): everything a plain request says before its handle,
+# and everything its answer says before the handle.
+_HEAD = struct.Struct(">BBBBIIII" + "IIIHBxII" + "I")
+_HEAD_BYTES = _HEAD.size  # 48
 _NO_FILTERS = bytes(8)  # index count 0, type count 0
 _NO_CREDENTIAL = bytes(4)
 _SERVER_MAJOR, _SERVER_MINOR = SERVER_VERSION
@@ -44,7 +43,7 @@ def read_plain_resolution(data: bytes) -> PlainResolution | None:
         return None
     (major, minor, flag_byte, suggested_minor, session_id, request_id, _sequence, message_length,
      op_code, response_code, op_flags, _serial, recursion, _expiration, body_length,
-     handle_length) = _PLAIN_HEAD.unpack_from(data)  # fmt: skip
+     handle_length) = _HEAD.unpack_from(data)  # fmt: skip
     body_end = 44 + body_length
     if (
         op_code != _RESOLUTION
@@ -77,7 +76,7 @@ def encode_plain_answer(
     exactly what encode_resolution_response builds for it."""
     handle = request.handle
     body_length = 4 + len(handle) + len(values_tail)
-    head = _ANSWER_HEAD.pack(
+    head = _HEAD.pack(
         request.version[0], request.version[1], _SERVER_MAJOR, _SERVER_MINOR,
         request.session_id, request.request_id, 0, 24 + body_length + 4,
         _RESOLUTION, response_code, request.op_flags, UNKNOWN_SITE_SERIAL, request.recursion_count,
