@@ -99,7 +99,12 @@ def user_key(user: str) -> bytes | None:
     match = _USER_RE.fullmatch(user)
     if not match or int(match.group(1)) != ADMIN_INDEX or match.group(3).upper() != ADMIN_SUFFIX:
         return None
-    return f"{ADMIN_INDEX}:{match.group(2).upper()}/{ADMIN_SUFFIX}".encode()
+    return _admin_user_key(match.group(2))
+
+
+def _admin_user_key(prefix: str) -> bytes:
+    """The stored form of `enterprise_user(prefix)`: the prefix upper-cased like every prefix."""
+    return f"{ADMIN_INDEX}:{prefix.upper()}/{ADMIN_SUFFIX}".encode()
 
 
 def prefix_of_user(key: bytes) -> bytes | None:
@@ -209,10 +214,7 @@ def issue_credential(
             raise EnterpriseError(f"prefix {info.prefix} is disabled; enable it before issuing a credential")
         user = enterprise_user(info.prefix)
         credential = hash_secret(user, secret, now_s)
-        stored_as = (
-            f"{ADMIN_INDEX}:{key.decode()}/{ADMIN_SUFFIX}".encode()
-        )  # user_key(user), prefix upper-cased
-        txn.put(_CRED + stored_as, credential.pack(), db=store.enterprises_db)
+        txn.put(_CRED + _admin_user_key(info.prefix), credential.pack(), db=store.enterprises_db)
         admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
         created = txn.get(admin_key, db=store.handles) is None
         if created:
