@@ -48,6 +48,7 @@ from pathlib import Path
 
 from bench.datagen import Dataset
 from bench.procstat import all_process_ticks, descendants, machine_ticks
+from bench.results_io import machine_facts
 from resolver.dnsview import handle_to_name
 from resolver.server.sockets import free_udp_tcp_port
 
@@ -108,24 +109,18 @@ def tool_versions() -> dict[str, str]:
 
 
 def machine() -> dict:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    commit = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    facts = machine_facts()
     dirty = subprocess.run(
         ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
         capture_output=True,
         text=True,
     ).stdout.strip()
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "commit": commit + ("+uncommitted" if dirty else ""),
+        "nproc": facts["cpus"],
+        "cpu_model": facts["cpu_model"],
+        "kernel": facts["kernel"],
+        "memory_gib": facts["memory_gib"],
+        "commit": facts["commit"] + ("+uncommitted" if dirty else ""),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
