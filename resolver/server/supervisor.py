@@ -468,13 +468,7 @@ class Supervisor:
         try:
             new = self.load_config() if self.load_config else old_config
         except Exception as exc:  # a bad file must not take the node down: keep serving the old one
-            log.error(
-                "configuration not reloaded, keeping the running one: %s",
-                exc,
-                extra={"event": "reload_failed"},
-            )
-            metrics.reloaded(False)
-            systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
+            self._reload_refused("configuration not reloaded, keeping the running one", exc)
             return
         if new.handle_port == 0:
             new.handle_port = old_config.handle_port  # port 0 was resolved once; keep the port clients know
@@ -483,9 +477,7 @@ class Supervisor:
             try:
                 new_lock = self._take_lock(new)
             except SupervisorError as exc:
-                log.error("configuration not reloaded: %s", exc, extra={"event": "reload_failed"})
-                metrics.reloaded(False)
-                systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
+                self._reload_refused("configuration not reloaded", exc)
                 return
         security_moved = (new.security_log, new.data_dir) != (old_config.security_log, old_config.data_dir)
         new_security = self.security
@@ -493,11 +485,9 @@ class Supervisor:
             try:
                 new_security = self._open_security(new)
             except SupervisorError as exc:
-                log.error("configuration not reloaded: %s", exc, extra={"event": "reload_failed"})
                 if new_lock is not None:
                     new_lock.release()
-                metrics.reloaded(False)
-                systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
+                self._reload_refused("configuration not reloaded", exc)
                 return
         if (new.log_level, new.log_format) != (old_config.log_level, old_config.log_format):
             logs.setup(new.log_level, new.log_format)
@@ -533,6 +523,12 @@ class Supervisor:
             metrics.reloaded(False)
         metrics.set_workers(len(self.workers))
         systemd.ready(f"serving with {len(self._serving())} workers" + ("" if ok else "; last reload failed"))
+
+    def _reload_refused(self, what: str, exc: Exception) -> None:
+        """A reload that changed nothing: log why, count it, and tell systemd the old workers serve on."""
+        log.error("%s: %s", what, exc, extra={"event": "reload_failed"})
+        metrics.reloaded(False)
+        systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
 
     def _replace_workers(self, new: ServeConfig) -> bool:
         """One slot at a time: start a worker with `new`, wait until it is ready, then drain the old one.
