@@ -34,6 +34,7 @@ import aiohttp
 
 from bench.datagen import generate_lines
 from bench.results_io import machine_facts, write_summary
+from resolver.server.sockets import free_udp_tcp_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZE = 2_000  #: identifiers per request: the API's limit
@@ -82,7 +83,7 @@ class SpawnedNode:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(self.dir / "serve.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [*idnode, "serve", "--data", str(self.data), "--handle-port", str(_free_port()),
+            [*idnode, "serve", "--data", str(self.data), "--handle-port", str(free_udp_tcp_port("127.0.0.1")),
              "--http-port", str(self.port), "--workers", str(workers)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
