@@ -72,14 +72,13 @@ class ResolutionService:
             return
         self._prefixes_version = version
         self._prefixes = self.store.prefixes()
-        self._prefix_tails = {
-            key: _values_tail(self._prefix_handle_values(info)) for key, info in self._prefixes.items()
-        }
-        self._referral_tails = {
-            key: _values_tail(self._prefix_handle_values(info)[:1])
-            for key, info in self._prefixes.items()
-            if info.state == "referral"
-        }
+        self._prefix_tails = {}
+        self._referral_tails = {}
+        for key, info in self._prefixes.items():
+            values = self._prefix_handle_values(info)
+            self._prefix_tails[key] = _values_tail(values)
+            if info.state == "referral":
+                self._referral_tails[key] = _values_tail(values[:1])
         if self.node_prefix not in self._prefix_tails:
             own = PrefixInfo(self.node_prefix.decode())
             self._prefix_tails[self.node_prefix] = _values_tail(self._prefix_handle_values(own))
