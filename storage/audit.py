@@ -125,17 +125,7 @@ def record(
     """Append an audit entry in the caller's write transaction `txn`; returns its key. `identity`: who
     (enterprise user, "operator", "cli:<user>"); `source`: from where ("203.0.113.5:40122", "cli", "load");
     `operation`: what (the constants above); `handle`: on what; `detail`: small extra facts (msgpack types)."""
-    now = time.time_ns() if now_ns is None else now_ns
-    with txn.cursor(store.audit_db) as cursor:
-        if cursor.last():
-            last_ns, last_seq = _KEY.unpack(cursor.key())
-            key = _KEY.pack(now, 0) if now > last_ns else _KEY.pack(last_ns, last_seq + 1)
-        else:
-            key = _KEY.pack(now, 0)
-        value = msgpack.packb([
-            AUDIT_SCHEMA_VERSION, _cut(identity), _cut(source), _cut(operation), str(handle), dict(detail or {}),
-        ])  # fmt: skip
-        cursor.put(key, value, append=True)
+    _, key = _append(store, txn, identity, source, ((operation, handle, detail),), now_ns)
     return key
 
 
@@ -149,25 +139,39 @@ def record_many(
 ) -> int:
     """`record` for several writes of one transaction (a batch): one entry per (operation, handle, detail),
     in order, sharing the time. Returns how many were recorded."""
+    n, _ = _append(store, txn, actor.identity, actor.source, entries, now_ns)
+    return n
+
+
+def _append(
+    store: Store,
+    txn: lmdb.Transaction,
+    identity: str,
+    source: str,
+    entries: Iterable[tuple[str, str, Mapping[str, Any] | None]],
+    now_ns: int | None,
+) -> tuple[int, bytes]:
+    """Append the entries after the last key, all at one time; (how many, the last key written)."""
     now = time.time_ns() if now_ns is None else now_ns
-    n = 0
+    n, key = 0, b""
     with txn.cursor(store.audit_db) as cursor:
         if cursor.last():
             last_ns, last_seq = _KEY.unpack(cursor.key())
         else:
             last_ns, last_seq = -1, 0
-        identity, source = _cut(actor.identity), _cut(actor.source)
+        identity, source = _cut(identity), _cut(source)
         for operation, handle, detail in entries:
             if now > last_ns:
                 last_ns, last_seq = now, 0
             else:
                 last_seq += 1
+            key = _KEY.pack(last_ns, last_seq)
             value = msgpack.packb([
                 AUDIT_SCHEMA_VERSION, identity, source, _cut(operation), str(handle), dict(detail or {}),
             ])  # fmt: skip
-            cursor.put(_KEY.pack(last_ns, last_seq), value, append=True)
+            cursor.put(key, value, append=True)
             n += 1
-    return n
+    return n, key
 
 
 def _decode(key: bytes, raw: bytes) -> AuditEntry:
