@@ -169,7 +169,7 @@ class Store:
         def work(txn: lmdb.Transaction) -> int:
             nonlocal append
             if append is None:
-                append = self._appendable(txn, keys)
+                append = self.appendable(txn, keys)
             if append:
                 new_keys = keys
             else:
@@ -218,8 +218,9 @@ class Store:
         with self.env.begin(db=self.dns_digests_db) as txn:
             return txn.get(digest)
 
-    def _appendable(self, txn: lmdb.Transaction, keys: list[bytes]) -> bool:
-        """Whether the keys are strictly ascending and all after the last stored key."""
+    def appendable(self, txn: lmdb.Transaction, keys: list[bytes]) -> bool:
+        """Whether the keys are strictly ascending and all after the last stored key (putmulti's append path
+        takes them)."""
         if not keys:
             return False
         with txn.cursor(self.handles) as cursor:

@@ -341,10 +341,8 @@ def put_batch(
             except WriteError as exc:
                 errors[n] = exc
         good = [n for n in range(len(items)) if n not in errors]
-        keys_sorted = sorted(items[n].key for n in good)
-        with txn.cursor(store.handles) as cursor:
-            last = cursor.key() if cursor.last() else b""
-        all_new = not keys_sorted or keys_sorted[0] > last
+        # The good keys are unique (a repeated one is refused above), so sorted they are strictly ascending.
+        all_new = store.appendable(txn, sorted(items[n].key for n in good))
         existed: set[int] = set()
         if not all_new:
             for n in good:
