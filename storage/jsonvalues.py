@@ -412,8 +412,8 @@ class ValueEncoder:
         return encoded[: -(2 * COUNT_BYTES)], bool(value.permissions & 0x02)
 
     def _fast_data(self, data: Any) -> bytes | None:
-        if type(data) is str:
-            return data.encode()
+        """The bytes of a `{"format": "string" or "admin", "value"}` data object (an admin value parsed once,
+        then cached), or None: the full path. A plain string's bytes the caller takes itself."""
         if type(data) is not dict or len(data) != 2:
             return None
         fmt, value = data.get("format"), data.get("value")
