@@ -4,11 +4,10 @@ with counting on the way. Knows nothing of wire formats beyond the stored values
 
 from __future__ import annotations
 
-import struct
 import time
 
 from resolver.handle.constants import ResponseCode
-from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_value
+from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_values
 from storage.counters import PROTOCOLS, ResolutionCounter
 from storage.keys import NA_PREFIX, InvalidHandle, handle_key
 from storage.records import RecordError, select_values
@@ -24,7 +23,6 @@ UNKNOWN_PREFIX = (
 HS_SITE_INDEX = 1  #: index of the HS_SITE value of a prefix handle
 HS_ADMIN_INDEX = 100  #: conventional index of HS_ADMIN (handle-protocol.md)
 
-_U32 = struct.Struct(">I")
 SUCCESS = ResponseCode.SUCCESS
 HANDLE_NOT_FOUND = ResponseCode.HANDLE_NOT_FOUND
 VALUES_NOT_FOUND = ResponseCode.VALUES_NOT_FOUND
@@ -32,10 +30,6 @@ SERVER_NOT_RESP = ResponseCode.SERVER_NOT_RESP
 SERVICE_REFERRAL = ResponseCode.SERVICE_REFERRAL
 INVALID_HANDLE = ResponseCode.INVALID_HANDLE
 NO_VALUES = (0, b"\x00\x00\x00\x00")
-
-
-def _values_tail(values: list[HandleValue]) -> bytes:
-    return _U32.pack(len(values)) + b"".join(encode_value(v) for v in values)
 
 
 class ResolutionService:
@@ -76,12 +70,12 @@ class ResolutionService:
         self._referral_tails = {}
         for key, info in self._prefixes.items():
             values = self._prefix_handle_values(info)
-            self._prefix_tails[key] = _values_tail(values)
+            self._prefix_tails[key] = encode_values(values)
             if info.state == "referral":
-                self._referral_tails[key] = _values_tail(values[:1])
+                self._referral_tails[key] = encode_values(values[:1])
         if self.node_prefix not in self._prefix_tails:
             own = PrefixInfo(self.node_prefix.decode())
-            self._prefix_tails[self.node_prefix] = _values_tail(self._prefix_handle_values(own))
+            self._prefix_tails[self.node_prefix] = encode_values(self._prefix_handle_values(own))
 
     def _prefix_handle_values(self, info: PrefixInfo) -> list[HandleValue]:
         """Values of `0.NA/<prefix>`: the HS_SITE that serves the prefix (ours, or the enterprise's node for a
