@@ -179,7 +179,7 @@ class Store:
                 cursor.putmulti(items, append=append)
             if max(map(len, keys), default=0) > DNS_DIGEST_MIN_KEY_BYTES:  # rare: skip the loop in one C pass
                 self.index_long_keys(txn, keys)
-            self._add_counts(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in per_prefix.items()})
+            self.add_counts_in(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in per_prefix.items()})
             if txn_hook is not None:
                 txn_hook(txn)
             return len(new_keys)
@@ -265,14 +265,11 @@ class Store:
         """Add to persisted counters, in one transaction (LMDB serialises writers, so concurrent workers'
         additions never overwrite each other)."""
         if counts:
-            self.write(lambda txn: self._add_counts(txn, counts))
+            self.write(lambda txn: self.add_counts_in(txn, counts))
 
     def add_counts_in(self, txn: lmdb.Transaction, counts: dict[bytes, int]) -> None:
         """Add to persisted counters inside the caller's write transaction (registrations counted with the
         write that made them)."""
-        self._add_counts(txn, counts)
-
-    def _add_counts(self, txn: lmdb.Transaction, counts: dict[bytes, int]) -> None:
         for key, n in counts.items():
             old = txn.get(key, db=self.counters_db)
             txn.put(key, _U64.pack(n + (_U64.unpack(old)[0] if old else 0)), db=self.counters_db)
