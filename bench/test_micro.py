@@ -1,4 +1,5 @@
-"""Micro-benchmarks of the Handle hot path: decode the request, get the record, encode the answer.
+"""Micro-benchmarks of the hot paths: decode the request, get the record, encode the answer (Handle), and a
+whole DNS answer of the DNS view (rendered afresh, replayed from its memo, NXDOMAIN).
 
 Each group times one piece on a real LMDB store of generated identifiers, so the pieces add up to the cost of
 one UDP answer minus the event loop and the socket calls (``bench/loadgen.py`` measures the whole). Run them
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 import itertools
 
+import dns.message
+import dns.rcode
 import pytest
 
 from bench.datagen import Dataset, generate_lines, missing_handle, write_ndjson
 from resolver.config import ServeConfig
+from resolver.dnsview import DnsView, handle_to_name
 from resolver.frontend import HandleFrontend
 from resolver.handle.constants import OpCode, OpFlag, ResponseCode
 from resolver.handle.message import (
@@ -166,3 +170,43 @@ def test_answer_datagram_found(benchmark, frontend, handles):
     source = ("127.0.0.1", 40000)
     answers = benchmark(lambda: frontend.answer_datagram(next(datagrams), source))
     assert len(answers) == 1 and decode_response(answers[0]).header.response_code == ResponseCode.SUCCESS
+
+
+# --- the DNS view -------------------------------------------------------------------------------------
+
+
+def dns_query(handle: str, rdtype: str) -> bytes:
+    return dns.message.make_query(handle_to_name(handle, "id.test."), rdtype, use_edns=0).to_wire()
+
+
+def dns_view(frontend, memo_bytes: int) -> DnsView:
+    return DnsView("id.test.", frontend.service.values_tail, memo_bytes=memo_bytes)
+
+
+@pytest.mark.benchmark(group="dns-answer")
+def test_dns_answer_rendered(benchmark, frontend, handles):
+    """Read the query, look the identifier up, render its TXT records: a query nobody asked lately (memo off)."""
+    view = dns_view(frontend, memo_bytes=0)
+    queries = itertools.cycle([dns_query(h, "TXT") for h in handles])
+    answer = dns.message.from_wire(benchmark(lambda: view.answer(next(queries))))
+    assert answer.rcode() == dns.rcode.NOERROR and answer.answer
+
+
+@pytest.mark.benchmark(group="dns-answer")
+def test_dns_answer_replayed(benchmark, frontend, handles):
+    """A query asked before: the memo's answer, after one store lookup checks the values are unchanged."""
+    view = dns_view(frontend, memo_bytes=64 << 20)
+    wires = [dns_query(h, "URI") for h in handles]
+    for wire in wires:
+        view.answer(wire)
+    queries = itertools.cycle(wires)
+    answer = dns.message.from_wire(benchmark(lambda: view.answer(next(queries))))
+    assert answer.rcode() == dns.rcode.NOERROR and answer.answer
+    assert all(view._answers.get(wire[2:]) is not None for wire in wires)  # every one is answered from the memo
+
+
+@pytest.mark.benchmark(group="dns-answer")
+def test_dns_answer_nxdomain(benchmark, frontend):
+    view = dns_view(frontend, memo_bytes=0)
+    wire = dns_query(missing_handle(3, DATASET.prefix, DATASET.enterprises), "TXT")
+    assert dns.message.from_wire(benchmark(view.answer, wire)).rcode() == dns.rcode.NXDOMAIN
