@@ -76,7 +76,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out = parser.add_argument_group("output")
     out.add_argument("--server-pid", type=int, action="append", help="report its CPU use (repeatable)")
-    out.add_argument("--json", help="also write the result as JSON to this file")
+    out.add_argument("--json", help="also write the result (with the machine and the command) as JSON to this file")
+    out.add_argument("--md", help="also write a short markdown summary (machine, commit, command, figures)")
     out.add_argument(
         "--png", help="also draw answers/s over time and the latency distribution (needs matplotlib)"
     )
@@ -124,7 +125,9 @@ def _spec(args: argparse.Namespace):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.load.report import summary_rows
     from bench.loadgen import LoadGenError, format_result, plot_result, run_load
+    from bench.results_io import machine_facts, write_summary
 
     spec = _spec(args)
 
@@ -136,7 +139,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except LoadGenError as exc:
         raise CliError(str(exc)) from exc
     result["command"] = shlex.join(["idnode", *args.argv])
+    result["machine"] = machine_facts()
     print(format_result(result))
+    if args.md:
+        title = f"idnode bench {spec.protocol}: {result['answers_per_s']:,.0f} answers/s"
+        write_summary(Path(args.md), title, result, summary_rows(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if args.png:

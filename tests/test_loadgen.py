@@ -115,17 +115,21 @@ def test_progress_is_reported(node):
     assert lines and "answers/s so far" in lines[-1] and "lost 0" in lines[-1]
 
 
-def test_cli_writes_json_and_png(node, tmp_path, capsys):
+def test_cli_writes_json_png_and_markdown(node, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    out, png, md = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "r.md"
     argv = ["bench", "tcp", "--server", f"{node.host}:{node.port}", "--dataset-count", "2000", "--enterprises", "8",
             "--count", "500", "--warmup", "0", "--sockets", "2", "--window", "4", "--popularity", "zipf",
-            "--json", str(out), "--png", str(png), "--quiet"]  # fmt: skip
+            "--json", str(out), "--png", str(png), "--md", str(md), "--quiet"]  # fmt: skip
     assert idnode_main(argv) == 0
     result = json.loads(out.read_text())
     assert result["answers"] == 500 and result["errors"] == {}
     assert result["settings"]["popularity"] == "zipf" and result["command"].startswith("idnode bench tcp")
+    assert result["machine"]["cpus"] and "commit" in result["machine"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = md.read_text()
+    assert result["command"] in summary and f"commit {result['machine']['commit']}" in summary
+    assert "| answers | 500 (" in summary and "| errors | 0 | 0 |" in summary
     assert "Handle TCP" in capsys.readouterr().out
 
 

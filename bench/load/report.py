@@ -274,3 +274,20 @@ def format_result(result: dict) -> str:
             + ", ".join(f"{o['name']} ({o['pid']}) {o['cpu']:.2f}" for o in result["other_load"])
         )
     return "\n".join(lines)
+
+
+def summary_rows(result: dict) -> list[tuple[str, str, str]]:
+    """(figure, measured, target) rows of a result for its markdown summary (bench.results_io.write_summary)."""
+    latency = result["latency_us"]
+    errors = sum(result["errors"].values())
+    server = ", ".join(f"{share:.2f} (pid {pid})" for pid, share in (result.get("server_cpu") or {}).items())
+    return [
+        ("answers/s", f"{result['answers_per_s']:,.0f}", ""),
+        ("answers", f"{result['answers']:,} ({result['not_found']:,} not found)", ""),
+        ("errors", f"{errors:,}" + (f" ({', '.join(sorted(result['errors']))})" if errors else ""), "0"),
+        ("lost", f"{result['lost']:,}", "0"),
+        ("latency µs min / P50 / P90 / P99 / P99.9 / max",
+         " / ".join(f"{latency[k]:,.0f}" for k in ("min", "p50", "p90", "p99", "p99.9", "max")), ""),
+        ("generator CPU (cores)", f"{result['generator_cpu']:.2f}", ""),
+        ("server CPU (cores)", server or "not measured (--server-pid)", ""),
+    ]  # fmt: skip
