@@ -10,7 +10,7 @@ import dns.message
 import dns.rdatatype
 
 from resolver.dnsview import DnsView, digest_entry, handle_key
-from tests.vectors import VECTORS, VECTORS_PATH  # noqa: E402, F401
+from tests.vectors import VECTORS
 
 #: The five value vectors: URL (1), EMAIL (2), UTF-8 DESC with a reference (3), HS_ADMIN (100), and a value
 #: without PUBLIC_READ (200).
