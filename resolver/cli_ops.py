@@ -34,8 +34,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from resolver.server.supervisor import SupervisorError, resolve_port, supervise
     from storage.store import Store, StoreError
 
-    load = settings.loader_from_args(args)
     try:
+        load = settings.loader_from_args(args)  # reads the flags: a bad flag value is a ConfigError too
         config = load()
     except settings.ConfigError as exc:
         raise CliError(str(exc)) from None

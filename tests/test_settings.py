@@ -179,3 +179,9 @@ def test_serve_reports_a_bad_file_and_exits_2(tmp_path):
     result = idnode("serve", "--config", str(write(tmp_path, 'data_dir = "/d"\nworkers = "x"\n')))
     assert result.returncode == 2
     assert "idnode serve:" in result.stderr and "workers: 'x' is not an integer" in result.stderr
+
+
+def test_serve_reports_a_bad_flag_value_and_exits_2(tmp_path):
+    result = idnode("serve", "--data", str(tmp_path / "store"), "--dns-memo-mb", "lots")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "idnode serve: --dns-memo-mb: 'lots' is not an integer" in result.stderr
