@@ -57,7 +57,11 @@ def test_unsorted_input_and_duplicates_are_accepted(tmp_path):
         assert b"https://new" in store.get("88.1/B")  # the later line wins
 
 
-def test_parallel_and_serial_parsing_store_the_same_bytes(tmp_path, demo_ndjson):
+def test_parallel_and_serial_parsing_store_the_same_bytes(tmp_path, demo_ndjson, monkeypatch):
+    from storage import loader
+
+    # Values without a timestamp get the load's clock: both loads must read the same second.
+    monkeypatch.setattr(loader.time, "time", lambda: 1_764_400_000.0)
     with Store(tmp_path / "a", create=True) as a, Store(tmp_path / "b", create=True) as b:
         load_files(a, [demo_ndjson], parallel=False)
         load_files(b, [demo_ndjson], parallel=True)
