@@ -311,8 +311,7 @@ class SecurityEvents:
             if len(self._rate) >= MAX_TRACKED_SOURCES:
                 self._flush_windows(force=True)
             self._rate[(source, transport)] = _Window(now, 1, 1)
-        self._emit(EventKind.RATE_LIMITED, {"source": _text(source), "transport": transport,
-                                            "count": 1 + carried, "window_s": RATE_EVENT_WINDOW_S})  # fmt: skip
+        self._emit_rate_limited((source, transport), 1 + carried)
 
     def malformed(self, source: str, transport: str) -> None:
         """One malformed packet or request from `source` (address without port). Cheap: counts it, and
@@ -417,9 +416,7 @@ class SecurityEvents:
             if force or now - window.start_s >= RATE_EVENT_WINDOW_S:
                 del self._rate[key]
                 if window.count > window.reported:
-                    self._emit(EventKind.RATE_LIMITED, {"source": _text(key[0]), "transport": key[1],
-                                                        "count": window.count - window.reported,
-                                                        "window_s": RATE_EVENT_WINDOW_S})  # fmt: skip
+                    self._emit_rate_limited(key, window.count - window.reported)
         for key, window in list(self._malformed.items()):
             if force or now - window.start_s >= MALFORMED_WINDOW_S:
                 del self._malformed[key]
@@ -428,6 +425,11 @@ class SecurityEvents:
 
     def _emit_burst(self, key: tuple[str, str], count: int) -> None:
         self.malformed_burst(key[0], key[1], count)
+
+    def _emit_rate_limited(self, key: tuple[str, str], count: int) -> None:
+        source, transport = key
+        self._emit(EventKind.RATE_LIMITED, {"source": _text(source), "transport": transport, "count": count,
+                                            "window_s": RATE_EVENT_WINDOW_S})  # fmt: skip
 
     def _emit(self, kind: EventKind, data: dict[str, Any]) -> None:
         self._append([(kind, data)])

@@ -75,6 +75,13 @@ def resolve_port(config: ServeConfig) -> int:
     return free_udp_tcp_port(config.binds[0])
 
 
+def _restart_backoff(lived_s: float, failures: int) -> tuple[int, float]:
+    """(failures counted so far, seconds to wait) for a process that died after `lived_s`: one that lived long
+    enough starts the count afresh, so a crash once a day is restarted at once and a crash loop slows down."""
+    failures = 0 if lived_s > STABLE_AFTER_S else failures + 1
+    return failures, RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+
+
 def _describe_exit(status: int) -> str:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
@@ -192,8 +199,7 @@ class Supervisor:
         if self.stop_requested:
             return
         lived = time.monotonic() - self._exporter_started_s
-        self._exporter_failures = 0 if lived > STABLE_AFTER_S else self._exporter_failures + 1
-        delay = RESTART_BACKOFF_S[min(self._exporter_failures, len(RESTART_BACKOFF_S) - 1)]
+        self._exporter_failures, delay = _restart_backoff(lived, self._exporter_failures)
         log.warning(
             "security log exporter %d exited (%s) after %.0f s; restarting in %.1f s (events wait queued)",
             self.exporter.pid,
@@ -421,8 +427,7 @@ class Supervisor:
                 )
                 continue
             lived = time.monotonic() - proc.started_s
-            failures = 0 if lived > STABLE_AFTER_S else proc.failures + 1
-            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            failures, delay = _restart_backoff(lived, proc.failures)
             log.warning(
                 "worker %d exited (%s) after %.0f s; restarting in %.1f s",
                 pid,
