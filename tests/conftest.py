@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,18 @@ def demo_store_dir(tmp_path_factory, demo_ndjson) -> Path:
     with Store(path, create=True) as s:
         load_files(s, [demo_ndjson])
     return path
+
+
+def copy_demo_store(demo_store_dir: Path, directory: Path) -> Path:
+    """A writable copy of the session's demo store at `directory`/store (copying its data file is much quicker
+    than loading the identifiers again, and leaves the shared store untouched)."""
+    path = directory / "store"
+    path.mkdir(parents=True)
+    shutil.copyfile(demo_store_dir / "data.mdb", path / "data.mdb")
+    return path
+
+
+@pytest.fixture()
+def demo_store_copy(tmp_path, demo_store_dir) -> Path:
+    """A writable copy of the demo store for one test."""
+    return copy_demo_store(demo_store_dir, tmp_path)

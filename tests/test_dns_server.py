@@ -33,7 +33,12 @@ def dns_node(tmp_path_factory, demo_ndjson):
     long_suffix = "LONG-" + "X" * 400  # too long for a readable name: served under a digest name
     extra = tmp_path_factory.mktemp("extra") / "extra.ndjson"
     extra.write_text(
-        json.dumps({"handle": f"88.100.1/{long_suffix}", "values": [{"index": 1, "type": "URL", "data": "https://x/l"}]})
+        json.dumps(
+            {
+                "handle": f"88.100.1/{long_suffix}",
+                "values": [{"index": 1, "type": "URL", "data": "https://x/l"}],
+            }
+        )
         + "\n"
     )
     with Store(path, create=True) as store:
@@ -66,7 +71,11 @@ def test_txt_records_carry_the_same_values_as_the_handle_view(dns_node, tcp):
     answer = ask(dns_node, handle_to_name(handle, ZONE), "TXT", tcp)
     assert answer.rcode() == dns.rcode.NOERROR and answer.flags & dns.flags.AA
     texts = sorted(b"".join(r.strings).decode() for r in answer.answer[0])
-    expected = sorted(f"{v.index} {v.type} {v.data.decode()}" for v in handle_values(dns_node, handle) if v.type != "HS_ADMIN")
+    expected = sorted(
+        f"{v.index} {v.type} {v.data.decode()}"
+        for v in handle_values(dns_node, handle)
+        if v.type != "HS_ADMIN"
+    )
     assert [t for t in texts if " HS_ADMIN " not in t] == expected
 
 
@@ -106,21 +115,23 @@ def test_garbage_gets_no_crash_and_the_server_keeps_answering(dns_node):
     assert ask(dns_node, handle_to_name(DATASET.handle_at(1), ZONE)).rcode() == dns.rcode.NOERROR
 
 
-@pytest.mark.skipif(shutil.which("kdig") is None and shutil.which("dig") is None, reason="neither kdig nor dig installed")
+@pytest.mark.skipif(
+    shutil.which("kdig") is None and shutil.which("dig") is None, reason="neither kdig nor dig installed"
+)
 def test_kdig_or_dig_resolves(dns_node):
     tool = shutil.which("kdig") or shutil.which("dig")
     name = handle_to_name(DATASET.handle_at(4), ZONE)
     out = subprocess.run(
         [tool, "@127.0.0.1", "-p", str(dns_node.dns_port), name, "TXT", "+short"],
-        capture_output=True, text=True, timeout=10,
+        capture_output=True,
+        text=True,
+        timeout=10,
     ).stdout
     assert "1 URL https://" in out
 
 
-def test_dns_resolutions_are_counted(tmp_path, demo_ndjson):
-    path = tmp_path / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+def test_dns_resolutions_are_counted(demo_store_copy):
+    path = demo_store_copy
     dns_port = free_port()
     with running_node(path, workers=1, extra=("--dns-port", str(dns_port))) as node:
         node.dns_port = dns_port
@@ -130,15 +141,13 @@ def test_dns_resolutions_are_counted(tmp_path, demo_ndjson):
     assert stats["resolutions"]["total"] == 7
 
 
-def test_writes_and_deletions_show_in_the_next_dns_answer(tmp_path, demo_ndjson):
+def test_writes_and_deletions_show_in_the_next_dns_answer(demo_store_copy):
     """A repeated query is answered from the worker's memo of whole answers; a write committed by another
     process (here the test, through the store) must still show in the very next answer."""
     from resolver.handle.values import HandleValue
     from storage.writes import delete_identifier, put_identifier
 
-    path = tmp_path / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+    path = demo_store_copy
     handle = DATASET.handle_at(3)
     name = handle_to_name(handle, ZONE)
     dns_port = free_port()
@@ -146,11 +155,16 @@ def test_writes_and_deletions_show_in_the_next_dns_answer(tmp_path, demo_ndjson)
         node.dns_port = dns_port
         wire = dns.message.make_query(name, "URI", use_edns=0)
         for _ in range(3):  # the same bytes but the id: the later ones are replayed
-            assert dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S).rcode() == dns.rcode.NOERROR
+            assert (
+                dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S).rcode()
+                == dns.rcode.NOERROR
+            )
         with Store(path) as store:
             put_identifier(store, handle, [HandleValue(1, "URL", b"https://changed.example/", 0)])
         answer = dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S)
         assert [rr.target for rr in answer.answer[0]] == [b"https://changed.example/"]
         with Store(path) as store:
             delete_identifier(store, handle)
-        assert dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S).rcode() == dns.rcode.NXDOMAIN
+        assert (
+            dns.query.udp(wire, "127.0.0.1", port=dns_port, timeout=TIMEOUT_S).rcode() == dns.rcode.NXDOMAIN
+        )

@@ -21,9 +21,9 @@ from resolver.cli_admin import load_scenario
 from resolver.handle.message import decode_response
 from resolver.http.auth import AUTH_FAILURE_WINDOW_S, MAX_AUTH_FAILURES, MAX_SOURCE_FAILURES, FailureLog
 from storage.enterprises import issue_credential, set_operator_secret
-from storage.loader import load_files
 from storage.store import Store
 from tests.app_helpers import InProcessApp
+from tests.conftest import copy_demo_store
 from tests.vectors import VECTORS
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "deploy" / "scenarios"
@@ -38,10 +38,9 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, demo_ndjson):
-    path = tmp_path_factory.mktemp("http-fuzz") / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+def app(tmp_path_factory, demo_store_dir):
+    path = copy_demo_store(demo_store_dir, tmp_path_factory.mktemp("http-fuzz"))
+    with Store(path) as store:
         user, secret = issue_credential(store, "88.100.7")
         set_operator_secret(store, OPERATOR_SECRET)
         load_scenario(store, SCENARIOS / "automotive")  # templates on 88.100.101: writes there are checked
@@ -273,9 +272,7 @@ def test_tunnel_with_any_body(app, data):
 
 AUTH_HEADERS = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=60),
-    st.builds(
-        lambda text: "Basic " + base64.b64encode(text.encode()).decode(), st.text(max_size=40)
-    ),
+    st.builds(lambda text: "Basic " + base64.b64encode(text.encode()).decode(), st.text(max_size=40)),
     st.builds(lambda raw: "Basic " + base64.b64encode(raw).decode(), st.binary(max_size=40)),
     st.sampled_from(
         ["Basic", "Basic ", "Bearer x", "Basic !!!", "basic b3BlcmF0b3I6", "Basic " + "A" * 5000]

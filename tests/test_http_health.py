@@ -7,8 +7,6 @@ import time
 
 from bench.datagen import Dataset
 from resolver.client import HandleClient
-from storage.loader import load_files
-from storage.store import Store
 from tests.http_helpers import call, http_node
 
 DATASET = Dataset(2000, 1, "88.100", 8)
@@ -22,10 +20,8 @@ def metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
-def test_metrics_and_health_on_the_http_port(tmp_path, demo_ndjson):
-    with Store(tmp_path / "s", create=True) as store:
-        load_files(store, [demo_ndjson])
-    with http_node(tmp_path / "s", workers=2) as node:
+def test_metrics_and_health_on_the_http_port(demo_store_copy):
+    with http_node(demo_store_copy, workers=2) as node:
         assert call(node.http_port, "GET", "/healthz").status == 200
         ready = call(node.http_port, "GET", "/readyz")
         assert ready.status == 200 and ready.json["checks"]["listening"] is True

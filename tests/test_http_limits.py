@@ -14,19 +14,18 @@ import pytest
 
 from resolver.http import common
 from storage.enterprises import issue_credential, set_operator_secret
-from storage.loader import load_files
 from storage.store import Store
 from tests.app_helpers import InProcessApp
+from tests.conftest import copy_demo_store
 from tests.http_helpers import basic, http_node
 
 OP = ("operator", "operator-secret-for-limits")
 
 
 @pytest.fixture(scope="module")
-def store_dir(tmp_path_factory, demo_ndjson):
-    path = tmp_path_factory.mktemp("http-limits") / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+def store_dir(tmp_path_factory, demo_store_dir):
+    path = copy_demo_store(demo_store_dir, tmp_path_factory.mktemp("http-limits"))
+    with Store(path) as store:
         set_operator_secret(store, OP[1])
         issue_credential(store, "88.100.7")
     return path
@@ -45,7 +44,11 @@ def read_answer(sock: socket.socket) -> tuple[int, bytes]:
             raise ConnectionError(f"closed after {data!r}")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split(b" ")[1]), body
@@ -79,7 +82,14 @@ def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> 
 
 
 def test_connection_caps_per_source_and_per_worker(store_dir):
-    extra = ("--http-max-connections", "3", "--http-max-connections-per-source", "2", "--http-idle-timeout", "30")
+    extra = (
+        "--http-max-connections",
+        "3",
+        "--http-max-connections-per-source",
+        "2",
+        "--http-idle-timeout",
+        "30",
+    )
     with http_node(store_dir, workers=1, extra=extra) as node:
         port = node.http_port
         time.sleep(0.3)  # the readiness probe's connection is closed by now
@@ -117,7 +127,9 @@ def test_idle_and_slow_connections_are_closed(store_dir):
             assert seconds is not None and seconds < 3.5
         # A request head sent a byte every 0.2 s never finishes within the timeout: closed all the same.
         with connect(port) as slow:
-            seconds = closed_within(slow, 6, trickle=b"GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200)
+            seconds = closed_within(
+                slow, 6, trickle=b"GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+            )
             assert seconds is not None and seconds < 4
 
 
@@ -166,7 +178,9 @@ def test_a_body_that_does_not_arrive_in_time_is_408(store_dir, monkeypatch):
             writer.write(f"PUT /api/handles/88.100.7/SLOW HTTP/1.1\r\nHost: x\r\nAuthorization: {basic(*OP)}\r\n"
                          "Content-Length: 100\r\n\r\n{\"values\": ".encode())  # fmt: skip
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+            length = int(
+                next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+            )
             body = await reader.readexactly(length)
             writer.close()
             await writer.wait_closed()

@@ -11,16 +11,15 @@ from pyhandle.handleexceptions import GenericHandleError, HandleAlreadyExistsExc
 
 from resolver.client import HandleClient
 from storage.enterprises import issue_credential
-from storage.loader import load_files
 from storage.store import Store
+from tests.conftest import copy_demo_store
 from tests.http_helpers import http_node
 
 
 @pytest.fixture(scope="module")
-def node_and_creds(tmp_path_factory, demo_ndjson):
-    path = tmp_path_factory.mktemp("pyhandle") / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+def node_and_creds(tmp_path_factory, demo_store_dir):
+    path = copy_demo_store(demo_store_dir, tmp_path_factory.mktemp("pyhandle"))
+    with Store(path) as store:
         creds = {p: issue_credential(store, p) for p in ("88.100.3", "88.100.4")}
     with http_node(path, workers=2) as node:
         yield node, creds

@@ -27,8 +27,8 @@ from resolver.handle.values import InterfaceProtocol, decode_site
 from resolver.server.worker import node_site
 from resolver.tls import MIN_TLS_VERSION, TlsSettingError, server_context
 from storage.enterprises import issue_credential
-from storage.loader import load_files
 from storage.store import Store
+from tests.conftest import copy_demo_store
 from tests.http_helpers import basic
 from tests.servers import free_port, idnode, running_node
 
@@ -89,10 +89,9 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def store_dir(tmp_path_factory, demo_ndjson):
-    path = tmp_path_factory.mktemp("tls-store") / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+def store_dir(tmp_path_factory, demo_store_dir):
+    path = copy_demo_store(demo_store_dir, tmp_path_factory.mktemp("tls-store"))
+    with Store(path) as store:
         user, secret = issue_credential(store, "88.100.7")
     return path, (user, secret)
 
@@ -117,11 +116,15 @@ def test_https_serves_reads_and_writes_and_plain_http_gets_nothing(pki, store_di
         status, body, version = https(port, trusting, "GET", "/api/handles/88.100.7/NOT-YET")
         assert status == 404 and version in ("TLSv1.2", "TLSv1.3")
         value = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/tls"}]}
-        status, _, _ = https(port, trusting, "PUT", "/api/handles/88.100.7/TLS-1", json.dumps(value), auth=cred)
+        status, _, _ = https(
+            port, trusting, "PUT", "/api/handles/88.100.7/TLS-1", json.dumps(value), auth=cred
+        )
         assert status == 201
         for _ in range(4):  # every worker serves HTTPS and sees the write
             status, body, _ = https(port, trusting, "GET", "/api/handles/88.100.7/TLS-1")
-            assert status == 200 and json.loads(body)["values"][0]["data"]["value"] == "https://example.com/tls"
+            assert (
+                status == 200 and json.loads(body)["values"][0]["data"]["value"] == "https://example.com/tls"
+            )
         assert https(port, trusting, "GET", "/api/whoami", auth=(cred[0], "wrong-" + cred[1]))[0] == 401
 
         # Plain HTTP to the TLS port: no HTTP answer at all.
@@ -157,7 +160,9 @@ def test_hs_site_lists_the_http_port_as_https(pki):
         name: [i.protocol for i in decode_site(node_site(c)).servers[0].interfaces]
         for name, c in (("plain", plain), ("tls", tls))
     }
-    assert protocols["plain"][-1] == InterfaceProtocol.HTTP and protocols["tls"][-1] == InterfaceProtocol.HTTPS
+    assert (
+        protocols["plain"][-1] == InterfaceProtocol.HTTP and protocols["tls"][-1] == InterfaceProtocol.HTTPS
+    )
 
 
 def test_bad_tls_settings_are_refused_naming_the_key(pki, tmp_path):
@@ -166,11 +171,15 @@ def test_bad_tls_settings_are_refused_naming_the_key(pki, tmp_path):
         settings.add_arguments(parser)
         return settings.loader_from_args(parser.parse_args(["--data", str(tmp_path), *flags]), environ={})()
 
-    with pytest.raises(settings.ConfigError, match="http_tls_cert: give http_tls_cert and http_tls_key together"):
+    with pytest.raises(
+        settings.ConfigError, match="http_tls_cert: give http_tls_cert and http_tls_key together"
+    ):
         load("--http-tls-cert", str(pki["cert"]))
     with pytest.raises(settings.ConfigError, match="http_tls_cert: .* is not a file"):
         load("--http-tls-cert", str(tmp_path / "missing.pem"), "--http-tls-key", str(pki["key"]))
-    with pytest.raises(settings.ConfigError, match="http_tls_key: .* not a PEM certificate and its private key"):
+    with pytest.raises(
+        settings.ConfigError, match="http_tls_key: .* not a PEM certificate and its private key"
+    ):
         load("--http-tls-cert", str(pki["cert"]), "--http-tls-key", str(pki["other_key"]))
     with pytest.raises(TlsSettingError, match="http_tls_key"):
         server_context(pki["cert"], pki["cert"])  # a certificate where the key should be

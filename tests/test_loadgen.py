@@ -15,8 +15,7 @@ import pytest
 from bench.datagen import Dataset
 from bench.loadgen import DatasetSpec, LoadGenError, LoadSpec, format_result, run_load, run_udp_load
 from resolver.cli import main as idnode_main
-from storage.loader import load_files
-from storage.store import Store
+from tests.conftest import copy_demo_store
 from tests.http_helpers import http_node
 from tests.servers import free_port
 
@@ -34,10 +33,8 @@ FOUND_MISSING = {
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory, demo_ndjson):
-    path = tmp_path_factory.mktemp("loadgen") / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+def node(tmp_path_factory, demo_store_dir):
+    path = copy_demo_store(demo_store_dir, tmp_path_factory.mktemp("loadgen"))
     dns_port = free_port()
     with http_node(path, workers=1, extra=("--dns-port", str(dns_port))) as running:
         running.dns_port = dns_port

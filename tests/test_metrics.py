@@ -115,12 +115,8 @@ def test_store_figures_are_read_at_scrape_time(demo_store_dir):
     assert found["idnode_data_free_bytes"] > 0
 
 
-def test_a_running_node_publishes_its_counts_and_latencies(tmp_path, demo_ndjson):
-    from storage.loader import load_files
-
-    data = tmp_path / "store"
-    with Store(data, create=True) as store:
-        load_files(store, [demo_ndjson])
+def test_a_running_node_publishes_its_counts_and_latencies(tmp_path, demo_store_copy):
+    data = demo_store_copy
     directory = tmp_path / "node-metrics"
     with running_node(data, workers=2, extra=("--metrics-dir", str(directory))) as node:
 

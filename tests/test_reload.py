@@ -23,8 +23,6 @@ from resolver.handle.message import (
     encode_request,
     encode_resolution_request,
 )
-from storage.loader import load_files
-from storage.store import Store
 from tests.servers import running_node
 
 DATASET = Dataset(2000, 1, "88.100", 8)
@@ -33,11 +31,8 @@ RELOAD_WAIT_S = 30.0
 
 
 @pytest.fixture()
-def store_dir(tmp_path, demo_ndjson) -> Path:
-    path = tmp_path / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
-    return path
+def store_dir(demo_store_copy) -> Path:
+    return demo_store_copy
 
 
 def children(pid: int) -> set[int]:
@@ -221,6 +216,8 @@ def test_a_taken_port_stops_the_start_naming_the_port(store_dir):
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", port))  # without SO_REUSEPORT: nobody can join it
-        result = idnode("serve", "--data", str(store_dir), "--handle-port", str(port), "--workers", "2", timeout=60)
+        result = idnode(
+            "serve", "--data", str(store_dir), "--handle-port", str(port), "--workers", "2", timeout=60
+        )
     assert result.returncode == 2  # refused before any worker starts (resolver.server.sockets.ports_in_use)
     assert f"127.0.0.1:{port}/udp already in use" in result.stderr

@@ -13,7 +13,6 @@ import pytest
 
 from resolver.http import writes as http_writes
 from storage.enterprises import issue_credential, set_operator_secret
-from storage.loader import load_files
 from storage.store import Store
 from tests.app_helpers import InProcessApp
 
@@ -26,10 +25,9 @@ def body(obj) -> bytes:
 
 
 @pytest.fixture()
-def app(tmp_path, demo_ndjson):
-    path = tmp_path / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
+def app(demo_store_copy):
+    path = demo_store_copy
+    with Store(path) as store:
         creds = {p: issue_credential(store, p) for p in ("88.100.7", "88.100.8")}
         set_operator_secret(store, OPERATOR_SECRET)
     running = InProcessApp(path)

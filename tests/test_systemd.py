@@ -197,14 +197,3 @@ def test_activated_node_notifies_and_reloads_on_the_shared_sockets(demo_store_co
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     activation = [e for e in lines if e.get("event") == "socket_activation"]
     assert activation and "handle(udp), handle(tcp)" in activation[0]["msg"], output
-
-
-@pytest.fixture()
-def demo_store_copy(tmp_path, demo_ndjson) -> Path:
-    from storage.loader import load_files
-    from storage.store import Store
-
-    path = tmp_path / "store"
-    with Store(path, create=True) as store:
-        load_files(store, [demo_ndjson])
-    return path
