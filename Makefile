@@ -46,6 +46,7 @@ lint: venv
 
 bench-micro: venv
 	$(PY) -m pytest bench/test_micro.py --benchmark-enable --benchmark-autosave --benchmark-storage=bench/results/micro -q
+	$(PY) -m bench.micro
 
 # The acceptance volume (not part of `make test`): 20M identifiers loaded, 5M resolutions, a restart, the report;
 # results in bench/results/scale.{json,md,png} (the PNG needs matplotlib, the `bench` extra, installed here).
