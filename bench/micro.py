@@ -288,7 +288,8 @@ def plot(report: dict, path: Path) -> str:
               color="C7", alpha=0.6, label=f"previous run: {_run_label(previous)}")  # fmt: skip
     for y, case in drawn:
         right = max(case["q3_us"], case["previous_q3_us"] or 0)
-        text = f"{format_us(case['median_us'])} µs  {change_text(case['ratio'])}".rstrip()
+        change = change_text(case["ratio"]) or ("(not in the previous run)" if pair else "")
+        text = f"{format_us(case['median_us'])} µs  {change}".rstrip()
         weight = "bold" if beyond_noise(case["ratio"], report["noise_share"]) else "normal"  # as in micro.md
         ax.annotate(
             text,
@@ -338,11 +339,11 @@ def _scale_x(ax, cases: list[dict]) -> None:
         import matplotlib.ticker
 
         ax.set_xscale("log")
-        ax.set_xlim(min(lows) / 2, max(highs) * 6)
+        ax.set_xlim(min(lows) / 2, max(highs) * 12)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("µs per call (log)")
     else:
-        ax.set_xlim(0, max(highs) * 1.35)
+        ax.set_xlim(0, max(highs) * 1.5)
         ax.set_xlabel("µs per call")
 
 
