@@ -237,6 +237,24 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
     raise Interrupted(f"signal {signal.Signals(signum).name}")
 
 
+@contextlib.contextmanager
+def stopped_on_exit(processes: Processes):
+    """The body runs with SIGINT, SIGTERM and SIGHUP raising :class:`Interrupted`; on the way out, however it
+    goes (done, an error, Ctrl-C, a kill from the shell), every process in ``processes`` is stopped by its PID.
+    bench/protocols.py shares it."""
+    # SIGINT too: a background job of a shell starts with SIGINT ignored, and Python then installs no handler.
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _raise_interrupted) for s in signals}
+    try:
+        yield
+    finally:
+        for signum in signals:  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(signum, signal.SIG_IGN)
+        processes.stop_all()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _probe_query(name: str, qtype: int, qid: int) -> bytes:
     labels = b"".join(bytes((len(p),)) + p.encode("ascii") for p in name.rstrip(".").split("."))
     return _PROBE.pack(qid, 0x0100, 1, 0, 0, 0) + labels + b"\x00" + struct.pack(">HH", qtype, 1)
@@ -490,7 +508,7 @@ def run_dnsperf(server: Server, settings: argparse.Namespace, queries: Path, sec
     return result
 
 
-def _unaccounted(result: dict) -> float:
+def unaccounted(result: dict) -> float:
     """Cores the machine was busy with beyond the server and the generator: neighbours, short-lived processes,
     and kernel work charged to no process."""
     ours = (result.get("server_cores") or 0) + (result.get("generator_cores") or 0)
@@ -512,7 +530,7 @@ class Measurer:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         result["generator_cores"] = round(used / seconds, 3)
-        result["unaccounted_cores"] = _unaccounted(result)
+        result["unaccounted_cores"] = unaccounted(result)
         return result
 
     def handle(self, server: Server, dataset: Dataset, seconds: float, warmup_s: float) -> dict:
@@ -541,7 +559,7 @@ class Measurer:
             "other_load": watched["other_load"],
             "machine_busy_cores": watched["machine_busy_cores"],
         }
-        out["unaccounted_cores"] = _unaccounted(out)
+        out["unaccounted_cores"] = unaccounted(out)
         return out
 
 
@@ -811,23 +829,16 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(f"[compare] {text}", file=sys.stderr, flush=True)
 
-    # SIGINT too: a background job of a shell starts with SIGINT ignored, and Python then installs no handler.
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, _raise_interrupted) for s in signals}
     work = args.workdir or Path(tempfile.mkdtemp(prefix="idnode-compare-"))
     work.mkdir(parents=True, exist_ok=True)
     processes = Processes()
     try:
-        return _run(args, work, processes, log)
+        with stopped_on_exit(processes):
+            return _run(args, work, processes, log)
     except (KeyboardInterrupt, Interrupted) as exc:
-        log(f"interrupted ({exc or 'Ctrl-C'}): stopping the servers")
+        log(f"interrupted ({exc or 'Ctrl-C'}): the servers are stopped")
         return 130
     finally:
-        for signum in signals:  # a second Ctrl-C must not cut the cleanup short
-            signal.signal(signum, signal.SIG_IGN)
-        processes.stop_all()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
