@@ -65,6 +65,16 @@ bench-compare: venv
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench.compare $(COMPARE_ARGS)
 
+# Every protocol of `idnode bench` against one worker (not part of `make test`): Handle UDP, Handle TCP, the DNS
+# view (its memo on, and off with --dns-memo-mb 0), HTTP; server on CPU 0, generator on CPU 1, 3 rounds of 10 s
+# each after waiting for a quiet machine. Store built once in /var/tmp/idnode-protocols. Results in
+# bench/results/protocols.{json,md,png} and the median rounds as loadgen-<protocol>.{json,md,png}. About 5 minutes.
+.PHONY: bench-protocols
+PROTOCOLS_ARGS ?=
+bench-protocols: venv
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench.protocols $(PROTOCOLS_ARGS)
+
 # Coverage-guided fuzzing with atheris (not part of `make test`; see tests/fuzz/README.md): each harness of
 # tests/fuzz/ runs FUZZ_SECONDS from its seed corpus. New inputs go to build/fuzz/corpus/HARNESS, a crashing
 # input to build/fuzz/HARNESS-crash-*, the log to build/fuzz/HARNESS.log. Stops at the first finding.
