@@ -62,12 +62,15 @@ def strictly_ascending(keys: Sequence[bytes]) -> bool:
 _AFTER_SLASH = b"0"  # the byte after b"/": prefix + b"0" sorts after every key of that prefix
 
 
-def count_by_prefix(keys: Sequence[bytes]) -> dict[bytes, int]:
+def count_by_prefix(keys: Sequence[bytes], ascending: bool | None = None) -> dict[bytes, int]:
     """How many of `keys` (store keys) each prefix holds. In sorted keys a prefix's keys are one run (all start
     with prefix + "/" and sort before prefix + "0"), so a bulk load's chunk costs a binary search a prefix
-    instead of a look at every key."""
+    instead of a look at every key. `ascending`: whether the caller already knows the keys strictly ascending
+    (None: look)."""
     counts: dict[bytes, int] = {}
-    if not strictly_ascending(keys):
+    if ascending is None:
+        ascending = strictly_ascending(keys)
+    if not ascending:
         for key in keys:
             prefix = key[: key.find(b"/")]
             counts[prefix] = counts.get(prefix, 0) + 1

@@ -30,7 +30,6 @@ from storage import audit
 from storage.audit import Actor
 from storage.chunks import Chunk, chunk_bounds, parse_ndjson
 from storage.csvinput import CSV_COLUMNS, CSV_OPTIONAL, csv_chunks
-from storage.keys import count_by_prefix
 from storage.store import Store
 
 CHUNK_BYTES = 8 << 20  #: NDJSON bytes per chunk (~16,000 typical lines): amortises the commit and its fsync
@@ -92,19 +91,19 @@ class _Source:
 def _commit(store: Store, source: _Source, chunk: Chunk, lines_before: int, now_s: int) -> int:
     """Write a chunk's items and the checkpoint after it in one transaction; returns how many were new."""
     checkpoint = source.checkpoint(chunk.end_offset, lines_before + chunk.line_count)
-    prefixes = count_by_prefix([key for key, _ in chunk.items]).keys()
 
     def in_same_transaction(txn) -> None:
         store.put_shared(txn, chunk.shared)
         txn.put(source.checkpoint_key, checkpoint, db=store.meta)
-        store.ensure_prefixes(txn, prefixes, now_s)
         if chunk.items:
             detail = {"count": len(chunk.items), "last": chunk.items[-1][0].decode(errors="replace"),
                       "file": str(source.path), "line": chunk.first_line}  # fmt: skip
             first = chunk.items[0][0].decode(errors="replace")
             audit.record(store, txn, source.actor.identity, source.actor.source, audit.LOAD, first, detail)
 
-    return store.put_records(chunk.items, append=None, txn_hook=in_same_transaction, now_s=now_s)
+    return store.put_records(
+        chunk.items, append=None, txn_hook=in_same_transaction, now_s=now_s, register_prefixes=True
+    )
 
 
 def load_files(

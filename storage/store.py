@@ -157,10 +157,12 @@ class Store:
         append: bool | None = False,
         txn_hook: Callable[[lmdb.Transaction], None] | None = None,
         now_s: float | None = None,
+        register_prefixes: bool = False,
     ) -> int:
         """Write (key, record) pairs in one transaction, counting the new ones as registrations of their
         prefix for today in the same transaction. `append` is the fast path for keys sorted after every
-        stored key; None decides by looking. `txn_hook(txn)` runs in the same transaction (load checkpoints).
+        stored key; None decides by looking. `register_prefixes`: register every prefix the keys fall under as
+        hosted (bulk loads). `txn_hook(txn)` runs in the same transaction (load checkpoints).
         Returns how many were new."""
         day = today(now_s)
 
@@ -170,19 +172,23 @@ class Store:
             nonlocal append
             if append is None:
                 append = self.appendable(txn, keys)
+            # Appended keys are all new, so one count serves the registrations and the prefixes to register.
+            per_prefix = count_by_prefix(keys, ascending=True if append else None)
             if append:
-                new_keys = keys
+                new_count, new_per_prefix = len(keys), per_prefix
             else:
                 new_keys = [key for key in keys if txn.get(key, db=self.handles) is None]
-            per_prefix = count_by_prefix(new_keys)
+                new_count, new_per_prefix = len(new_keys), count_by_prefix(new_keys)
             with txn.cursor(self.handles) as cursor:
                 cursor.putmulti(items, append=append)
             if max(map(len, keys), default=0) > DNS_DIGEST_MIN_KEY_BYTES:  # rare: skip the loop in one C pass
                 self.index_long_keys(txn, keys)
-            self.add_counts_in(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in per_prefix.items()})
+            self.add_counts_in(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in new_per_prefix.items()})
+            if register_prefixes:
+                self.ensure_prefixes(txn, per_prefix.keys(), int(now_s if now_s is not None else time.time()))
             if txn_hook is not None:
                 txn_hook(txn)
-            return len(new_keys)
+            return new_count
 
         return self.write(work)
 
