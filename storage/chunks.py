@@ -11,10 +11,9 @@ from typing import BinaryIO
 
 import orjson
 
-from resolver.handle.constants import MAX_HANDLE_BYTES
 from resolver.handle.errors import HandleProtocolError
 from storage.jsonvalues import ValueEncoder, ValueFormatError, encoded_record_from_json
-from storage.keys import InvalidHandle, handle_key
+from storage.keys import InvalidHandle, written_handle_key
 from storage.lineshapes import Filled, LineShapes
 from storage.records import pack_encoded_shared
 
@@ -35,13 +34,11 @@ class Chunk:
 
 def validate_handle(handle: str, case_sensitive: bool) -> bytes:
     """The store key of a handle from input, or ValueFormatError naming the handle field."""
-    raw = handle.encode()
-    if len(raw) > MAX_HANDLE_BYTES:
-        raise ValueFormatError(f"handle: longer than {MAX_HANDLE_BYTES} bytes")
     try:
-        return handle_key(raw, case_sensitive)
+        return written_handle_key(handle.encode(), case_sensitive)
     except InvalidHandle as exc:
-        raise ValueFormatError(f"handle: {exc}: {handle!r}") from exc
+        shown = f": {handle!r}" if len(handle) <= 100 else ""  # a 2 KiB handle would drown the message
+        raise ValueFormatError(f"handle: {exc}{shown}") from exc
 
 
 def parse_ndjson(data: bytes, start_offset: int, now_s: int, case_sensitive: bool) -> Chunk:

@@ -2,7 +2,7 @@
 
 The reference server upper-cases ASCII a-z in handles before lookup unless it is configured case-sensitive, and
 prefixes are always case-insensitive. Keys are bytes so the hot path never decodes; the byte order of keys is
-the order the bulk loader appends in. Imports nothing but the standard library.
+the order the bulk loader appends in. Imports nothing but the standard library and the protocol's constants.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import operator
 from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import islice
+
+from resolver.handle.constants import MAX_HANDLE_BYTES
 
 NA_PREFIX = b"0.NA"  #: the prefix under which every prefix is itself a handle (handle-protocol.md, names)
 
@@ -47,6 +49,17 @@ def handle_key(handle: bytes, case_sensitive: bool = False) -> bytes:
     if prefix == NA_PREFIX:
         return handle.translate(_ASCII_UPPER)
     return prefix + handle[slash:]
+
+
+def written_handle_key(handle: bytes, case_sensitive: bool = False) -> bytes:
+    """The store key of a handle someone writes (a load line, an API call), checked as every writer checks it:
+    at most MAX_HANDLE_BYTES, prefix/suffix with neither part empty. InvalidHandle says what is wrong."""
+    if len(handle) > MAX_HANDLE_BYTES:
+        raise InvalidHandle(f"longer than {MAX_HANDLE_BYTES} bytes")
+    key = handle_key(handle, case_sensitive)
+    if key.find(b"/") == len(key) - 1:
+        raise InvalidHandle("the suffix is empty")
+    return key
 
 
 def prefix_of_key(key: bytes) -> bytes:

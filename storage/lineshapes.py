@@ -32,8 +32,7 @@ from typing import Any
 
 import orjson
 
-from resolver.handle.constants import MAX_HANDLE_BYTES
-from storage.keys import InvalidHandle, handle_key
+from storage.keys import InvalidHandle, written_handle_key
 from storage.records import (
     bin_header,
     data_length_at,
@@ -121,11 +120,8 @@ class LineShapes:
                 strings = [_unescape(s) if _BACKSLASH in s else s for s in strings]
         except ValueError:  # not UTF-8, or an escape that is not a character (a lone surrogate)
             return None
-        handle = strings[template.handle_group]
-        if len(handle) > MAX_HANDLE_BYTES:
-            return None
-        try:
-            key = handle_key(handle, self.case_sensitive)
+        try:  # a bad handle takes the general parser, which says what is wrong with it
+            key = written_handle_key(strings[template.handle_group], self.case_sensitive)
         except InvalidHandle:
             return None
         constants = template.body_constants

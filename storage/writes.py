@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import lmdb
 
-from resolver.handle.constants import MAX_HANDLE_BYTES, ResponseCode
+from resolver.handle.constants import ResponseCode
 from resolver.handle.errors import HandleProtocolError
 from resolver.handle.values import HandleValue, decode_value
 from resolver.handle.wire import Reader
@@ -26,7 +26,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.enterprises import ADMIN_SUFFIX
 from storage.jsonvalues import ValueEncoder, encoded_record_from_json
-from storage.keys import InvalidHandle, handle_key
+from storage.keys import InvalidHandle, written_handle_key
 from storage.records import RecordError, SharedLookup, pack_encoded, pack_record, split_values, unpack_record
 from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
 
@@ -85,16 +85,10 @@ class RecordChecker(Protocol):
 
 def key_for(store: Store, handle: str) -> bytes:
     """The store key of `handle`, or WriteError INVALID_HANDLE."""
-    raw = handle.encode()
-    if len(raw) > MAX_HANDLE_BYTES:
-        raise WriteError(ResponseCode.INVALID_HANDLE, f"handle: longer than {MAX_HANDLE_BYTES} bytes")
     try:
-        key = handle_key(raw, store.case_sensitive)
+        return written_handle_key(handle.encode(), store.case_sensitive)
     except InvalidHandle as exc:
         raise WriteError(ResponseCode.INVALID_HANDLE, f"handle: {exc}") from exc
-    if key.endswith(b"/"):
-        raise WriteError(ResponseCode.INVALID_HANDLE, "handle: the suffix is empty")
-    return key
 
 
 def decode_record_values(raw: bytes, shared: SharedLookup | None = None) -> list[HandleValue]:

@@ -235,6 +235,7 @@ def test_duplicate_keys_are_not_learned(monkeypatch):
         ("88.1/\x7fDEL", None),  # DEL needs no escape: a good line
         ("no-slash", "handle:"),
         ("88.1/" + "C" * 2100, "handle: longer than 2048"),
+        ("88.1/", "handle: the suffix is empty"),  # refused by the loader as by the HTTP API
     ],
 )
 def test_lines_that_only_look_like_a_learned_shape(bad, message, monkeypatch):

@@ -84,6 +84,7 @@ def test_parallel_and_serial_parsing_store_the_same_bytes(tmp_path, demo_ndjson,
             "line 3: values[0].data.value: not valid hex",
         ),
         (json.dumps({"handle": "88.1/" + "C" * 2100, "values": []}), "line 3: handle: longer than 2048"),
+        (json.dumps({"handle": "88.1/", "values": []}), "line 3: handle: the suffix is empty: '88.1/'"),
     ],
 )
 def test_bad_line_names_file_and_line_and_keeps_the_lines_before(tmp_path, bad_line, message):

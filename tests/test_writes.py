@@ -100,6 +100,12 @@ def test_prefix_and_authority_checks_write_nothing(hosted):
     assert snapshot(hosted) == before
 
 
+def test_a_suffix_may_end_with_a_slash(hosted):
+    """Only an empty suffix is refused: `88.100.7/A/` is prefix 88.100.7 and suffix `A/`."""
+    assert put_identifier(hosted, "88.100.7/A/", [URL])
+    assert hosted.get("88.100.7/A/") is not None
+
+
 def _items(store, records):
     encoder = ValueEncoder(1_700_000_000)
     return [parse_batch_item(n, r, encoder, store) for n, r in enumerate(records, 1)]
