@@ -99,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1_000_000, help="identifiers to generate and load")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path("bulkload-work"), help="input file and store")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/var/tmp/idnode-bulkload"),
+        help="input file and store (default /var/tmp/idnode-bulkload: outside the checkout, ~1 GB at 1M)",
+    )
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where bulkload-<count>.json, .png, .md go")
     args = parser.parse_args(argv)
