@@ -58,8 +58,20 @@ from .errors import (
     RefusedQuery,
 )
 from .memo import ByteBudgetMemo
-from .names import FULL_CHUNK_MIN_BYTES, SEPARATOR, NameKind, NameMap, _is_utf8, text_labels
+from .names import (
+    _NAME_PLAIN,
+    _UPPER,
+    FULL_CHUNK_MIN_BYTES,
+    SEPARATOR,
+    NameKind,
+    NameMap,
+    _is_utf8,
+    text_labels,
+)
 from .records import (
+    _MIN_VALUE_BYTES,
+    _U32,
+    _VALUE_HEAD,
     BASE64_TAG,
     PUBLIC_READ,
     TTL_ABSOLUTE,
@@ -579,16 +591,10 @@ class DnsView:
 
 
 # --- the common case, without the general machinery ------------------------------------------------------
-#: Lower-cased name bytes that stand for themselves (names.py): a name made only of these needs no unescaping.
-_PLAIN_NAME = b"abcdefghijklmnopqrstuvwxyz0123456789-"
-_TO_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 #: Fields made only of these show as themselves in TXT text (a subset of what records.txt_field keeps).
 _PLAIN_TYPE = bytes(range(0x21, 0x7F))
 _PLAIN_DATA = bytes(range(0x20, 0x7F))
-_VALUE_HEAD = struct.Struct(">IIBiBI")  # index, timestamp, ttlType, ttl, permissions, type length
-_U32 = struct.Struct(">I")
 _RDLENGTH = struct.Struct(">H")
-_MIN_VALUE_BYTES = _VALUE_HEAD.size + 2 * _U32.size  # empty type and data, no references
 _ONE_STRING = MAX_CHARACTER_STRING_BYTES  # a text this long or shorter is one character-string
 
 
@@ -603,9 +609,9 @@ def _plain_key(below: list[bytes]) -> bytes | None:
         return None
     suffix = below[0]
     labels = below[2:]
-    if not suffix or (suffix + b"".join(labels)).translate(None, _PLAIN_NAME) or not all(labels):
+    if not suffix or (suffix + b"".join(labels)).translate(None, _NAME_PLAIN) or not all(labels):
         return None
-    return b".".join(labels[::-1]).translate(_TO_UPPER) + b"/" + suffix.translate(_TO_UPPER)
+    return b".".join(labels[::-1]).translate(_UPPER) + b"/" + suffix.translate(_UPPER)
 
 
 def encode_common(tail: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | None:
