@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from resolver.handle.errors import HandleProtocolError
 from resolver.handle.values import decode_site, decode_value
 from resolver.handle.wire import Reader
+from storage.enterprises import REGISTRATIONS_ADMIN
 from storage.keys import NA_PREFIX, InvalidHandle, handle_key, normalize_prefix
 from storage.records import RecordError, split_values, value_is_public
 from storage.store import REGISTRATIONS, PrefixInfo, Store, StoreError
+from storage.writes import REGISTRATIONS_CLI, REGISTRATIONS_HTTP
 
 PREFIX_STATES = ("hosted", "referral", "disabled")  #: states a prefix record may have
 RESOLUTION_KINDS = (
@@ -37,9 +39,9 @@ RESOLUTION_KINDS = (
 )  #: counter kinds of this node
 REGISTRATION_KINDS = (
     REGISTRATIONS,  # idnode load
-    f"{REGISTRATIONS}.http",  # the HTTP API (storage/writes.py)
-    f"{REGISTRATIONS}.cli",  # idnode register, idnode scenario load
-    f"{REGISTRATIONS}.admin",  # the <prefix>/ADMIN identities (storage/enterprises.py)
+    REGISTRATIONS_HTTP,  # the HTTP API
+    REGISTRATIONS_CLI,  # idnode register, idnode scenario load
+    REGISTRATIONS_ADMIN,  # the <prefix>/ADMIN identities
 )  #: counter kinds of identifiers created, by where they came from
 MAX_FUTURE_DAYS = 1  #: a counter day after tomorrow (UTC) means a wrong clock or a corrupt key
 PROGRESS_EVERY = 100_000  #: identifiers between two progress calls
