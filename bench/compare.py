@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.datagen import Dataset
+from bench.load.plot import NO_MATPLOTLIB, pyplot
 from bench.procstat import all_process_ticks, descendants, machine_ticks
 from bench.results_io import machine_facts
 from resolver.dnsview import handle_to_name
@@ -634,13 +635,9 @@ def table(rows: list[dict]) -> list[str]:
 def plot(rows: list[dict], path: Path, title: str) -> str:
     """Two panels: answers/s (median, whiskers min to max) and answers per second of server CPU. Returns "" or
     why there is no chart."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install -e '.[bench]'): no chart"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     measured = [r for r in rows if "median_answers_per_s" in r]
     if not measured:
         return "nothing was measured: no chart"
