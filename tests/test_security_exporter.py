@@ -4,17 +4,19 @@ drop report, and draining on stop. The same against a real rsyslogd is in test_s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import ssl
+from collections.abc import Callable, Iterator
 
 import pytest
 import trustme
 
 from resolver.security.config import SecurityLogConfig
 from resolver.security.events import SecurityEvents
-from resolver.security.exporter import Exporter, exporter_command, spawn_exporter
+from resolver.security.exporter import DRAIN_TIMEOUT_S, Exporter, exporter_command, spawn_exporter
 from resolver.security.syslog import decode_message
 from tests.security_helpers import PyCollector, emit, free_port, idnode_bodies, wait_for, written_items
 
@@ -30,6 +32,31 @@ def items(collector: PyCollector) -> list[int]:
     return written_items(collector.received())
 
 
+@contextlib.contextmanager
+def exporting(
+    config: SecurityLogConfig,
+    tmp_path,
+    *,
+    queued: int = 0,
+    drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    then: Callable[[], None] | None = None,
+) -> Iterator[tuple[SecurityEvents, Exporter]]:
+    """The SecurityEvents of `config` with events 0..`queued`-1 already emitted, and an Exporter thread
+    draining their queue. On leaving: the exporter stops (sending for up to `drain_timeout_s`), then `then`
+    runs (a collector's stop), then the events close."""
+    events = SecurityEvents.open(config, tmp_path)
+    emit(events, 0, queued)
+    exporter = Exporter(config, tmp_path, queue=events.queue)
+    exporter.start()
+    try:
+        yield events, exporter
+    finally:
+        exporter.stop(drain_timeout_s)
+        if then is not None:
+            then()
+        events.close()
+
+
 @pytest.fixture()
 def collector():
     c = PyCollector("tcp").start()
@@ -39,11 +66,8 @@ def collector():
 
 def test_events_arrive_in_order_as_rfc5424(tmp_path, collector):
     config = config_for(tmp_path, collector.port)
-    events = SecurityEvents.open(config, tmp_path)
-    emit(events, 0, 300)  # more than one batch, queued before the exporter starts
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    # more than one batch, queued before the exporter starts
+    with exporting(config, tmp_path, queued=300) as (events, exporter):
         emit(events, 300, 310)
         wait_for(lambda: len(items(collector)) == 310, what="310 events")
         assert items(collector) == list(range(310))
@@ -59,17 +83,11 @@ def test_events_arrive_in_order_as_rfc5424(tmp_path, collector):
         assert bodies[0]["node"] == "88.100" and bodies[0]["source"] == "10.0.0.1:0"
         wait_for(lambda: exporter.queue.stats().events == 0, what="an empty queue")
         assert exporter.sent == 310 and exporter.failures == 0
-    finally:
-        exporter.stop()
-        events.close()
 
 
 def test_nothing_is_lost_across_a_collector_restart(tmp_path, collector):
     config = config_for(tmp_path, collector.port)
-    events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    with exporting(config, tmp_path) as (events, exporter):
         emit(events, 0, 10)
         wait_for(lambda: len(items(collector)) == 10, what="the first 10")
         collector.stop()
@@ -81,29 +99,18 @@ def test_nothing_is_lost_across_a_collector_restart(tmp_path, collector):
         wait_for(lambda: len(items(collector)) >= 40, what="all 40")
         assert items(collector) == list(range(40))
         assert collector.connections == 2
-    finally:
-        exporter.stop()
-        events.close()
 
 
 def test_collector_away_at_start(tmp_path):
     port = free_port()
     config = config_for(tmp_path, port)
-    events = SecurityEvents.open(config, tmp_path)
-    emit(events, 0, 5)
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
     collector = PyCollector("tcp", port)
-    try:
+    with exporting(config, tmp_path, queued=5, then=collector.stop) as (_, exporter):
         wait_for(lambda: exporter.failures >= 1, what="a failed connect")
         assert "ConnectionRefusedError" in exporter.last_error
         collector.start()
         wait_for(lambda: len(items(collector)) == 5, what="5 events")
         assert items(collector) == list(range(5))
-    finally:
-        exporter.stop()
-        collector.stop()
-        events.close()
 
 
 def test_stop_drains_what_is_queued(tmp_path, collector):
@@ -119,15 +126,11 @@ def test_stop_drains_what_is_queued(tmp_path, collector):
 
 
 def test_dropped_events_are_reported(tmp_path):
-    port = free_port()
-    config = config_for(tmp_path, port, queue_max_events=10)
-    events = SecurityEvents.open(config, tmp_path)
-    emit(events, 0, 25)  # 15 dropped by the bound while no exporter runs
-    assert events.dropped == 15
-    collector = PyCollector("tcp", port).start()
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    collector = PyCollector("tcp").start()
+    config = config_for(tmp_path, collector.port, queue_max_events=10)
+    # 15 dropped by the bound while no exporter runs
+    with exporting(config, tmp_path, queued=25, then=collector.stop) as (events, _):
+        assert events.dropped == 15
         wait_for(lambda: any(b["event"] == "events-dropped" for b in idnode_bodies(collector.received())),
                  what="the drop report")  # fmt: skip
         wait_for(lambda: len(items(collector)) == 10, what="the 10 kept")
@@ -136,10 +139,6 @@ def test_dropped_events_are_reported(tmp_path):
         report = next(b for b in bodies if b["event"] == "events-dropped")
         assert report["count"] == 15 and report["total"] == 15
         assert [b["seq"] for b in bodies if b["event"] == "write"] == list(range(16, 26))  # the gap shows
-    finally:
-        exporter.stop()
-        collector.stop()
-        events.close()
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +165,7 @@ def tls_files(ca, tmp_path) -> dict[str, str]:
 def test_tls_with_a_client_certificate(tmp_path, ca):
     collector = tls_collector(ca, tmp_path, require_client_cert=True)
     config = config_for(tmp_path, collector.port, "tls", **tls_files(ca, tmp_path))
-    events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    with exporting(config, tmp_path, then=collector.stop) as (events, exporter):
         emit(events, 0, 20)
         wait_for(lambda: len(items(collector)) == 20, what="20 events over TLS")
         assert items(collector) == list(range(20))
@@ -179,10 +175,6 @@ def test_tls_with_a_client_certificate(tmp_path, ca):
         collector.start()
         wait_for(lambda: len(items(collector)) == 25, what="25 events over TLS")
         assert items(collector) == list(range(25))
-    finally:
-        exporter.stop()
-        collector.stop()
-        events.close()
 
 
 def test_tls_refuses_a_collector_it_cannot_verify(tmp_path, ca):
@@ -191,35 +183,21 @@ def test_tls_refuses_a_collector_it_cannot_verify(tmp_path, ca):
     ca_file = tmp_path / "other-ca.pem"
     other_ca.cert_pem.write_to_path(str(ca_file))
     config = config_for(tmp_path, collector.port, "tls", ca_file=str(ca_file))
-    events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    with exporting(config, tmp_path, drain_timeout_s=0, then=collector.stop) as (events, exporter):
         emit(events, 0, 3)
         wait_for(lambda: exporter.failures >= 1, what="a failed handshake")
         assert "CERTIFICATE_VERIFY_FAILED" in exporter.last_error
         assert collector.received() == [] and exporter.queue.stats().events == 3
-    finally:
-        exporter.stop(drain_timeout_s=0)
-        collector.stop()
-        events.close()
 
 
 def test_udp(tmp_path):
     collector = PyCollector("udp").start()
     config = config_for(tmp_path, collector.port, "udp")
-    events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    with exporting(config, tmp_path, then=collector.stop) as (events, _):
         emit(events, 0, 50)
         wait_for(lambda: len(items(collector)) == 50, what="50 datagrams")
         assert items(collector) == list(range(50))
         assert all(raw.startswith(b"<") for raw in collector.received())  # no octet count on UDP
-    finally:
-        exporter.stop()
-        collector.stop()
-        events.close()
 
 
 def test_config_checks():
@@ -340,18 +318,11 @@ class Slammer:
 def test_a_collector_that_closes_at_once_loses_nothing(tmp_path):
     slammer = Slammer()
     config = config_for(tmp_path, slammer.port)
-    events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    with exporting(config, tmp_path, drain_timeout_s=0, then=slammer.close) as (events, exporter):
         emit(events, 0, 5)
         wait_for(lambda: exporter.failures >= 2, what="refused attempts")
         assert "closed the connection" in exporter.last_error
         assert events.queue_stats().events == 5 and exporter.sent == 0
-    finally:
-        exporter.stop(drain_timeout_s=0)
-        slammer.close()
-        events.close()
 
 
 def test_tls_without_the_client_certificate_the_collector_wants_loses_nothing(tmp_path, ca):
@@ -360,18 +331,11 @@ def test_tls_without_the_client_certificate_the_collector_wants_loses_nothing(tm
     collector = tls_collector(ca, tmp_path, require_client_cert=True)
     files = tls_files(ca, tmp_path)
     config = config_for(tmp_path, collector.port, "tls", ca_file=files["ca_file"])
-    events = SecurityEvents.open(config, tmp_path)
-    exporter = Exporter(config, tmp_path, queue=events.queue)
-    exporter.start()
-    try:
+    with exporting(config, tmp_path, drain_timeout_s=0, then=collector.stop) as (events, exporter):
         emit(events, 0, 5)
         wait_for(lambda: exporter.failures >= 2, what="refused handshakes")
         assert events.queue_stats().events == 5 and exporter.sent == 0
         assert collector.received() == []
-    finally:
-        exporter.stop(drain_timeout_s=0)
-        collector.stop()
-        events.close()
 
 
 def test_cli_export_settings_from_the_config_file_and_flags(tmp_path):
