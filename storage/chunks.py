@@ -78,9 +78,9 @@ def _parse_line(line: bytes, encoder: ValueEncoder, shapes: LineShapes, case_sen
     obj = orjson.loads(line)
     handle, encoded, all_public = encoded_record_from_json(obj, encoder)
     key = validate_handle(handle, case_sensitive)
-    record, one_shared = pack_encoded_shared(encoded, all_public)
-    shapes.learn(line, obj, key, encoded, all_public)
-    return key, record, one_shared
+    filled = (key, *pack_encoded_shared(encoded, all_public))
+    shapes.learn(line, obj, encoded, all_public, filled)
+    return filled
 
 
 def line_start_at_or_after(f: BinaryIO, position: int, start: int, size: int) -> int:

@@ -33,14 +33,7 @@ from typing import Any
 import orjson
 
 from storage.keys import InvalidHandle, written_handle_key
-from storage.records import (
-    bin_header,
-    data_length_at,
-    pack_encoded_shared,
-    record_frame,
-    shared_id,
-    split_shared,
-)
+from storage.records import bin_header, data_length_at, record_frame, split_shared
 
 #: Lines a chunk learns from: real files have a few shapes per prefix; a file whose every line has its own (a
 #: timestamp string per line), or whose shape cannot be learned, stops paying for learning after this many.
@@ -141,9 +134,10 @@ class LineShapes:
             return None
         return skeleton.templates.get(skeleton.constant_strings(pieces))
 
-    def learn(self, line: bytes, obj: Any, key: bytes, encoded: Sequence[bytes], all_public: bool) -> None:
+    def learn(self, line: bytes, obj: Any, encoded: Sequence[bytes], all_public: bool, filled: Filled) -> None:
         """Learn the shape of `line`, which the general parser turned into `obj`, then into these encoded
-        values under the store key `key`. A shape that cannot be cut is simply not learned."""
+        values and at last into `filled` (key, record, shared value). A shape that cannot be cut is simply not
+        learned."""
         if self._learning_left <= 0:
             return
         self._learning_left -= 1
@@ -159,8 +153,8 @@ class LineShapes:
             position: _unescape(pieces[n]) if b"\\" in pieces[n] else pieces[n]
             for position, n in data_at.items()
         }
-        cut = _cut(encoded, all_public, data_of)
-        if cut is None:
+        body_constants = _cut(encoded, data_of)
+        if body_constants is None:
             return
         variable = sorted([*handle_at, *data_at.values()])
         structure = tuple(pieces[0::2])
@@ -173,7 +167,7 @@ class LineShapes:
         pattern = b'"'.join(
             _STRING_CONTENTS if n in variable else re.escape(piece) for n, piece in enumerate(pieces)
         )
-        body_constants, shared = cut
+        shared = filled[2]
         learned = _Template(
             re.compile(pattern),
             variable.index(handle_at[0]),
@@ -185,7 +179,7 @@ class LineShapes:
         )
         constant_strings = skeleton.constant_strings(pieces)
         skeleton.templates[constant_strings] = learned
-        if self.record_of(line) != (key, *pack_encoded_shared(encoded, all_public)):
+        if self.record_of(line) != filled:
             del skeleton.templates[constant_strings]  # never keep a template that does not give back its line
             self._last = None
 
@@ -243,11 +237,9 @@ def _string_roles(pieces: list[bytes], obj: dict) -> dict[int, Role] | None:
     return out
 
 
-def _cut(
-    encoded: Sequence[bytes], all_public: bool, data_of: dict[int, bytes]
-) -> tuple[tuple[bytes, ...], tuple[bytes, bytes] | None] | None:
-    """(body constants, shared value) of a record whose values `encoded` carry the variable data `data_of[value
-    position]`: the body with a gap where each of those data went."""
+def _cut(encoded: Sequence[bytes], data_of: dict[int, bytes]) -> tuple[bytes, ...] | None:
+    """The body constants of a record whose values `encoded` carry the variable data `data_of[value position]`:
+    the body, its shared last value left out, with a gap where each of those data went."""
     values, shared = split_shared(encoded)
     if shared is not None and len(encoded) - 1 in data_of:
         return None  # a shared last value that differs per line: not worth a template
@@ -264,4 +256,4 @@ def _cut(
         constants.append(current + value[:data_at])
         current = value[data_at + 4 + len(data) :]
     constants.append(current)
-    return tuple(constants), (shared_id(shared), shared) if shared is not None else None
+    return tuple(constants)
