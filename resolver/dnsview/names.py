@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 
+from resolver.handle.constants import MAX_HANDLE_BYTES  # handle-protocol.md § Names and prefixes
 from storage.keys import NA_PREFIX, InvalidHandle
 from storage.keys import handle_key as store_handle_key
 
@@ -24,7 +25,6 @@ from .constants import MAX_LABEL_BYTES, MAX_NAME_BYTES
 from .errors import NotAnIdentifier, NotInZone, PrefixNodeName
 
 DEFAULT_ZONE = "id.test."
-MAX_HANDLE_BYTES = 2048  # handle-protocol.md § Names and prefixes: maximum encoded handle length
 
 SEPARATOR = b"_"  #: the label between the suffix labels and the prefix labels
 ESCAPE = 0x5F  #: ``_``: starts ``_xx``, a byte in two lower-case hex digits
