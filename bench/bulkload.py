@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.compare import idnode_cmd
 from bench.procstat import machine_ticks
 from bench.results_io import machine_facts, write_summary
 
@@ -42,10 +43,6 @@ class Run:
     load_cpu_s: float  # user + system of `idnode load` and its workers
     others_cpu_s: float  # what the rest of the machine used during the run
     load_average: str  # /proc/loadavg's three averages when the run started
-
-
-def _idnode(*args: str) -> list[str]:
-    return [sys.executable, "-m", "resolver.cli", *args]
 
 
 def busy_fraction(seconds: float) -> float:
@@ -76,7 +73,7 @@ def load_once(store: Path, ndjson: Path) -> Run:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, _ = machine_ticks()
     done = subprocess.run(
-        _idnode("load", "--quiet", "--data", str(store), str(ndjson)),
+        idnode_cmd("load", "--quiet", "--data", str(store), str(ndjson)),
         capture_output=True,
         text=True,
         check=True,
@@ -112,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ndjson = args.workdir / f"ids-{args.count}-{args.seed}.ndjson"
     if not ndjson.exists():
         gen = ("gen", "--count", str(args.count), "--seed", str(args.seed), "-o", str(ndjson))
-        subprocess.run(_idnode(*gen), check=True)
+        subprocess.run(idnode_cmd(*gen), check=True)
     runs = []
     for _ in range(args.runs):
         if not args.no_wait:

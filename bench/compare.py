@@ -398,9 +398,9 @@ def server_commands(work: Path, store: Path, zonefile: Path, cpu: int, names: li
             servers.append(Server(name, "Knot DNS, 1 UDP worker", port, argv))
         elif name in ("idnode", "idnode-nomemo"):
             handle_port = free_udp_tcp_port("127.0.0.1")
-            argv = [*pin, sys.executable, "-m", "resolver.cli", "serve", "--data", str(store), "--workers", "1",
-                    "--bind", "127.0.0.1", "--handle-port", str(handle_port), "--dns-port", str(port),
-                    "--dns-zone", ZONE]  # fmt: skip
+            argv = [*pin, *idnode_cmd("serve", "--data", str(store), "--workers", "1", "--bind", "127.0.0.1",
+                                      "--handle-port", str(handle_port), "--dns-port", str(port),
+                                      "--dns-zone", ZONE)]  # fmt: skip
             if name == "idnode":
                 servers.append(Server(name, "idnode DNS view, 1 worker", port, argv, handle_port=handle_port))
             else:

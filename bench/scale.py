@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.compare import idnode_cmd
 from bench.datagen import generate_lines, write_ndjson
 from bench.load.report import merge_histograms
 from bench.loadgen import DatasetSpec, run_udp_load
@@ -81,10 +82,6 @@ def _tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def _idnode(*args: str) -> list[str]:
-    return [sys.executable, "-m", "resolver.cli", *args]
-
-
 class Processes:
     """Every process the run starts, stopped by PID at the end, whatever happens."""
 
@@ -126,7 +123,7 @@ def load(procs: Processes, store: Path, ndjson: Path, count: int) -> dict:
         shutil.rmtree(store)
     started = time.monotonic()
     process = procs.start(
-        _idnode("load", "--quiet", "--data", str(store), str(ndjson)), stderr=subprocess.PIPE, text=True
+        idnode_cmd("load", "--quiet", "--data", str(store), str(ndjson)), stderr=subprocess.PIPE, text=True
     )
     peak = 0
     while process.poll() is None:
@@ -150,7 +147,7 @@ def load(procs: Processes, store: Path, ndjson: Path, count: int) -> dict:
 
 def serve(procs: Processes, store: Path, port: int, workers: int) -> subprocess.Popen:
     process = procs.start(
-        _idnode(
+        idnode_cmd(
             "serve",
             "--data",
             str(store),
@@ -214,7 +211,7 @@ def drive(port: int, count: int, seed: int, target: int, server_pid: int) -> dic
 
 def report(store: Path) -> dict:
     out = subprocess.run(
-        _idnode("report", "--data", str(store), "--json"), capture_output=True, text=True, check=False
+        idnode_cmd("report", "--data", str(store), "--json"), capture_output=True, text=True, check=False
     )
     return json.loads(out.stdout)
 
