@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def load_once(store: Path, ndjson: Path) -> Run:
     return Run(rate, seconds, round(load_cpu_s, 2), round(others, 2), load_average)
 
 
-def median(values: list[int]) -> int:
+def median(values: Sequence[float]) -> float:
+    """The middle value; of an even count the upper of the two middle ones (a value that was measured)."""
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
 
@@ -157,7 +159,7 @@ def make_result(args: argparse.Namespace, argv: list[str], runs: list[Run], stor
         "median_per_s": median(rates),
         "min_per_s": min(rates),
         "max_per_s": max(rates),
-        "median_seconds": sorted(r.seconds for r in runs)[len(runs) // 2],
+        "median_seconds": median([r.seconds for r in runs]),
         "undisturbed_runs": len(quiet),
         "undisturbed_median_per_s": median(quiet) if quiet else None,
         "store_bytes": store_bytes,
