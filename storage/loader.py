@@ -225,11 +225,10 @@ def _worker(
     chunk_bytes: int,
     now_s: int,
     turns: _Turns,
-    parent_pid: int = 0,
+    parent_pid: int,
 ) -> None:
     """Parse chunks first, first+step, ... and commit each when its turn comes (file order)."""
-    if parent_pid:
-        _die_with_parent(parent_pid)
+    _die_with_parent(parent_pid)
     try:
         with Store(store_path) as store, source.path.open("rb") as f:
             size = source.identity[0]
@@ -241,11 +240,9 @@ def _worker(
                 f.seek(begin)
                 chunk = parse_ndjson(f.read(end - begin), begin, now_s, store.case_sensitive)
                 with turns.cond:
-                    while turns.next_chunk.value != index and not turns.failed.value:
+                    while turns.next_chunk.value != index and not turns.failed.value and not _orphaned(parent_pid):
                         turns.cond.wait(TURN_WAIT_S)
-                        if parent_pid and _orphaned(parent_pid):
-                            return
-                    if turns.failed.value or (parent_pid and _orphaned(parent_pid)):
+                    if turns.failed.value or _orphaned(parent_pid):
                         return
                     chunk.first_line = turns.lines.value + 1
                     if chunk.items or chunk.error is None:
