@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from resolver.security.events import SecurityEvents
+from resolver.security.events import Event, SecurityEvents, decode_event
 from resolver.security.syslog import FrameDecoder, SyslogMessage, decode_message, encode_frame, encode_message
 
 WAIT_S = 15.0  #: the longest a test waits for messages to arrive
@@ -49,6 +49,12 @@ def emit(events: SecurityEvents, start: int, stop: int) -> None:
     """Write events numbered `start`..`stop - 1` (the number ends the handle: 88.100.7/ITEM-<n>)."""
     for i in range(start, stop):
         events.write("88.100.7", f"10.0.0.1:{i}", "create", f"88.100.7/ITEM-{i}")
+
+
+def queued(events: SecurityEvents) -> list[Event]:
+    """The events waiting in the queue `events` keeps open, oldest first (left in the queue)."""
+    assert events.queue is not None
+    return [decode_event(raw) for _, raw in events.queue.peek(10**6, 1 << 30)]
 
 
 def written_items(raw_messages: list[bytes]) -> list[int]:

@@ -20,6 +20,7 @@ from resolver.security.events import (
 )
 from resolver.security.queue import SecurityQueue
 from resolver.security.syslog import MAX_MESSAGE_BYTES, Severity, decode_message
+from tests.security_helpers import queued
 
 BIG = 1 << 30
 T0_NS = 1_750_000_000 * 10**9
@@ -53,11 +54,6 @@ def events(tmp_path, clock):
     yield e
     if e.queue is not None:
         e.queue.close()
-
-
-def queued(events: SecurityEvents) -> list[Event]:
-    assert events.queue is not None
-    return [decode_event(raw) for _, raw in events.queue.peek(10**6, BIG)]
 
 
 def test_disabled_events_do_nothing(tmp_path):

@@ -26,7 +26,7 @@ from resolver.handle.message import ResolutionRequest, encode_request, encode_re
 from resolver.handle.values import HandleValue
 from resolver.http.auth import MAX_AUTH_FAILURES
 from resolver.security.config import SecurityLogConfig
-from resolver.security.events import Event, EventKind, SecurityEvents, decode_event
+from resolver.security.events import EventKind, SecurityEvents
 from resolver.security.queue import SecurityQueue
 from resolver.server.limits import ExemptNetworks, ProvenSources, SourceRateLimiter, UdpGuard
 from resolver.server.stats import QueryStats
@@ -45,7 +45,7 @@ from storage.store import Store
 from storage.writes import WriteError, delete_identifier, parse_batch_item, put_batch, put_identifier
 from tests.app_helpers import InProcessApp
 from tests.http_helpers import call, http_node
-from tests.security_helpers import PyCollector, idnode_bodies, wait_for
+from tests.security_helpers import PyCollector, idnode_bodies, queued, wait_for
 from tests.servers import idnode
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "idnode.toml.example"
@@ -63,11 +63,6 @@ def record(handle: str, url: str) -> dict:
 
 def trail(store: Store) -> list[tuple[str, str, str, str]]:
     return [(e.identity, e.source, e.operation, e.handle) for e in audit.query(store)]
-
-
-def queued(events: SecurityEvents) -> list[Event]:
-    assert events.queue is not None
-    return [decode_event(raw) for _, raw in events.queue.peek(10**6, 1 << 30)]
 
 
 @pytest.fixture()
