@@ -11,7 +11,6 @@ from bench.datagen import DEFAULT_ENTERPRISES, DEFAULT_PREFIX
 
 #: Handle over UDP, Handle over TCP, the DNS view over UDP, the REST API over HTTP.
 PROTOCOLS = ("udp", "tcp", "dns", "http")
-DATAGRAM_PROTOCOLS = frozenset({"udp", "dns"})
 POPULARITIES = ("uniform", "zipf")
 DNS_QTYPES = ("TXT", "URI", "alternate")  #: alternate: TXT and URI by turns, as bench/compare.py asks dnsperf
 
@@ -90,10 +89,6 @@ class LoadSpec:
     @property
     def open_loop(self) -> bool:
         return self.rate is not None
-
-    @property
-    def datagram(self) -> bool:
-        return self.protocol in DATAGRAM_PROTOCOLS
 
     def check(self) -> None:  # noqa: C901 - one flat list of rules reads best
         """Raise :class:`LoadGenError` naming the first setting that is out of bounds."""
