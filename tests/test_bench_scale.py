@@ -9,9 +9,7 @@ import pytest
 
 from bench import scale
 from bench.load.report import latency_histogram, merge_histograms
-
-MACHINE = {"cpus": 2, "cpu_model": "test", "memory_gib": 1.0, "python": "3.11", "kernel": "6", "commit": "abc",
-           "date": "2026-01-01 00:00 UTC"}  # fmt: skip
+from tests.bench_helpers import MACHINE, PNG_SIGNATURE
 
 
 def _resolved(rate: int, latencies_ns: list[int]) -> dict:
@@ -36,7 +34,7 @@ def small_result() -> dict:
 def test_writer_writes_json_summary_and_png(tmp_path):
     pytest.importorskip("matplotlib")
     scale.write_results(small_result(), tmp_path)
-    assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "scale.png").read_bytes()[:8] == PNG_SIGNATURE
     written = json.loads((tmp_path / "scale.json").read_text())
     assert "chart" not in written and written["large_resolve"]["answers_per_s_timeline"] == [
         890,
