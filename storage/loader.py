@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -69,14 +69,13 @@ class _Source:
     identity: tuple[int, int]  # size and mtime: a changed file is never resumed
     resume_offset: int
     resume_lines: int
-    actor: Actor = field(default_factory=audit.cli_actor)  # who the audit trail says loaded it
+    actor: Actor  # who the audit trail says loaded it
 
     @classmethod
-    def open(cls, store: Store, path: Path, actor: Actor | None = None) -> _Source:
+    def open(cls, store: Store, path: Path, actor: Actor) -> _Source:
         st = path.stat()
         identity = (st.st_size, st.st_mtime_ns)
         key = _CHECKPOINT + str(path.resolve()).encode()
-        actor = actor or audit.cli_actor()
         saved = store.get_meta(key)
         if saved is not None:
             size, mtime_ns, offset, lines = msgpack.unpackb(saved)
@@ -119,6 +118,7 @@ def load_files(
     report = LoadReport()
     started = time.monotonic()
     now_s = int(time.time())
+    actor = actor or audit.cli_actor()
     for path in paths:
         if not path.is_file():
             raise LoadError(f"{path}: no such file")
