@@ -44,14 +44,6 @@ START_TIMEOUT_S = 30.0  #: the spawned node must answer HTTP within this
 REQUEST_TIMEOUT_S = 120.0  #: one batch request, at most
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_bodies(count: int, size: int, seed: int, prefix: str, shuffle: bool) -> list[bytes]:
     """`count` NDJSON bodies of `size` records under `{prefix}.1`, generated up front."""
     lines = [line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)
@@ -79,7 +71,7 @@ class SpawnedNode:
                              check=True, capture_output=True, text=True).stdout  # fmt: skip
         cred = json.loads(out)
         self.user, self.secret = cred["user"], cred["secret"]
-        self.port = _free_port()
+        self.port = free_udp_tcp_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(self.dir / "serve.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
