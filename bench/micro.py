@@ -273,8 +273,8 @@ def plot(report: dict, path: Path) -> str:
     rows = chart_rows(report["cases"])
     run, previous = report["run"], report["previous"]
     pair = previous is not None
-    fig, ax = plt.subplots(figsize=(10, 1.4 + 0.3 * len(rows) * (1.5 if pair else 1)), dpi=110)
     step = 1.5 if pair else 1.0
+    fig, ax = plt.subplots(figsize=(10, 1.4 + 0.3 * len(rows) * step), dpi=110)
     ys = [-n * step for n in range(len(rows))]  # top to bottom
     drawn = [(y, case) for y, (_, case) in zip(ys, rows, strict=True) if case is not None]
     height = 0.6
