@@ -44,9 +44,14 @@ def auth(tmp_path):
 
 
 def request(source: str, user: str, secret: str):
+    return request_with(source, basic(user, secret))
+
+
+def request_with(source: str, authorization: str):
+    """A request from `source` (port 40000) carrying this Authorization header."""
     transport = mock.Mock()
     transport.get_extra_info.side_effect = lambda name, default=None: (source, 40000) if name == "peername" else default
-    return make_mocked_request("GET", "/api/whoami", headers={"Authorization": basic(user, secret)}, transport=transport)
+    return make_mocked_request("GET", "/api/whoami", headers={"Authorization": authorization}, transport=transport)
 
 
 async def status(auth: Authenticator, source: str, user: str, secret: str) -> int:
@@ -90,11 +95,8 @@ def test_one_source_trying_many_users_is_slowed_as_a_whole(auth):
 def test_malformed_credentials_count_against_the_source(auth):
     async def go():
         for _ in range(MAX_SOURCE_FAILURES):
-            transport = mock.Mock()
-            transport.get_extra_info.side_effect = lambda name, default=None: ("203.0.113.5", 1) if name == "peername" else default
-            bad = make_mocked_request("GET", "/", headers={"Authorization": "Basic !!!"}, transport=transport)
             with pytest.raises(HttpError) as caught:
-                await auth.identify(bad)
+                await auth.identify(request_with("203.0.113.5", "Basic !!!"))
             assert caught.value.status == 401
         assert await status(auth, "203.0.113.5", *auth.creds["88.100.7"]) == 429
 
