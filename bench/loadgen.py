@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from bench.load.plot import plot_result
 from bench.load.report import format_result, merge, percentiles, progress_line
 from bench.load.requests import request_pool
-from bench.load.spec import REQUEST_TIMEOUT_S, DatasetSpec, LoadGenError, LoadSpec
+from bench.load.spec import DEFAULT_POOL_SIZE, REQUEST_TIMEOUT_S, DatasetSpec, LoadGenError, LoadSpec
 from bench.load.worker import READY_TIMEOUT_S, ProcessPlan, process_main
 from bench.procstat import all_process_ticks, descendants, machine_ticks, tree_ticks
 
@@ -190,7 +190,7 @@ def run_udp_load(
     seed: int = 1,
     *,
     timeout_s: float = REQUEST_TIMEOUT_S,
-    pool_size: int = 1 << 16,
+    pool_size: int = DEFAULT_POOL_SIZE,
     server_pids: Sequence[int] = (),
 ) -> dict:
     """The closed-loop Handle UDP run of :func:`run_load`, with the arguments it always had (bench/compare.py and
