@@ -218,12 +218,18 @@ def _open(store_dir: Path) -> Store | None:
         return None
 
 
+def checkpoint(store: Store, path: Path) -> list | None:
+    """The checkpoint an interrupted load of `path` left (size, mtime_ns, offset, lines), or None."""
+    raw = store.get_meta(b"load-checkpoint/" + str(path.resolve()).encode())
+    return msgpack.unpackb(raw) if raw is not None else None
+
+
 def check_prefix_of_file(store_dir: Path, path: Path) -> int:
     """The store holds exactly the identifiers of the lines before the load's checkpoint; returns that count."""
     with Store(store_dir) as store:
-        raw = store.get_meta(b"load-checkpoint/" + str(path.resolve()).encode())
-        assert raw is not None, "an interrupted load leaves its checkpoint"
-        size, _mtime, offset, lines = msgpack.unpackb(raw)
+        saved = checkpoint(store, path)
+        assert saved is not None, "an interrupted load leaves its checkpoint"
+        size, _mtime, offset, lines = saved
         assert size == path.stat().st_size and 0 < lines < LOAD_COUNT
         with path.open("rb") as f:
             committed = f.read(offset)
@@ -243,7 +249,7 @@ def resume(store_dir: Path, path: Path, committed_lines: int) -> None:
     with Store(store_dir) as store:
         assert store.count_identifiers() == LOAD_COUNT
         assert registrations(store) == LOAD_COUNT  # resumed lines are not counted twice
-        assert store.get_meta(b"load-checkpoint/" + str(path.resolve()).encode()) is None
+        assert checkpoint(store, path) is None
     check_exits_0(store_dir)
 
 
@@ -268,7 +274,7 @@ def test_kill_9_of_idnode_load_keeps_a_consistent_prefix_and_resumes(tmp_path, b
         assert store.count_identifiers() == held
     check_exits_0(store_dir)
     with Store(store_dir) as store:
-        lines = msgpack.unpackb(store.get_meta(b"load-checkpoint/" + str(big_file.resolve()).encode()))[3]
+        lines = checkpoint(store, big_file)[3]
     resume(store_dir, big_file, lines)
 
 
@@ -290,5 +296,5 @@ def test_kill_9_of_a_load_worker_stops_the_load_cleanly_and_resumes(tmp_path, bi
     check_prefix_of_file(store_dir, big_file)
     check_exits_0(store_dir)
     with Store(store_dir) as store:
-        lines = msgpack.unpackb(store.get_meta(b"load-checkpoint/" + str(big_file.resolve()).encode()))[3]
+        lines = checkpoint(store, big_file)[3]
     resume(store_dir, big_file, lines)
