@@ -85,7 +85,7 @@ def count_by_prefix(keys: Sequence[bytes], ascending: bool | None = None) -> dic
         ascending = strictly_ascending(keys)
     if not ascending:
         for key in keys:
-            prefix = key[: key.find(b"/")]
+            prefix = key[: key.find(b"/")]  # prefix_of_key inlined: no call per key on the loader's path
             counts[prefix] = counts.get(prefix, 0) + 1
         return counts
     start = 0
