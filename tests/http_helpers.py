@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -52,14 +53,20 @@ def call(
 
 
 @contextlib.contextmanager
-def http_node(data_dir: Path, workers: int = 2, extra: tuple[str, ...] = ()):
-    """`idnode serve` with Handle UDP/TCP and HTTP (and `extra` flags); the node gets `http_port`."""
+def http_node(
+    data_dir: Path,
+    workers: int = 2,
+    extra: tuple[str, ...] = (),
+    stats_status: Callable[[int], int] = lambda port: call(port, "GET", "/api/stats").status,
+):
+    """`idnode serve` with Handle UDP/TCP and HTTP (and `extra` flags); the node gets `http_port`. It is ready
+    when `stats_status(port)`, the status of GET /api/stats (default: over plain HTTP), is 200."""
     port = free_port()
     with running_node(data_dir, workers=workers, extra=("--http-port", str(port), *extra)) as node:
         deadline = time.monotonic() + HTTP_START_TIMEOUT_S
         while True:
             try:
-                if call(port, "GET", "/api/stats").status == 200:
+                if stats_status(port) == 200:
                     break
             except OSError:
                 pass

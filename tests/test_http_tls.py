@@ -29,10 +29,8 @@ from resolver.tls import MIN_TLS_VERSION, TlsSettingError, server_context
 from storage.enterprises import issue_credential
 from storage.store import Store
 from tests.conftest import copy_demo_store
-from tests.http_helpers import basic
-from tests.servers import free_port, idnode, running_node
-
-START_TIMEOUT_S = 20.0
+from tests.http_helpers import basic, http_node
+from tests.servers import idnode
 
 
 def self_signed(directory: Path, name: str = "node") -> tuple[Path, Path]:
@@ -100,19 +98,12 @@ def test_https_serves_reads_and_writes_and_plain_http_gets_nothing(pki, store_di
     path, cred = store_dir
     config = pki["dir"] / "idnode.toml"
     config.write_text(f'http_tls_cert = "{pki["cert"]}"\nhttp_tls_key = "{pki["key"]}"\n')
-    port = free_port()
     trusting = ssl.create_default_context(cafile=str(pki["cert"]))
-    extra = ("--config", str(config), "--http-port", str(port), "--log-level", "debug")
-    with running_node(path, workers=2, extra=extra) as node:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                if https(port, trusting, "GET", "/api/stats")[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.05)
+    extra = ("--config", str(config), "--log-level", "debug")
+    with http_node(
+        path, workers=2, extra=extra, stats_status=lambda port: https(port, trusting, "GET", "/api/stats")[0]
+    ) as node:
+        port = node.http_port
         status, body, version = https(port, trusting, "GET", "/api/handles/88.100.7/NOT-YET")
         assert status == 404 and version in ("TLSv1.2", "TLSv1.3")
         value = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/tls"}]}
