@@ -1,6 +1,6 @@
 """Wire constants and limits of the Handle protocol (RFC 3651/3652 as deployed at version 2.10).
 
-Section references (``§``) point into ``../shared/handle-protocol.md``. Pure data: imports no asyncio,
+Section references (``§``) point into the Handle protocol description (handle-protocol.md). Pure data: imports no asyncio,
 socket or lmdb.
 """
 
