@@ -40,6 +40,7 @@ _DB_TEMPLATES = b"templates"  # metadata templates per prefix: resolver/template
 _DB_SHARED = b"shared-values"  # values many bulk-loaded records end with, stored once (storage/records.py)
 _DB_DNS_DIGESTS = b"dns-digests"  # sha-256 of a long key -> the key, for DNS digest names (resolver/dnsview)
 _DB_AUDIT = b"audit"  # append-only audit trail of every write: storage/audit.py
+_DB_ZONE_JOURNAL = b"zone-journal"  # keys each write position changed, for DNS IXFR: storage/zonejournal.py
 _META_CASE_SENSITIVE = b"case_sensitive"
 _META_PREFIXES_VERSION = b"prefixes_version"  # bumped by every prefix change, so workers reload their table
 _U64 = struct.Struct(">Q")
@@ -109,6 +110,7 @@ class Store:
         self.shared_db = self.env.open_db(_DB_SHARED)
         self._shared_cache: dict[bytes, bytes] = {}
         self.audit_db = self.env.open_db(_DB_AUDIT)
+        self.zone_journal_db = self.env.open_db(_DB_ZONE_JOURNAL)
         stored = self.get_meta(_META_CASE_SENSITIVE)
         if stored is None:
             self.write(lambda txn: txn.put(_META_CASE_SENSITIVE, b"1" if case_sensitive else b"0", db=self.meta))
