@@ -27,10 +27,10 @@ def _progress(path: str, records: int, seconds: float) -> None:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
+    from resolver.cli_store import open_store
     from storage.loader import LoadError, load_files
-    from storage.store import Store
 
-    with Store(args.data, create=True, case_sensitive=args.case_sensitive) as store:
+    with open_store(args, create=True, case_sensitive=args.case_sensitive) as store:
         try:
             report = load_files(store, [Path(p) for p in args.files], progress=None if args.quiet else _progress)
         except LoadError as exc:
@@ -91,14 +91,10 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    from resolver.cli_store import open_store
     from resolver.reports import collect_stats
-    from storage.store import Store, StoreError
 
-    try:
-        store = Store(args.data)
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
-    with store:
+    with open_store(args) as store:
         stats = collect_stats(store)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
@@ -124,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from resolver.cli_store import add_store_arguments
+
     serve = sub.add_parser("serve", help="run the node")
     from resolver.cli_ops import add_serve_arguments, register
 
@@ -131,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     load = sub.add_parser("load", help="bulk-register identifiers from NDJSON or CSV files")
-    load.add_argument("--data", required=True, type=Path, help="store directory (created if missing)")
+    add_store_arguments(load, help_text="store directory (created if missing)")
     load.add_argument("--case-sensitive", action="store_true", help="a new store keeps suffix case")
     load.add_argument("--quiet", action="store_true", help="no progress line")
     load.add_argument("files", nargs="+", help="NDJSON files, or CSV files ending in .csv")
@@ -156,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.set_defaults(func=_cmd_resolve)
 
     stats = sub.add_parser("stats", help="identifier and resolution counts of a store")
-    stats.add_argument("--data", required=True, type=Path)
+    add_store_arguments(stats)
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=_cmd_stats)
 

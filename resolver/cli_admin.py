@@ -1,4 +1,5 @@
-"""`idnode` subcommands for running the node's enterprises and scenarios, on a store directly (`--data`):
+"""`idnode` subcommands for running the node's enterprises and scenarios, on a store directly (`--data`,
+`--config` or IDNODE_DATA_DIR, resolver/cli_store.py):
 
     idnode prefix add|list|disable|enable|credential    enterprises, their prefixes and credentials
     idnode template set|show|delete                      metadata templates per prefix
@@ -22,13 +23,9 @@ from pathlib import Path
 
 
 def _store(args: argparse.Namespace):
-    from resolver.cli_errors import CliError
-    from storage.store import Store, StoreError
+    from resolver.cli_store import open_store  # --data, --config or IDNODE_DATA_DIR, as every command
 
-    try:
-        return Store(args.data)
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
+    return open_store(args)
 
 
 def _fail(exc: Exception):
@@ -311,7 +308,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _data(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="store directory")
+    from resolver.cli_store import add_store_arguments
+
+    add_store_arguments(parser)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -108,8 +108,8 @@ def _progress(identifiers: int, seconds: float) -> None:
 
 
 def cmd_export_zone(args: argparse.Namespace) -> int:
+    from resolver.cli_store import open_store
     from resolver.dnsview.names import NameMap
-    from storage.store import Store, StoreError
 
     try:
         NameMap(args.zone)
@@ -117,10 +117,7 @@ def cmd_export_zone(args: argparse.Namespace) -> int:
         raise CliError(f"--zone: {exc}") from None
     if args.serial is not None and not 0 <= args.serial <= MAX_SERIAL:
         raise CliError(f"--serial: {args.serial} is not between 0 and {MAX_SERIAL}")
-    try:
-        store = Store(args.data)
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
+    store = open_store(args)
     to_file = args.output not in (None, "-")
     target = Path(args.output) if to_file else None
     # A file is written beside its destination and renamed over it at the end, so a server reloading the zone
@@ -169,17 +166,15 @@ def cmd_export_zone(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_name(args: argparse.Namespace) -> int:
+    from resolver.cli_store import open_store, store_dir
     from resolver.dnsview import DigestName, DnsViewError, handle_to_name, name_to_handle
 
     case_sensitive = args.case_sensitive
-    if args.data is not None:
-        from storage.store import Store, StoreError
-
-        try:
-            with Store(args.data) as store:
-                case_sensitive = store.case_sensitive
-        except StoreError as exc:
-            raise CliError(str(exc)) from exc
+    # The store is optional here (it only tells the case rule): named by --data, --config or IDNODE_DATA_DIR,
+    # but not taken from the default configuration file, which a user without access to the store would trip.
+    if not case_sensitive and store_dir(args, required=False, default_file=False) is not None:
+        with open_store(args) as store:
+            case_sensitive = store.case_sensitive
     failed = 0
     for text in args.items:
         try:
@@ -199,10 +194,12 @@ def cmd_dns_name(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from resolver.cli_store import add_store_arguments
+
     export = sub.add_parser(
         "export-zone", help="write the DNS view of the store as a master zone file (for NSD, Knot, BIND)"
     )
-    export.add_argument("--data", required=True, type=Path, help="store directory")
+    add_store_arguments(export)
     export.add_argument(
         "--zone", default=DEFAULT_DNS_ZONE, help=f"zone of the DNS view (default {DEFAULT_DNS_ZONE})"
     )
@@ -225,6 +222,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     rule = name.add_mutually_exclusive_group()
     rule.add_argument("--case-sensitive", action="store_true", help="names for a node created case-sensitive")
-    rule.add_argument("--data", type=Path, help="take the case rule from this store")
+    add_store_arguments(name, help_text="take the case rule from this store", data_group=rule)
     name.add_argument("--reverse", action="store_true", help="DNS names in, identifiers (store-key form) out")
     name.set_defaults(func=cmd_dns_name)

@@ -1,8 +1,8 @@
 """Operating a node: `idnode serve` (settings from file, environment and flags; systemd; reload) and the
 `idnode backup`, `restore` and `check` subcommands. cli.py registers them with one call to `register`.
 
-The ops commands find the store with --data DIR, else the data_dir of --config FILE (or $IDNODE_CONFIG, or
-/etc/idnode/idnode.toml when it exists), else $IDNODE_DATA_DIR.
+The ops commands find the store as every command does (resolver/cli_store.py): --data DIR, else
+$IDNODE_DATA_DIR, else the data_dir of --config FILE (or $IDNODE_CONFIG, or /etc/idnode/idnode.toml).
 """
 
 from __future__ import annotations
@@ -83,44 +83,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from resolver import settings
+    from resolver.cli_store import store_dir
 
-    if args.data:
-        return Path(args.data)
-    path = settings.config_path(args, os.environ)
-    if path is not None:
-        try:
-            values = settings.read_file(path)
-        except settings.ConfigError as exc:
-            raise CliError(str(exc)) from None
-        if "data_dir" in values:
-            return Path(values["data_dir"])
-    if os.environ.get("IDNODE_DATA_DIR"):
-        return Path(os.environ["IDNODE_DATA_DIR"])
-    raise CliError("which store? give --data DIR or --config FILE")
+    return store_dir(args)
 
 
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", dest="data", type=Path, help="store directory")
-    parser.add_argument("--config", type=Path, help="read data_dir from this TOML file")
+    from resolver.cli_store import add_store_arguments
 
-
-def _live(data_dir: Path) -> str:
-    """Why the store in `data_dir` is in use, or "" when it is not."""
-    from resolver.server.lifecycle import lock_holder
-    from storage.backup import live_readers
-
-    holder = lock_holder(data_dir)
-    if holder is not None:
-        return f"idnode serve (pid {holder}) is serving it"
-    try:
-        readers = live_readers(data_dir)
-    except Exception as exc:  # an unreadable lock table is no proof of life; the restore checks the copy
-        log.debug("cannot read the reader table of %s: %s", data_dir, exc)
-        return ""
-    if readers:
-        return f"processes {', '.join(map(str, readers))} hold read transactions on it"
-    return ""
+    add_store_arguments(parser)
 
 
 # -- backup, restore, check ----------------------------------------------------------------------------------
@@ -145,15 +116,19 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from resolver.cli_store import store_users
     from storage.backup import BackupError, restore_store
 
     data_dir = _data_dir(args)
-    live = _live(data_dir) if (data_dir / "data.mdb").exists() else ""
+    users = store_users(data_dir)
+    live = "; ".join(user.describe() for user in users)
     if live and not args.force:
         raise CliError(
-            f"{data_dir} is live: {live}. Stop the node first (systemctl stop idnode), or give --force to "
+            f"{data_dir} is live: used by {live}. Stop it first (systemctl stop idnode), or give --force to "
             "swap the store underneath it and then reload it (systemctl reload idnode)"
         )
+    if not live:
+        print(f"no process has {data_dir / 'data.mdb'} open", file=sys.stderr)
     try:
         done = restore_store(Path(args.src), data_dir)
     except (BackupError, OSError) as exc:

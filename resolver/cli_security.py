@@ -42,19 +42,15 @@ def parse_time(text: str, now_s: float | None = None) -> float:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from resolver.cli_errors import CliError
+    from resolver.cli_store import store_dir  # --data, --config or IDNODE_DATA_DIR, as every command
 
-    if args.data:
-        return Path(args.data)
-    if os.environ.get("IDNODE_DATA_DIR"):
-        return Path(os.environ["IDNODE_DATA_DIR"])
-    raise CliError("which store? give --data DIR (or set IDNODE_DATA_DIR)")
+    return store_dir(args)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from resolver.cli_errors import CliError
+    from resolver.cli_store import open_store
     from storage.audit import query
-    from storage.store import Store, StoreError
 
     try:
         since = parse_time(args.since) if args.since else None
@@ -62,11 +58,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--since/--until: {exc} (give 24h, 7d, Unix seconds or ISO 8601)") from None
     limit = args.limit or None
-    try:
-        store = Store(_data_dir(args))
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
-    with store:
+    with open_store(args) as store:
         entries = query(store, prefix=args.prefix, since=since, until=until, limit=limit, newest=True)
     for entry in entries:
         if args.json:
@@ -80,11 +72,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queue_dir(args: argparse.Namespace) -> Path | None:
+    """security_log.queue_dir as `idnode serve` takes it (--queue-dir > IDNODE_SECURITY_LOG_QUEUE_DIR > the
+    [security_log] table of --config or $IDNODE_CONFIG), or None: the queue is then DATA/security-queue."""
+    from resolver import settings
+    from resolver.cli_errors import CliError
+
+    if args.queue_dir:
+        return Path(args.queue_dir)
+    if os.environ.get("IDNODE_SECURITY_LOG_QUEUE_DIR"):
+        return Path(os.environ["IDNODE_SECURITY_LOG_QUEUE_DIR"])
+    path = args.config or os.environ.get(settings.CONFIG_ENV)
+    if path:
+        try:
+            table = settings.read_file(Path(path)).get("security_log", {})
+        except settings.ConfigError as exc:
+            raise CliError(str(exc)) from None
+        if table.get("queue_dir"):
+            return Path(table["queue_dir"])
+    return None
+
+
 def cmd_seclog_status(args: argparse.Namespace) -> int:
     from resolver.security.config import DEFAULT_QUEUE_SUBDIR
     from resolver.security.queue import read_stats
 
-    directory = Path(args.queue_dir) if args.queue_dir else _data_dir(args) / DEFAULT_QUEUE_SUBDIR
+    directory = _queue_dir(args) or _data_dir(args) / DEFAULT_QUEUE_SUBDIR
     stats = read_stats(directory)
     if stats is None:
         stats_json = {"queue": str(directory), "exists": False}
@@ -104,27 +117,26 @@ def cmd_seclog_status(args: argparse.Namespace) -> int:
 
 
 def _export_settings(args: argparse.Namespace):
-    """(SecurityLogConfig, data_dir): the [security_log] table and data_dir of --config, then the flags."""
+    """(SecurityLogConfig, data_dir): the [security_log] table of --config, then the flags; the store directory
+    by the rule of every command (--data > IDNODE_DATA_DIR > data_dir of the file)."""
     import tomllib
 
     from resolver.cli_errors import CliError
+    from resolver.cli_store import store_dir
     from resolver.security.config import SecurityLogConfig
 
-    base, data_dir = None, args.data
+    base = None
     try:
         if args.config:
             with open(args.config, "rb") as f:
                 document = tomllib.load(f)
             base = SecurityLogConfig.from_mapping(document.get("security_log", {}))
-            data_dir = data_dir or document.get("data_dir")
         config = SecurityLogConfig.from_args(args, base)
     except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if not config.enabled:
         raise CliError("no collector: give --collector HOST:PORT (or security_log.collector in --config)")
-    data_dir = data_dir or os.environ.get("IDNODE_DATA_DIR")
-    if not data_dir and not config.queue_dir:
-        raise CliError("where is the queue? give --data DIR or --queue-dir DIR")
+    data_dir = store_dir(args, required=not config.queue_dir)
     return config, Path(data_dir or ".")
 
 
@@ -152,8 +164,10 @@ def cmd_seclog_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from resolver.cli_store import add_store_arguments
+
     audit = sub.add_parser("audit", help="the audit trail of writes: who wrote what, when, from where")
-    audit.add_argument("--data", type=Path, help="store directory (default: $IDNODE_DATA_DIR)")
+    add_store_arguments(audit)
     audit.add_argument("--prefix", help="only handles under this prefix or its sub-prefixes (0.NA/P too)")
     audit.add_argument(
         "--since", help="from this time on: 24h, 7d, Unix seconds, ISO 8601 (UTC unless an offset)"
@@ -168,7 +182,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seclog = sub.add_parser("seclog", help="the security log upload")
     seclog_sub = seclog.add_subparsers(dest="seclog_command", required=True)
     status = seclog_sub.add_parser("status", help="events waiting in the upload queue, and dropped ones")
-    status.add_argument("--data", type=Path, help="store directory: the queue is DATA/security-queue")
+    add_store_arguments(status, help_text="store directory: the queue is DATA/security-queue")
     status.add_argument("--queue-dir", help="the queue directory (security_log.queue_dir)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_seclog_status)

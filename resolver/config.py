@@ -125,6 +125,28 @@ class ServeConfig:
                 ipaddress.ip_address(bind)
             except ValueError as exc:
                 raise ValueError(f"bind: {bind!r} is not an IP address") from exc
+        if self.site_address:
+            try:
+                published = ipaddress.ip_address(self.site_address)
+            except ValueError as exc:
+                raise ValueError(f"site_address: {self.site_address!r} is not an IP address") from exc
+            if published.is_unspecified:
+                raise ValueError(f"site_address: {self.site_address} is no address a client can connect to")
+
+    def check_site_address(self) -> None:
+        """Refuse (ValueError naming `site_address`) a node that cannot tell clients where it is: one that
+        listens on a wildcard (0.0.0.0, ::) or a non-loopback address without `site_address` would publish
+        loopback, or a guess among its addresses, in its HS_SITE, and clients that follow it would go astray.
+        Loopback-only nodes (development, tests) publish their first bind."""
+        if self.site_address:
+            return
+        public = [b for b in self.binds if not ipaddress.ip_address(b).is_loopback]
+        if public:
+            raise ValueError(
+                f"site_address: not set, and the node listens on {', '.join(public)}, so its HS_SITE cannot "
+                "say where clients reach it: set site_address in the configuration file, --site-address or "
+                "IDNODE_SITE_ADDRESS to the address clients connect to"
+            )
 
     def http_ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context of the HTTP port, or None for plain HTTP. Reads the files: TlsSettingError (a
@@ -135,7 +157,9 @@ class ServeConfig:
 
     @property
     def published_address(self) -> str:
-        """The address clients are told to use: unspecified binds (0.0.0.0, ::) publish loopback."""
+        """The address clients are told to use: `site_address`, else the first bind (`check_site_address`
+        refuses to serve a wildcard or public bind without `site_address`; built directly, as in tests, an
+        unspecified bind publishes loopback)."""
         if self.site_address:
             return self.site_address
         address = ipaddress.ip_address(self.binds[0])

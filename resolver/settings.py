@@ -58,7 +58,7 @@ HELP: dict[str, str] = {
     "dns_memo_mb": "MiB per worker for the DNS view's memo of rendered records and whole answers (0: none)",
     "workers": "worker processes (default and 0: one per CPU)",
     "node_prefix": "this node's own prefix",
-    "site_address": "address published in the node's HS_SITE (default: the first bind, loopback for 0.0.0.0)",
+    "site_address": "address published in the node's HS_SITE; required unless every bind is loopback",
     "tcp_idle_timeout_s": "seconds before a silent TCP connection closes",
     "counter_flush_interval_s": "seconds between writes of resolution counts to the store",
     "prefix_reload_interval_s": "seconds between checks for prefixes changed by other processes",
@@ -326,6 +326,34 @@ def config_path(args: argparse.Namespace | None, environ: Mapping[str, str]) -> 
     return None
 
 
+def store_dir(
+    data: Path | str | None,
+    config: Path | str | None,
+    environ: Mapping[str, str],
+    *,
+    default_file: bool = True,
+) -> Path | None:
+    """The store directory a command means, by the one rule of every `idnode` command: `--data` >
+    $IDNODE_DATA_DIR > `data_dir` of the configuration file (`--config`, else $IDNODE_CONFIG, else
+    /etc/idnode/idnode.toml when it exists and `default_file`). None when nothing names one; ConfigError for a
+    file that cannot be read or sets no data_dir."""
+    if data:
+        return Path(data)
+    if environ.get(env_name("data_dir")):
+        return Path(environ[env_name("data_dir")])
+    path = Path(config) if config else None
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    if path is None and default_file and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    if path is None:
+        return None
+    values = read_file(path)
+    if "data_dir" not in values:
+        raise ConfigError(f"{path}: data_dir: not set (the store directory; or give --data DIR)")
+    return Path(values["data_dir"])
+
+
 def _key_of_message(message: str) -> str | None:
     """The setting a ServeConfig validation message is about ("handle port: ..." -> handle_port)."""
     head = message.split(":", 1)[0].strip().replace(" ", "_")
@@ -410,6 +438,10 @@ def loader_from_args(
     def load() -> ServeConfig:
         env = os.environ if environ is None else environ
         config = build_config(flags, env, config_path(args, env))
+        try:
+            config.check_site_address()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             # The TLS files are read at start and at every reload, so a bad one is refused before a worker
             # needs it (at reload the node keeps its running configuration).
