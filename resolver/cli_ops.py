@@ -30,7 +30,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from resolver import logs, settings
-    from resolver.server.sockets import ports_in_use
+    from resolver.server.sockets import bind_problems, describe_bind_problems
     from resolver.server.supervisor import SupervisorError, resolve_port, supervise
     from storage.store import Store, StoreError
 
@@ -40,6 +40,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except settings.ConfigError as exc:
         raise CliError(str(exc)) from None
     logs.setup("debug" if args.verbose else config.log_level, config.log_format)
+    if "LISTEN_FDS" not in os.environ:  # with socket activation systemd holds the ports, as it should
+        udp_tcp = [config.handle_port] + ([config.dns_port] if config.dns_port is not None else [])
+        problems = bind_problems(config.binds, udp_tcp, [config.http_port] if config.http_port is not None else [])
+        if problems:
+            raise CliError(describe_bind_problems(problems))
     try:
         with Store(config.data_dir) as store:
             count = store.count_identifiers()
@@ -47,14 +52,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     requested_port = config.handle_port
     config.handle_port = resolve_port(config)
-    if "LISTEN_FDS" not in os.environ:  # with socket activation systemd holds the ports, as it should
-        udp_tcp = [config.handle_port] + ([config.dns_port] if config.dns_port else [])
-        taken = ports_in_use(config.binds, udp_tcp, [config.http_port] if config.http_port else [])
-        if taken:
-            raise CliError(
-                f"{', '.join(taken)} already in use by another process; a second node on the same port would "
-                "take part of its traffic (SO_REUSEPORT), so this one does not start"
-            )
 
     def reload_config():
         fresh = load()
