@@ -7,15 +7,11 @@ import base64
 import contextlib
 import http.client
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from tests.servers import free_port, running_node
-
-HTTP_START_TIMEOUT_S = 20.0  #: every worker has bound its HTTP socket well within this
 
 
 @dataclass
@@ -53,25 +49,8 @@ def call(
 
 
 @contextlib.contextmanager
-def http_node(
-    data_dir: Path,
-    workers: int = 2,
-    extra: tuple[str, ...] = (),
-    stats_status: Callable[[int], int] = lambda port: call(port, "GET", "/api/stats").status,
-):
-    """`idnode serve` with Handle UDP/TCP and HTTP (and `extra` flags); the node gets `http_port`. It is ready
-    when `stats_status(port)`, the status of GET /api/stats (default: over plain HTTP), is 200."""
-    port = free_port()
-    with running_node(data_dir, workers=workers, extra=("--http-port", str(port), *extra)) as node:
-        deadline = time.monotonic() + HTTP_START_TIMEOUT_S
-        while True:
-            try:
-                if stats_status(port) == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the node's HTTP port did not answer")
-            time.sleep(0.05)
-        node.http_port = port
+def http_node(data_dir: Path, workers: int = 2, extra: tuple[str, ...] = ()):
+    """`idnode serve` with Handle UDP/TCP and HTTP (and `extra` flags) on a free port, `node.http_port`; ready
+    as tests.servers.RunningNode says (every worker listens on every port)."""
+    with running_node(data_dir, workers=workers, extra=("--http-port", str(free_port()), *extra)) as node:
         yield node

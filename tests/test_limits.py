@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 
 import pytest
 
@@ -113,9 +112,11 @@ def test_large_udp_answers_go_only_to_proven_sources(tmp_path, node_store):  # n
             message = decode_message(short)
             assert message.header.response_code == ResponseCode.ERROR
             assert short[2] & EnvelopeFlag.TC and len(short) < 200
-            # A TCP handshake from the same address proves it.
-            with socket.create_connection((node.host, node.port), source_address=("127.0.0.4", 0)):
-                time.sleep(0.1)
+            # A TCP handshake from the same address proves it: an answer on that connection shows the worker
+            # has taken the connection (and recorded the proof) by now.
+            with socket.create_connection((node.host, node.port), source_address=("127.0.0.4", 0), timeout=2) as tcp:
+                tcp.sendall(request(DATASET.handle_at(1), 3))
+                assert tcp.recv(65535)
             sock.sendto(request("88.100.1/ZZ-LARGE", 2), (node.host, node.port))
             reassembler, whole = Reassembler(), None
             while whole is None:

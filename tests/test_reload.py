@@ -28,6 +28,7 @@ from tests.servers import running_node
 DATASET = Dataset(2000, 1, "88.100", 8)
 UDP_TIMEOUT_S = 2.0  #: far above an answer's time on loopback: a timeout here is a lost datagram
 RELOAD_WAIT_S = 30.0
+LOAD_AROUND = 50  #: requests answered over each of UDP and TCP before a reload starts and after it ends
 
 
 @pytest.fixture()
@@ -73,6 +74,7 @@ class Load:
         self.udp_ok = self.udp_lost = self.udp_wrong = 0
         self.tcp_ok = self.tcp_failed = self.tcp_reconnects = 0
         self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
 
     async def udp_loop(self, start: int) -> None:
         loop = asyncio.get_running_loop()
@@ -129,14 +131,27 @@ class Load:
                 self.tcp_failed += 1
         await client.close()
 
+    async def answered(self, more: int) -> None:
+        """Wait until `more` further requests were answered over UDP and over TCP (or a loop failed)."""
+        udp, tcp = self.udp_ok + more, self.tcp_ok + more
+        deadline = asyncio.get_running_loop().time() + RELOAD_WAIT_S
+        while self.udp_ok < udp or self.tcp_ok < tcp:
+            if any(t.done() for t in self.tasks) or asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the load stalled: {vars(self)}")
+            await asyncio.sleep(0.01)
+
     async def run_while(self, action) -> None:
-        tasks = [asyncio.create_task(self.udp_loop(k)) for k in range(6)]
-        tasks.append(asyncio.create_task(self.tcp_loop()))
-        await asyncio.sleep(0.5)
-        await asyncio.to_thread(action)
-        await asyncio.sleep(0.5)
-        self.stop.set()
-        await asyncio.gather(*tasks)
+        """Load before, during and after `action` (run in a thread): requests are in flight when it starts,
+        and the node has answered more of them after it."""
+        self.tasks = [asyncio.create_task(self.udp_loop(k)) for k in range(6)]
+        self.tasks.append(asyncio.create_task(self.tcp_loop()))
+        try:
+            await self.answered(LOAD_AROUND)
+            await asyncio.to_thread(action)
+            await self.answered(LOAD_AROUND)
+        finally:
+            self.stop.set()
+            await asyncio.gather(*self.tasks)
 
 
 def events(output: str) -> list[dict]:
@@ -153,14 +168,18 @@ def test_reload_replaces_every_worker_without_a_failed_request(store_dir, tmp_pa
     with running_node(store_dir, workers=2, extra=("--config", str(config))) as node:
         pid = node.process.pid
         generations = [wait_for_workers(pid, 2)]
+        statuses = []
         load = Load(node.host, node.port)
 
         def reload_twice() -> None:
             for _ in range(2):
-                node.process.send_signal(signal.SIGHUP)
-                generations.append(wait_for_workers(pid, 2, not_in=generations[-1]))
+                statuses.append(node.reload())  # RELOADING=1, then READY=1 once every worker is replaced
+                generations.append(children(pid))
 
         asyncio.run(load.run_while(reload_twice))
+    assert statuses == ["serving with 2 workers"] * 2
+    for before, after in zip(generations, generations[1:], strict=False):
+        assert len(after) == 2 and not before & after, generations  # new processes in every slot
     assert load.udp_lost == 0 and load.udp_wrong == 0, vars(load)
     assert load.tcp_failed == 0, vars(load)
     assert load.udp_ok > 100 and load.tcp_ok > 100, vars(load)
@@ -177,11 +196,12 @@ def test_reload_reads_the_file_again_and_refuses_a_broken_one(store_dir, tmp_pat
         pid = node.process.pid
         first = wait_for_workers(pid, 1)
         config.write_text('workers = 2\nlog_format = "json"\n')
-        node.process.send_signal(signal.SIGHUP)
-        second = wait_for_workers(pid, 2, not_in=first)
+        assert node.reload() == "serving with 2 workers"  # the changed setting took effect
+        second = children(pid)
+        assert len(second) == 2 and not first & second
         config.write_text('workers = "many"\n')
-        node.process.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        status = node.reload()  # the reload ran (RELOADING=1) and ended, refused
+        assert status.startswith("serving with 2 workers; last reload failed:") and "workers" in status
         assert children(pid) == second  # the broken file changed nothing
         assert asyncio.run(resolve_once(node)).ok
     found = events(node.output)
