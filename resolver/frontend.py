@@ -22,7 +22,7 @@ from resolver.handle.message import (
     encode_response,
 )
 from resolver.handle.udp import Reassembler, is_chunk, split_datagrams
-from resolver.service import ResolutionService
+from resolver.service import AUTHORITATIVE, ResolutionService
 
 ANSWER_LIFETIME_S = 43_200  #: ExpirationTime of answers: must lie in the future or ID-SDK rejects the answer
 TOO_LARGE_FOR_UDP = "answer too large for UDP to an unverified address: ask over TCP"
@@ -56,7 +56,7 @@ class HandleFrontend:
             # Nearly every request: no filters, so the stored values go out as they are (all public ones).
             code, payload = self.service.resolve(plain.handle)
             if code == _SUCCESS:
-                return encode_plain_answer(plain, code, payload, expiration)
+                return encode_plain_answer(plain, code, payload, expiration, True)
             try:  # other outcomes are rarer: answered by the general encoder, without resolving again
                 return self._resolution_answer(decode_request(data), plain.handle, code, payload, expiration)
             except HandleProtocolError as exc:
@@ -68,7 +68,7 @@ class HandleFrontend:
                 return self._resolve(request, expiration)
             if op_code == _GET_SITE_INFO:
                 decode_site_info_request(request.body)  # validates the handle; any handle gets our site
-                return encode_response(request, _SUCCESS, self.service.site_data, expiration)
+                return encode_response(request, _SUCCESS, self.service.site_data, expiration, authoritative=True)
             return encode_error_response(
                 request,
                 ResponseCode.OPERATION_NOT_SUPPORTED,
@@ -85,12 +85,15 @@ class HandleFrontend:
         return self._resolution_answer(request, query.handle, code, payload, expiration)
 
     def _resolution_answer(self, request, handle: bytes, code, payload: bytes, expiration: int) -> bytes:
+        # AT only where the answer comes from what this node holds (resolver.service.AUTHORITATIVE).
         if code == _SUCCESS:
-            return encode_resolution_response(request, handle, payload, expiration)
+            return encode_resolution_response(request, handle, payload, expiration, authoritative=True)
         if code == _SERVICE_REFERRAL:
             referral = self.service.referral_handle(handle)
             return encode_resolution_response(request, referral, payload, expiration, _SERVICE_REFERRAL)
-        return encode_error_response(request, code, _ERROR_TEXT.get(code, ""), expiration)
+        return encode_error_response(
+            request, code, _ERROR_TEXT.get(code, ""), expiration, authoritative=code in AUTHORITATIVE
+        )
 
     def busy_answer(self, data: bytes) -> bytes | None:
         """SERVER_TOO_BUSY for a request refused by the rate limit (none for a piece of a chunked request)."""

@@ -9,7 +9,7 @@ import time
 from resolver.handle.constants import ResponseCode
 from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_values
 from storage.counters import PROTOCOLS, ResolutionCounter
-from storage.keys import NA_PREFIX, InvalidHandle, handle_key
+from storage.keys import NA_PREFIX, InvalidHandle, handle_key, normalize_prefix
 from storage.records import RecordError, select_values
 from storage.store import PrefixInfo, Store
 
@@ -30,6 +30,10 @@ SERVER_NOT_RESP = ResponseCode.SERVER_NOT_RESP
 SERVICE_REFERRAL = ResponseCode.SERVICE_REFERRAL
 INVALID_HANDLE = ResponseCode.INVALID_HANDLE
 NO_VALUES = (0, b"\x00\x00\x00\x00")
+#: Outcomes read from what this node holds (a hosted prefix's identifiers, the prefix handles it keeps): the
+#: answer of the primary for the handle, so it carries AT. Referrals, unknown or disabled prefixes and
+#: errors do not.
+AUTHORITATIVE = frozenset({SUCCESS, HANDLE_NOT_FOUND, VALUES_NOT_FOUND})
 
 
 class ResolutionService:
@@ -121,7 +125,13 @@ class ResolutionService:
         try:
             key = handle_key(handle, self.case_sensitive)
         except InvalidHandle:
-            return INVALID_HANDLE, b""
+            if not handle or b"/" in handle:
+                return INVALID_HANDLE, b""
+            # A bare prefix (`88.100.1`): a national SDK's global resolver asks so where the prefix is
+            # served. Answered from its prefix handle, as the reference server does (the answer names the
+            # handle as asked).
+            key = NA_PREFIX + b"/" + normalize_prefix(handle)
+            return self._resolve_prefix_handle(key, indexes, types, public_only, count)
         prefix = key[: key.find(b"/")]
         if prefix == NA_PREFIX:
             return self._resolve_prefix_handle(key, indexes, types, public_only, count)

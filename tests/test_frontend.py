@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from resolver.frontend import ANSWER_LIFETIME_S, HandleFrontend
-from resolver.handle.constants import OpCode, ResponseCode
+from resolver.handle.constants import OpCode, OpFlag, ResponseCode
 from resolver.handle.message import (
     ResolutionRequest,
     decode_message,
@@ -21,6 +21,26 @@ from storage.records import pack_encoded, split_values
 from storage.store import PrefixInfo, Store
 
 VECTOR_TIME = 0x65000000  # every timestamp and expiration in the vectors
+OP_FLAGS_AT = slice(28, 32)  # envelope (20), op code, response code, then the op flags
+AT = int(OpFlag.AT)
+
+
+def with_at(answer: bytes) -> bytes:
+    """`answer` with the AT flag set: the reference encoder's vectors copy the request's flags, the node
+    states that it is the primary for what it holds (as the reference server does for a primary site)."""
+    flags = int.from_bytes(answer[OP_FLAGS_AT], "big") | AT
+    return answer[:28] + flags.to_bytes(4, "big") + answer[32:]
+
+
+def op_flags(answer: bytes) -> int:
+    return decode_message(answer).header.op_flags
+
+
+def request_for(handle: bytes, flags: int = 0x19000000, **filters) -> bytes:
+    return encode_request(
+        OpCode.RESOLUTION, encode_resolution_request(ResolutionRequest(handle, **filters)), request_id=7,
+        expiration=VECTOR_TIME, op_flags=flags, version=(2, 10),
+    )  # fmt: skip
 
 
 def values_of(vector: bytes):
@@ -54,28 +74,31 @@ def frontend(tmp_path, vectors):
 
 
 @pytest.mark.parametrize(
-    ("request_name", "answer_name"),
+    ("request_name", "answer_name", "authoritative"),
     [
-        ("resolve_request_plain", "resolve_response_public"),
-        ("get_site_info_request", "get_site_info_response"),
-        ("resolve_request_delegated", "service_referral_response"),
+        ("resolve_request_plain", "resolve_response_public", True),
+        ("get_site_info_request", "get_site_info_response", True),
+        ("resolve_request_delegated", "service_referral_response", False),  # a referral: not ours
     ],
 )
-def test_answers_match_the_reference_byte_for_byte(frontend, vectors, request_name, answer_name):
-    assert frontend.answer_message(vectors[request_name]) == vectors[answer_name]
+def test_answers_match_the_reference_byte_for_byte(
+    frontend, vectors, request_name, answer_name, authoritative
+):
+    expected = with_at(vectors[answer_name]) if authoritative else vectors[answer_name]
+    assert frontend.answer_message(vectors[request_name]) == expected
 
 
 def test_handle_not_found_matches_reference(frontend, vectors):
     request = bytearray(vectors["resolve_request_plain"])
     request[-27:-12] = b"88.100.1/ABC999"  # same length, absent handle
     answer = decode_message(frontend.answer_message(bytes(request)))
-    expected = decode_message(vectors["error_handle_not_found"])
+    expected = decode_message(with_at(vectors["error_handle_not_found"]))  # absent from a prefix held here
     assert answer.header == expected.header and answer.body == expected.body
 
 
 def test_request_digest_matches_reference(frontend, vectors):
     answer = decode_message(frontend.answer_message(vectors["resolve_request_rd"]))
-    expected = decode_message(vectors["resolve_response_rd"])
+    expected = decode_message(with_at(vectors["resolve_response_rd"]))
     assert answer.envelope == expected.envelope._replace(message_length=answer.envelope.message_length)
     assert answer.header._replace(body_length=0) == expected.header._replace(body_length=0)
     assert (
@@ -131,3 +154,62 @@ def test_prefix_handle_of_referred_prefix_returns_its_site(frontend, vectors):
     values = decode_resolution_response_body(answer.body, False)[2]
     assert values[0].type == "HS_SITE"
     assert values[0].data == values_of(vectors["service_referral_response"])[0].data
+
+
+@pytest.mark.parametrize(
+    ("handle", "filters", "code", "authoritative"),
+    [
+        (b"88.100.1/ABC123", {}, ResponseCode.SUCCESS, True),  # fast path
+        (b"88.100.1/ABC123", {"types": (b"URL",)}, ResponseCode.SUCCESS, True),  # general path
+        (b"88.100.1/ABC999", {}, ResponseCode.HANDLE_NOT_FOUND, True),
+        (b"88.100.1/ABC123", {"types": (b"NONE",)}, ResponseCode.VALUES_NOT_FOUND, True),
+        (b"0.NA/88.100.1", {}, ResponseCode.SUCCESS, True),  # prefix handle of a hosted prefix
+        (b"0.NA/88.100.7", {}, ResponseCode.SUCCESS, True),  # ... of a referred one: registered here
+        (b"88.100.7/X1", {}, ResponseCode.SERVICE_REFERRAL, False),
+        (b"99.1/X", {}, ResponseCode.SERVER_NOT_RESP, False),  # a prefix this node does not serve
+        (b"no-slash/", {}, ResponseCode.SERVER_NOT_RESP, False),
+    ],
+)
+@pytest.mark.parametrize("asked_at", [False, True], ids=["request-without-AT", "request-with-AT"])
+def test_at_flag_only_on_answers_from_what_the_node_holds(
+    frontend, handle, filters, code, authoritative, asked_at
+):
+    answer = frontend.answer_message(request_for(handle, 0x19000000 | (AT if asked_at else 0), **filters))
+    assert decode_message(answer).header.response_code == code
+    assert bool(op_flags(answer) & AT) == authoritative  # the request's own AT bit is never echoed
+    assert op_flags(answer) & ~AT == 0x19000000
+
+
+def test_malformed_request_answer_never_claims_authority(frontend, vectors):
+    request = bytearray(request_for(b"88.100.1/ABC123", 0x19000000 | AT))
+    request[-4:] = b"\xff\xff\xff\xff"  # a credential section longer than the message
+    answer = frontend.answer_message(bytes(request))
+    assert decode_message(answer).header.response_code == ResponseCode.PROTOCOL_ERROR
+    assert not op_flags(answer) & AT
+
+
+@pytest.mark.parametrize("asked", [b"88.100.7", b"88.100.1", b"88.100.1".lower()])
+@pytest.mark.parametrize("filters", [{}, {"types": (b"HS_SITE",)}], ids=["fast-path", "general-path"])
+def test_bare_prefix_is_answered_from_its_prefix_handle(frontend, vectors, asked, filters):
+    answer = frontend.answer_message(request_for(asked, **filters))
+    prefix_handle = frontend.answer_message(request_for(b"0.NA/" + asked, **filters))
+    message = decode_message(answer)
+    assert message.header.response_code == ResponseCode.SUCCESS and message.header.op_flags & AT
+    _, named, values = decode_resolution_response_body(message.body, False)
+    assert named == asked  # the handle as asked, as the reference server names it
+    assert values == decode_resolution_response_body(decode_message(prefix_handle).body, False)[2]
+    site = values_of(vectors["service_referral_response"])[0].data
+    own_site = decode_message(vectors["get_site_info_response"]).body
+    assert values[0].type == "HS_SITE" and values[0].data == (site if asked == b"88.100.7" else own_site)
+
+
+@pytest.mark.parametrize(
+    ("asked", "code"),
+    [
+        (b"99.1", ResponseCode.SERVER_NOT_RESP),  # not a prefix of this node
+        (b"88.100.55", ResponseCode.HANDLE_NOT_FOUND),  # under the node's prefix, never registered
+        (b"", ResponseCode.INVALID_HANDLE),
+    ],
+)
+def test_bare_prefix_not_served_here(frontend, asked, code):
+    assert decode_message(frontend.answer_message(request_for(asked))).header.response_code == code

@@ -24,10 +24,10 @@ TAIL = b"\x00\x00\x00\x01" + bytes.fromhex(
 EXPIRATION = 1_800_000_000
 
 
-def general_answer(data: bytes) -> bytes:
+def general_answer(data: bytes, authoritative: bool = False) -> bytes:
     request = decode_request(data)
     query = decode_resolution_request(request.body)
-    return encode_resolution_response(request, query.handle, TAIL, EXPIRATION)
+    return encode_resolution_response(request, query.handle, TAIL, EXPIRATION, authoritative=authoritative)
 
 
 @pytest.mark.parametrize(
@@ -40,10 +40,13 @@ def general_answer(data: bytes) -> bytes:
         "resolve_request_delegated",
     ],
 )
-def test_plain_vectors_take_the_fast_path_with_the_same_answer(name):
+@pytest.mark.parametrize("authoritative", [False, True])
+def test_plain_vectors_take_the_fast_path_with_the_same_answer(name, authoritative):
     plain = read_plain_resolution(VECTORS[name])
     assert plain is not None
-    assert encode_plain_answer(plain, ResponseCode.SUCCESS, TAIL, EXPIRATION) == general_answer(VECTORS[name])
+    fast = encode_plain_answer(plain, ResponseCode.SUCCESS, TAIL, EXPIRATION, authoritative)
+    assert fast == general_answer(VECTORS[name], authoritative)
+    assert bool(fast[28] & 0x80) == authoritative  # AT, the top bit of the op flags
 
 
 @pytest.mark.parametrize(
@@ -64,14 +67,16 @@ def test_other_requests_decline_the_fast_path(name):
 @given(
     handle=st.binary(min_size=0, max_size=80).filter(bytes.isascii),
     flags=st.sampled_from(
-        [0, int(OpFlag.PO), int(OpFlag.REC | OpFlag.CA | OpFlag.PO), 0x19000000, int(OpFlag.RD)]
-    ),
+        [0, int(OpFlag.PO), int(OpFlag.REC | OpFlag.CA | OpFlag.PO), 0x19000000, int(OpFlag.RD),
+         int(OpFlag.AT), int(OpFlag.AT | OpFlag.KC | OpFlag.PO)]
+    ),  # fmt: skip
+    authoritative=st.booleans(),
     version=st.sampled_from([(2, 1), (2, 3), (2, 10), (2, 11), (3, 0)]),
     suggested=st.sampled_from([(0, 0), (2, 3), (2, 10), (2, 12)]),
     ids=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
     credential=st.sampled_from([b"", b"\x01\x02"]),
 )
-def test_fast_and_general_paths_agree(handle, flags, version, suggested, ids, credential):
+def test_fast_and_general_paths_agree(handle, flags, version, suggested, ids, credential, authoritative):
     data = encode_request(
         OpCode.RESOLUTION, encode_resolution_request(ResolutionRequest(handle)), request_id=ids[1],
         session_id=ids[0], expiration=EXPIRATION, op_flags=flags, version=version, suggested_version=suggested,
@@ -82,7 +87,8 @@ def test_fast_and_general_paths_agree(handle, flags, version, suggested, ids, cr
         assert plain is None
         return
     assert plain is not None and plain.handle == handle
-    assert encode_plain_answer(plain, ResponseCode.SUCCESS, TAIL, EXPIRATION) == general_answer(data)
+    fast = encode_plain_answer(plain, ResponseCode.SUCCESS, TAIL, EXPIRATION, authoritative)
+    assert fast == general_answer(data, authoritative)
 
 
 @given(st.binary(max_size=120))

@@ -23,6 +23,7 @@ _NO_CREDENTIAL = bytes(4)
 _SERVER_MAJOR, _SERVER_MINOR = SERVER_VERSION
 _RESOLUTION = int(OpCode.RESOLUTION)
 _RD = int(OpFlag.RD)
+_AT = int(OpFlag.AT)
 _UNREADABLE = 0xE0  # CP, EC, TC: compressed, encrypted or truncated messages take the general path
 
 
@@ -70,16 +71,18 @@ def read_plain_resolution(data: bytes) -> PlainResolution | None:
 
 
 def encode_plain_answer(
-    request: PlainResolution, response_code: int, values_tail: bytes, expiration: int
-) -> bytes:
+    request: PlainResolution, response_code: int, values_tail: bytes, expiration: int,
+    authoritative: bool = False,
+) -> bytes:  # fmt: skip
     """The SUCCESS (or referral, with the referral handle in `request.handle`) answer to a plain request:
-    exactly what encode_resolution_response builds for it."""
+    exactly what encode_resolution_response builds for it, AT set or cleared alike."""
     handle = request.handle
     body_length = 4 + len(handle) + len(values_tail)
+    op_flags = (request.op_flags | _AT) if authoritative else (request.op_flags & ~_AT)
     head = _HEAD.pack(
         request.version[0], request.version[1], _SERVER_MAJOR, _SERVER_MINOR,
         request.session_id, request.request_id, 0, 24 + body_length + 4,
-        _RESOLUTION, response_code, request.op_flags, UNKNOWN_SITE_SERIAL, request.recursion_count,
+        _RESOLUTION, response_code, op_flags, UNKNOWN_SITE_SERIAL, request.recursion_count,
         expiration, body_length, len(handle),
     )  # fmt: skip
     return b"".join((head, handle, values_tail, _NO_CREDENTIAL))

@@ -55,6 +55,7 @@ _NO_CREDENTIAL = bytes(COUNT_BYTES)  # § Message header: credential length 0 = 
 _UNREADABLE_PAYLOAD = int(EnvelopeFlag.CP | EnvelopeFlag.EC)
 _SERVER_MAJOR, _SERVER_MINOR = SERVER_VERSION
 _RD = int(OpFlag.RD)
+_AT = int(OpFlag.AT)
 _DIGEST_BYTES = {HashType.MD5: 16, HashType.SHA1: 20, HashType.SHA256: 32}
 _BODY_LENGTH_FIELD = 6  # position of BodyLength in an unpacked HEADER
 _TWO_COUNTS = struct.Struct(">II")
@@ -367,8 +368,11 @@ def _answer(
     body_length: int,
     expiration: int,
     site_info_serial: int,
+    authoritative: bool = False,
 ) -> bytes:
     major, minor = negotiate_version(envelope)
+    # AT in an answer is the server's own statement (§ Message header), never an echo of the request's bit.
+    op_flags = (op_flags | _AT) if authoritative else (op_flags & ~_AT)
     if op_flags & _RD and request is not None:
         digest = request_digest(digest_input(request), (major, minor))
         parts = (digest, *parts)
@@ -379,7 +383,7 @@ def _answer(
             f"answer of {message_length} bytes exceeds {MAX_MESSAGE_BYTES}", ResponseCode.ERROR
         )
     # Shape taken from the reference's answers: the negotiated version, suggesting ours, no envelope
-    # flags, session and request ids and all op flags copied, SiteInfoSerial unknown unless given.
+    # flags, session and request ids and the op flags but AT copied, SiteInfoSerial unknown unless given.
     prefix = _ANSWER_PREFIX.pack(
         major, minor, _SERVER_MAJOR, _SERVER_MINOR,
         envelope.session_id, envelope.request_id, 0, message_length,
@@ -395,14 +399,16 @@ def encode_response(
     expiration: int,
     *,
     site_info_serial: int = UNKNOWN_SITE_SERIAL,
+    authoritative: bool = False,
 ) -> bytes:
     """The answer to ``request``: its op code, ids and op flags, at the negotiated version, suggesting
     2.10. If the request set RD, the request digest is put in front of ``body`` here, for every
-    response code (clients read it before any answer body)."""
+    response code (clients read it before any answer body). AT is set when ``authoritative`` (the answer
+    comes from the primary for the handle), else cleared."""
     h = request.header
     return _answer(
         request, request.envelope, h.op_code, h.op_flags, h.recursion_count,
-        response_code, (body,), len(body), expiration, site_info_serial,
+        response_code, (body,), len(body), expiration, site_info_serial, authoritative,
     )  # fmt: skip
 
 
@@ -414,19 +420,24 @@ def encode_resolution_response(
     response_code: int = ResponseCode.SUCCESS,
     *,
     site_info_serial: int = UNKNOWN_SITE_SERIAL,
+    authoritative: bool = False,
 ) -> bytes:
     """A SUCCESS (or SERVICE_REFERRAL) answer around pre-encoded ``values_blob`` (u32 count + values),
     joined once without building the body separately."""
     h = request.header
     parts = (U32.pack(len(handle)), handle, values_blob)
     return _answer(
-        request, request.envelope, h.op_code, h.op_flags, h.recursion_count,
-        response_code, parts, COUNT_BYTES + len(handle) + len(values_blob), expiration, site_info_serial,
+        request, request.envelope, h.op_code, h.op_flags, h.recursion_count, response_code, parts,
+        COUNT_BYTES + len(handle) + len(values_blob), expiration, site_info_serial, authoritative,
     )  # fmt: skip
 
 
-def encode_error_response(request: Message, response_code: int, message: str, expiration: int) -> bytes:
-    return encode_response(request, response_code, encode_error_body(message), expiration)
+def encode_error_response(
+    request: Message, response_code: int, message: str, expiration: int, *, authoritative: bool = False
+) -> bytes:
+    return encode_response(
+        request, response_code, encode_error_body(message), expiration, authoritative=authoritative
+    )
 
 
 def encode_error_answer(data: Buffer, error: HandleProtocolError, expiration: int) -> bytes | None:
