@@ -196,19 +196,37 @@ def big_file(tmp_path_factory) -> Path:
 
 
 def start_load(store_dir: Path, path: Path) -> subprocess.Popen:
+    """`idnode load` in a process group of its own (its workers and multiprocessing's helper with it)."""
     return subprocess.Popen(
         [sys.executable, "-m", "resolver.cli", "load", "--data", str(store_dir), str(path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+        start_new_session=True,
     )  # fmt: skip
 
 
-def count_when_committed(store_dir: Path) -> int:
-    """Wait for the first commit of a load that is starting: the identifier count once it is above 0."""
+def freeze_after_first_commit(load: subprocess.Popen, store_dir: Path, path: Path) -> int:
+    """Stop every process of the load (SIGSTOP to its group) as soon as its first chunk is committed, and
+    check it is not done: the kill that follows then lands in the middle of the load, never after it (a load
+    of this file takes well under a second on a fast machine, so waiting any moment would be a race).
+    Returns the identifiers committed by then, which no stopped process can change. The store is opened
+    before the stop: opening it takes the write lock, which a stopped worker may hold."""
     store = wait_until(lambda: _open(store_dir), "the store to exist")
     try:
-        return wait_until(lambda: store.count_identifiers(), "the first commit", every_s=0.005)
+        wait_until(lambda: store.count_identifiers(), "the first commit", every_s=0.005)
+        os.killpg(load.pid, signal.SIGSTOP)
+        held, saved = store.count_identifiers(), checkpoint(store, path)  # read transactions only
     finally:
         store.close()
+    assert saved is not None and 0 < held < LOAD_COUNT, f"the load ended before it was stopped ({held} held)"
+    return held
+
+
+def thaw(load: subprocess.Popen) -> None:
+    """SIGCONT to what is left of the load's process group."""
+    try:
+        os.killpg(load.pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
 
 
 def _open(store_dir: Path) -> Store | None:
@@ -257,21 +275,19 @@ def test_kill_9_of_idnode_load_keeps_a_consistent_prefix_and_resumes(tmp_path, b
     store_dir = tmp_path / "store"
     load = start_load(store_dir, big_file)
     try:
-        at_kill = count_when_committed(store_dir)
+        at_kill = freeze_after_first_commit(load, store_dir, big_file)
         workers = children(load.pid)
         load.kill()
         load.wait(DEADLINE_S)
     finally:
+        thaw(load)
         if load.poll() is None:
             load.kill()
         load.communicate()
-    assert 0 < at_kill < LOAD_COUNT
     # Its worker processes die with it: nothing goes on writing to the store.
     wait_until(lambda: not any(running(pid) for pid in workers), "the load's workers to die", timeout_s=10)
     held = check_prefix_of_file(store_dir, big_file)
-    time.sleep(0.5)
-    with Store(store_dir) as store:
-        assert store.count_identifiers() == held
+    assert held == at_kill  # what was committed when the load was stopped, and nothing after
     check_exits_0(store_dir)
     with Store(store_dir) as store:
         lines = checkpoint(store, big_file)[3]
@@ -282,16 +298,18 @@ def test_kill_9_of_a_load_worker_stops_the_load_cleanly_and_resumes(tmp_path, bi
     store_dir = tmp_path / "store"
     load = start_load(store_dir, big_file)
     try:
-        count_when_committed(store_dir)
-        workers = wait_until(lambda: [pid for pid in children(load.pid) if is_load_worker(pid)], "load workers")
+        freeze_after_first_commit(load, store_dir, big_file)
+        workers = [pid for pid in children(load.pid) if is_load_worker(pid) and running(pid)]
+        assert workers, "the load has a worker left"
         os.kill(workers[0], signal.SIGKILL)  # maybe while it commits, holding the turn lock
+        thaw(load)
         _, stderr = load.communicate(timeout=DEADLINE_S)  # the load stops: it neither hangs nor reports success
     finally:
+        thaw(load)
         if load.poll() is None:
             load.kill()
             load.communicate()
-    if load.returncode == 0:
-        pytest.skip("the load finished before the worker was killed")
+    assert load.returncode != 0
     assert "a load worker was killed (SIGKILL)" in stderr and "run the same load again" in stderr
     check_prefix_of_file(store_dir, big_file)
     check_exits_0(store_dir)
