@@ -60,16 +60,20 @@ def _cmd_gen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_server(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CliError(f"--server: {text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+def _parse_server(text: str, default_port: int = DEFAULT_HANDLE_PORT) -> tuple[str, int]:
+    """--server HOST[:PORT] ([V6]:PORT for IPv6); without a port, `default_port` (the Handle port)."""
+    from resolver.client import parse_address
+
+    try:
+        return parse_address(text, default_port)
+    except ValueError as exc:
+        raise CliError(f"--server: {exc}") from None
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from resolver.cli_hints import explain_resolve_failure
     from resolver.client import HandleClient, ResolveError
     from storage.jsonvalues import value_to_json
 
@@ -82,7 +86,8 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(go())
     except (ResolveError, OSError, TimeoutError) as exc:
-        raise CliError(f"{args.handle}: {exc}") from exc
+        why = explain_resolve_failure(exc, host, port, args.tcp, args.handle)
+        raise CliError(f"{args.handle}: {why}") from None
     if args.json:
         print(json.dumps(result.to_json(value_to_json), ensure_ascii=False, indent=2))
     else:
@@ -145,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     resolve = sub.add_parser("resolve", help="resolve a handle over the Handle protocol")
     resolve.add_argument("handle")
-    resolve.add_argument("--server", default=f"127.0.0.1:{DEFAULT_HANDLE_PORT}", help="HOST:PORT")
+    resolve.add_argument(
+        "--server",
+        default=f"127.0.0.1:{DEFAULT_HANDLE_PORT}",
+        help=f"HOST[:PORT], [IPV6][:PORT] (port default {DEFAULT_HANDLE_PORT})",
+    )
     resolve.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
     resolve.add_argument("--type", action="append", help="only values of this type (repeatable)")
     resolve.add_argument("--index", action="append", type=int, help="only the value at this index (repeatable)")

@@ -39,6 +39,47 @@ class ResolveError(Exception):
     """The server could not be asked, or its answer could not be read."""
 
 
+class NoAnswer(ResolveError):
+    """Nothing answered within the timeout (UDP), or the TCP connection did not open in time."""
+
+
+class Refused(ResolveError):
+    """Nothing listens there: the TCP connection was refused, or ICMP port unreachable came back (UDP)."""
+
+
+class NotHandle(ResolveError):
+    """The server answered in another protocol (HTTP), so the port is not a Handle port."""
+
+
+HTTP_STATUS_START = b"HTTP/"  #: an HTTP server's first bytes, whatever it makes of the request
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """(host, port) of `HOST`, `HOST:PORT`, `[V6]`, `[V6]:PORT` or a bare IPv6 address (more than one colon,
+    no brackets: no port can be told apart). ValueError for anything else."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not [IPV6]:PORT")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") > 1:
+        host, port_text = text, ""
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ValueError(f"{text!r} names no host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: {port_text!r} is not a port number")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass
 class Resolution:
     handle: str
@@ -91,7 +132,11 @@ class _UdpClientProtocol(asyncio.DatagramProtocol):
             self.client._deliver(whole)
 
     def error_received(self, exc: Exception) -> None:
-        self.client._fail_all(exc)
+        where = format_address(self.client.host, self.client.port)
+        if isinstance(exc, ConnectionRefusedError):  # ICMP port unreachable came back
+            self.client._fail_all(Refused(f"{where} refused the UDP request: nothing listens there"))
+        else:
+            self.client._fail_all(ResolveError(f"{where} over UDP: {exc}"))
 
 
 class HandleClient:
@@ -114,9 +159,17 @@ class HandleClient:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         if self.tcp:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout_s
-            )
+            where = format_address(self.host, self.port)
+            try:
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port), self.timeout_s
+                )
+            except ConnectionRefusedError:
+                raise Refused(f"cannot connect to {where} over TCP: connection refused") from None
+            except TimeoutError:
+                raise NoAnswer(f"no TCP connection to {where} within {self.timeout_s:g} s") from None
+            except OSError as exc:
+                raise ResolveError(f"cannot connect to {where} over TCP: {exc.strerror or exc}") from None
             self._read_task = asyncio.create_task(self._read_tcp())
         else:
             self._udp, _ = await loop.create_datagram_endpoint(
@@ -138,8 +191,14 @@ class HandleClient:
 
     async def _read_tcp(self) -> None:
         frames = FrameBuffer()
+        first = True
         try:
             while chunk := await self._reader.read(65536):
+                if first and chunk.startswith(HTTP_STATUS_START):
+                    where = format_address(self.host, self.port)
+                    self._fail_all(NotHandle(f"{where} speaks HTTP, not the Handle protocol"))
+                    return
+                first = False
                 for message in frames.feed(chunk):
                     self._deliver(message)
             self._fail_all(ResolveError("the server closed the connection"))
@@ -186,8 +245,9 @@ class HandleClient:
                         raise
             raise AssertionError("unreachable")
         except TimeoutError:
-            raise ResolveError(
-                f"no answer from {self.host}:{self.port} within {self.timeout_s:g} s"
+            over = "TCP" if self.tcp else "UDP"
+            raise NoAnswer(
+                f"no answer from {format_address(self.host, self.port)} over {over} within {self.timeout_s:g} s"
             ) from None
         finally:
             self._pending.pop(request_id, None)
