@@ -104,7 +104,7 @@ def _spec(args: argparse.Namespace):
     from bench.loadgen import DatasetSpec, LoadSpec
     from resolver.cli import _parse_server
 
-    host, port = _parse_server(args.server)
+    host, port = _parse_server(args.server, DEFAULT_PORTS[args.bench_kind])
     if args.handles:
         try:
             with open(args.handles, encoding="utf-8") as f:
@@ -124,6 +124,22 @@ def _spec(args: argparse.Namespace):
     )  # fmt: skip
 
 
+def _check_server(spec) -> str:
+    what = "DNS" if spec.protocol == "dns" else "HTTP" if spec.protocol == "http" else "Handle"
+    return f"is `idnode serve` running there, and is {spec.port} its {what} port?"
+
+
+def _one_line(message: str) -> str:
+    """A generator process's failure arrives as its whole traceback: keep the error it ends with, without the
+    exception's class."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    last = lines[-1] if lines else message
+    head, sep, text = last.partition(": ")
+    if sep and "Error" in head and " " not in head:  # "bench.load.spec.LoadGenError: cannot connect ..."
+        last = text
+    return last
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.load.report import summary_rows
     from bench.loadgen import LoadGenError, format_result, plot_result, run_load
@@ -137,7 +153,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = run_load(spec, server_pids=args.server_pid or (), progress=None if args.quiet else show)
     except LoadGenError as exc:
-        raise CliError(str(exc)) from exc
+        why = _one_line(str(exc))
+        if "Connection refused" in why or "cannot connect" in why:
+            why += f": {_check_server(spec)}"
+        raise CliError(why) from None
+    if not result["answers"]:
+        raise CliError(
+            f"nothing answered: no answer from {args.server} over {spec.protocol.upper()} in "
+            f"{result['elapsed_s']:g} s: {_check_server(spec)}"
+        )
     result["command"] = shlex.join(["idnode", *args.argv])
     result["machine"] = machine_facts()
     print(format_result(result))
