@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from bench.datagen import Dataset
 from resolver.cli_admin import load_scenario
 from resolver.client import HandleClient
-from resolver.handle.constants import OpCode, ResponseCode
+from resolver.handle.constants import OpCode, OpFlag, ResponseCode
 from resolver.handle.message import (
     ResolutionRequest,
     decode_message,
@@ -213,6 +214,38 @@ def test_native_protocol_tunnelled_over_http(node):
         node.http_port, "POST", "/", body=b"\x00" * 7, headers={"Content-Type": "application/x-hdl-message"}
     )
     assert garbage.status == 400 and garbage.json["responseCode"] == 4
+
+
+def udp_answer(node, message: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(message, (node.host, node.port))
+        return sock.recv(65535)
+
+
+def without_expiration(answer: bytes) -> bytes:
+    """The answer with its ExpirationTime (now + 12 h; header bytes 16-20, after the 20-byte envelope) zeroed:
+    two answers a second apart differ there only."""
+    return answer[:36] + bytes(4) + answer[40:]
+
+
+@pytest.mark.parametrize("handle", [HANDLE, HANDLE.split("/")[0]], ids=["handle", "bare-prefix"])
+def test_tunnel_on_any_path_as_cnri_java_client_posts_it(node, handle):
+    """CNRI's Java client falls back to the HTTP interface of an HS_SITE: `POST /<percent-encoded handle>`
+    with the native message. The answer is the native answer, byte for byte the one UDP gives."""
+    message = encode_request(OpCode.RESOLUTION, encode_resolution_request(ResolutionRequest(handle.encode())),
+                             request_id=4242, expiration=2_000_000_000, op_flags=0x19000000)  # fmt: skip
+    path = "/" + handle.replace("/", "%2F")
+    reply = call(node.http_port, "POST", path, body=message, headers={"Content-Type": "application/x-hdl-message"})
+    assert reply.status == 200 and reply.headers["Content-Type"] == "application/x-hdl-message"
+    answer = decode_message(reply.body)
+    assert answer.header.response_code == ResponseCode.SUCCESS and answer.envelope.request_id == 4242
+    assert answer.header.op_flags & OpFlag.AT
+    assert without_expiration(reply.body) == without_expiration(udp_answer(node, message))
+    for other in ("/api/handles/" + handle, "/some/where"):  # routed by its content type, whatever the path
+        assert call(node.http_port, "POST", other, body=message,
+                    headers={"Content-Type": "application/x-hdl-message"}).status == 200  # fmt: skip
+    assert call(node.http_port, "POST", path, body=message, headers={"Content-Type": "text/plain"}).status == 405
 
 
 # -- writes ------------------------------------------------------------------------------------------------

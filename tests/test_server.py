@@ -12,7 +12,7 @@ import pytest
 
 from bench.datagen import Dataset
 from resolver.client import HandleClient
-from resolver.handle.constants import OpCode, ResponseCode
+from resolver.handle.constants import OpCode, OpFlag, ResponseCode
 from resolver.handle.message import (
     ResolutionRequest,
     decode_message,
@@ -112,6 +112,34 @@ def test_resolution_outcomes(node, tcp):
     assert nothing.response_code == ResponseCode.VALUES_NOT_FOUND
     assert foreign.response_code == ResponseCode.SERVER_NOT_RESP
     assert [v.type for v in prefix.values] == ["HS_SITE", "HS_ADMIN"]
+
+
+def tcp_exchange(node, data: bytes) -> bytes:
+    """One request over a new TCP connection, its whole answer."""
+    with socket.create_connection((node.host, node.port), timeout=RECV_TIMEOUT_S) as sock:
+        sock.sendall(data)
+        frames = FrameBuffer()
+        while True:
+            got = frames.feed(sock.recv(65535))
+            if got:
+                return got[0]
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_bare_prefix_is_answered_like_its_prefix_handle_with_at(node, tcp):
+    """A national SDK's global resolver asks for `88.100.3` (no slash) to learn where the prefix is served."""
+
+    def ask(handle: bytes) -> bytes:
+        return tcp_exchange(node, request(handle)) if tcp else udp_exchange(node, [request(handle)])[0]
+
+    bare, prefix_handle, referral = ask(b"88.100.3"), ask(b"0.NA/88.100.3"), ask(b"88.999/X")
+    answer = decode_message(bare)
+    assert answer.header.response_code == ResponseCode.SUCCESS and answer.header.op_flags & OpFlag.AT
+    _, named, values = decode_resolution_response_body(answer.body, False)
+    assert named == b"88.100.3"
+    assert values == decode_resolution_response_body(decode_message(prefix_handle).body, False)[2]
+    assert [v.type for v in values] == ["HS_SITE", "HS_ADMIN"]
+    assert not decode_message(referral).header.op_flags & OpFlag.AT  # a prefix not served here
 
 
 def test_site_info_lists_tcp_first_and_our_port(node):

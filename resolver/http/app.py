@@ -85,7 +85,10 @@ def _report_refusal(request: web.Request, exc: HttpError) -> None:
 
 def build_app(ctx: HttpContext) -> web.Application:
     # aiohttp's own body limit only backs up the per-route limits (read_body), which are smaller.
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BATCH_BODY_BYTES + 1)
+    # The tunnel is routed by content type, not path (resolve.tunnel_on_any_path), inside the error translation.
+    app = web.Application(
+        middlewares=[errors_as_json, resolve.tunnel_on_any_path], client_max_size=MAX_BATCH_BODY_BYTES + 1
+    )
     app[CONTEXT] = ctx
     router = app.router
     router.add_get("/api/handles", resolve.list_handles)

@@ -1,7 +1,7 @@
 """Reading over HTTP: the REST resolution `GET /api/handles/{handle}`, the listing `GET /api/handles?prefix=`,
 the browser's `GET /{handle}` (redirect to the first URL value, or a page of the values), and the native
-protocol tunnelled as `POST /`. Resolutions go through the resolution service and are counted as "http"
-(the tunnel's as "handle": it is the Handle protocol, whatever carries it)."""
+protocol tunnelled as a POST of application/x-hdl-message to any path. Resolutions go through the resolution
+service and are counted as "http" (the tunnel's as "handle": it is the Handle protocol, whatever carries it)."""
 
 from __future__ import annotations
 
@@ -255,8 +255,19 @@ async def index_page(request: web.Request) -> web.Response:
 # -- the native protocol, tunnelled ---------------------------------------------------------------------------
 
 
+@web.middleware
+async def tunnel_on_any_path(request: web.Request, handler) -> web.StreamResponse:
+    """A POST with Content-Type application/x-hdl-message is the tunnelled native protocol whatever its path,
+    routed by its content type: CNRI's Java client falls back to the HTTP interface of an HS_SITE and posts
+    to `/<percent-encoded handle>` there."""
+    if request.method == "POST" and request.content_type == HDL_MESSAGE_TYPE:
+        return await tunnel(request)
+    return await handler(request)
+
+
 async def tunnel(request: web.Request) -> web.Response:
-    """`POST /` with Content-Type application/x-hdl-message: one native request message, answered in kind."""
+    """`POST /` (or any path, see tunnel_on_any_path) with Content-Type application/x-hdl-message: one native
+    request message, answered in kind."""
     if request.content_type != HDL_MESSAGE_TYPE:
         raise HttpError(
             415,
