@@ -29,6 +29,7 @@ from storage.enterprises import add_prefix, issue_credential, set_operator_secre
 from storage.loader import load_files
 from storage.records import pack_record
 from storage.store import Store
+from tests.conftest import copy_demo_store
 from tests.http_helpers import call, http_node
 
 DATASET = Dataset(2000, 1, "88.100", 8)
@@ -545,11 +546,18 @@ def test_failed_logins_are_throttled(node):
     assert statuses[0] == 401 and 429 in statuses  # no credential was issued for 88.100.3 either
 
 
-def test_zz_http_resolutions_are_counted_and_persisted(node, setup):
-    for _ in range(5):
-        assert get(node, f"/api/handles/{HANDLE}").status == 200
-    assert node.stop() == 0
-    with Store(setup[0]) as store:
-        total, per_prefix, _, per_protocol = totals(store, "resolutions")
-        assert per_protocol["http"] >= 5 and per_prefix["88.100.1"] >= 5
-        assert totals(store, "registrations")[3]["http"] >= 20
+def test_http_resolutions_and_registrations_are_counted_and_persisted(tmp_path, demo_store_dir):
+    """On a node of its own (it stops the node to read what was flushed): exactly what it asked is counted."""
+    path = copy_demo_store(demo_store_dir, tmp_path)
+    with Store(path) as store:
+        user, secret = issue_credential(store, "88.100.7")
+    with http_node(path, workers=2) as own:
+        for _ in range(5):
+            assert get(own, f"/api/handles/{HANDLE}").status == 200
+        value = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/counted"}]}
+        assert call(own.http_port, "PUT", "/api/handles/88.100.7/COUNTED", value, auth=(user, secret)).status == 201
+        assert own.stop() == 0  # the workers flush their counts as they stop
+    with Store(path) as store:
+        _, per_prefix, _, per_protocol = totals(store, "resolutions")
+        assert per_protocol.get("http") == 5 and per_prefix[HANDLE.split("/")[0]] == 5
+        assert totals(store, "registrations")[3].get("http") == 1
