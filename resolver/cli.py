@@ -91,7 +91,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(value_to_json), ensure_ascii=False, indent=2))
     else:
-        print(result.describe(value_to_json))
+        print(result.describe())
     return 0 if result.ok else 1
 
 

@@ -291,7 +291,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(trace_to_json(node), ensure_ascii=False, indent=2))
     else:
-        print("\n".join(format_trace(node)))
+        print("\n".join(format_trace(node, values=args.values)))
     return 1 if node.missing else 0
 
 
@@ -385,6 +385,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     trace = sub.add_parser("trace", help="follow an identifier's references and print the chain")
     trace.add_argument("handle")
     trace.add_argument("--json", action="store_true")
+    trace.add_argument("--values", action="store_true", help="print each identifier's values under it")
     _data(trace)
     trace.set_defaults(func=cmd_trace)
 

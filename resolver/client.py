@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from resolver.handle.constants import OpCode, OpFlag, ResponseCode
+from resolver.handle.describe import value_lines
 from resolver.handle.errors import HandleProtocolError
 from resolver.handle.message import (
     Message,
@@ -103,7 +104,8 @@ class Resolution:
             out["referral"] = self.referral
         return out
 
-    def describe(self, value_to_json: Callable[[HandleValue], dict]) -> str:
+    def describe(self) -> str:
+        """The answer for a person: its code, then a line per value (resolver/handle/describe.py says how)."""
         try:
             name = ResponseCode(self.response_code).name
         except ValueError:
@@ -112,9 +114,7 @@ class Resolution:
         if self.referral:
             lines.append(f"  referred to {self.referral}")
         for value in self.values:
-            data = value_to_json(value)["data"]
-            shown = data["value"] if isinstance(data, dict) else data
-            lines.append(f"  {value.index:>6}  {value.type:<12} {shown}")
+            lines += value_lines(value)
         return "\n".join(lines)
 
 

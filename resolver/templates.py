@@ -19,6 +19,7 @@ from typing import Any
 
 import lmdb
 
+from resolver.handle.describe import describe_data, value_lines
 from resolver.handle.values import HandleValue
 from storage import audit
 from storage.audit import Actor
@@ -386,6 +387,7 @@ class TraceNode:
     missing: bool = False
     links: list[tuple[str, TraceNode]] | None = None  # (field name, target)
     seen_before: bool = False
+    values: Sequence[HandleValue] = ()  # every value, for `idnode trace --values`
 
 
 def trace(store: Store, handle: str) -> TraceNode:
@@ -417,6 +419,7 @@ def trace(store: Store, handle: str) -> TraceNode:
             template = template_set.template_for(target[target.find("/") + 1 :]) if template_set else None
             node.template = template.name if template else None
             node.summary = _summary(values, template)
+            node.values = values
             node.links = []
             if depth >= MAX_TRACE_DEPTH or len(expanded) >= MAX_TRACE_NODES:
                 return node
@@ -435,7 +438,8 @@ def _summary(values: Sequence[HandleValue], template: Template | None) -> str:
         by_index = {v.index: v for v in values}
         for field in template.fields:
             if field.reference is None and field.index in by_index:
-                return f"{field.name}={by_index[field.index].data.decode('utf-8', errors='replace')}"
+                value = by_index[field.index]
+                return f"{field.name}={'; '.join(describe_data(value.type, value.data))}"
     return ""
 
 
@@ -451,8 +455,9 @@ def _links(values: Sequence[HandleValue], template: Template | None) -> list[tup
     return out
 
 
-def format_trace(node: TraceNode, indent: str = "", label: str = "") -> list[str]:
-    """The tree as text lines: `label → handle  [template]  summary`."""
+def format_trace(node: TraceNode, indent: str = "", label: str = "", values: bool = False) -> list[str]:
+    """The tree as text lines: `label → handle  [template]  summary`; with `values`, each identifier's values
+    under it in words (resolver/handle/describe.py, as `idnode resolve` prints them)."""
     head = f"{indent}{label} → " if label else indent
     if node.missing:
         return [f"{head}{node.handle}  (not found)"]
@@ -464,8 +469,12 @@ def format_trace(node: TraceNode, indent: str = "", label: str = "") -> list[str
     if node.summary:
         line += f"  {node.summary}"
     lines = [line]
+    if values:
+        pad = indent + "  " + " " * len(f"{label} → " if label else "")
+        for value in node.values:
+            lines += value_lines(value, pad)
     for link_label, child in node.links or []:
-        lines += format_trace(child, indent + "    ", link_label)
+        lines += format_trace(child, indent + "    ", link_label, values)
     return lines
 
 

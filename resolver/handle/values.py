@@ -1,4 +1,4 @@
-"""Handle values and the typed data they carry (HS_ADMIN, HS_SITE): dataclasses and their wire codec.
+"""Handle values and the typed data they carry (HS_ADMIN, HS_VLIST, HS_SITE): dataclasses and their wire codec.
 
 Each record has an ``encode_x``/``decode_x`` pair with ``decode_x(encode_x(r)) == r``. Imports no
 asyncio, socket or lmdb.
@@ -122,6 +122,28 @@ def decode_admin(data: Buffer) -> AdminData:
     except HandleProtocolError as exc:
         raise InvalidValueError(f"malformed HS_ADMIN data: {exc}") from None
     return AdminData(handle, index, permissions)
+
+
+# --- HS_VLIST ------------------------------------------------------------------------------------
+
+
+def encode_vlist(members: Iterable[Reference]) -> bytes:
+    """HS_VLIST data: u32 count · (handle string · u32 index) per member (handle-admin.md, admin groups)."""
+    refs = tuple(members)
+    try:
+        return U32.pack(len(refs)) + b"".join(pack_string(r.handle) + U32.pack(r.index) for r in refs)
+    except struct.error as exc:
+        raise InvalidValueError(f"HS_VLIST cannot be encoded: {exc}") from None
+
+
+def decode_vlist(data: Buffer) -> tuple[Reference, ...]:
+    """Read HS_VLIST data: the handle:index pairs of an admin group; trailing bytes are ignored."""
+    reader = Reader(data)
+    try:
+        count = reader.get_count(_REFERENCE_MIN_BYTES)
+        return tuple(Reference(reader.get_string(), reader.get_u32()) for _ in range(count))
+    except HandleProtocolError as exc:
+        raise InvalidValueError(f"malformed HS_VLIST data: {exc}") from None
 
 
 # --- HS_SITE -------------------------------------------------------------------------------------

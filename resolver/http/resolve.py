@@ -11,6 +11,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from resolver.handle.constants import ResponseCode
+from resolver.handle.describe import describe_data, plain_text
 from resolver.handle.values import HandleValue, decode_values
 from resolver.handle.wire import Reader
 from resolver.http.common import (
@@ -24,7 +25,7 @@ from resolver.http.common import (
     read_body,
 )
 from resolver.http.context import CONTEXT
-from storage.jsonvalues import data_to_json, format_timestamp, value_to_json
+from storage.jsonvalues import format_timestamp, value_to_json
 from storage.keys import NA_PREFIX, normalize_prefix
 
 HDL_MESSAGE_TYPE = (
@@ -176,9 +177,8 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 
 
 def _data_html(value: HandleValue) -> str:
-    data = data_to_json(value.type, value.data)
-    shown = data["value"] if isinstance(data, dict) and data.get("format") == "string" else data
-    if isinstance(shown, str):
+    shown = plain_text(value.type, value.data)
+    if shown is not None:
         if value.type.upper() == "URL" and urlsplit(shown).scheme.lower() in REDIRECT_SCHEMES:
             return f'<a href="{html.escape(shown)}" rel="noopener noreferrer">{html.escape(shown)}</a>'
         if (
@@ -189,7 +189,8 @@ def _data_html(value: HandleValue) -> str:
         ):
             return f'<a href="/{html.escape(quote(shown))}?noredirect">{html.escape(shown)}</a>'
         return html.escape(shown)
-    return f"<code>{html.escape(str(shown))}</code>"
+    # HS_ADMIN, HS_SITE, HS_VLIST and binary data: in words, as `idnode resolve` prints them
+    return "<br>".join(html.escape(line) for line in describe_data(value.type, value.data))
 
 
 def _values_page(handle: str, values: tuple[HandleValue, ...]) -> web.Response:
