@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,23 @@ from resolver.cli_errors import CliError  # one class for __main__ and the subco
 from resolver.config import DEFAULT_HANDLE_PORT, DEFAULT_NODE_PREFIX
 
 log = logging.getLogger("idnode")
+
+#: 128 + SIGPIPE: what a shell reports for a writer whose reader left (`yes | head -1`), so `set -o pipefail`
+#: still sees that the output was cut short, while nothing is printed about it
+EXIT_BROKEN_PIPE = 141
+
+
+class _VersionAction(argparse.Action):
+    """--version: the package version and the commit it was built from, looked up only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from resolver.buildinfo import describe
+
+        print(describe())
+        parser.exit()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -123,6 +141,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idnode", description="Identifier resolution node (Handle protocol)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and build commit, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from resolver.cli_store import add_store_arguments
@@ -192,12 +211,33 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, where a reader that left is caught, rather than in the interpreter's exit
+        return status
     except CliError as exc:
         print(f"idnode {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # a socket or a file, not the reader of our output: a real failure
+        # `idnode gen | head -1`: the reader has what it wanted. Point stdout at /dev/null so that the
+        # interpreter's own flush at exit does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_gone() -> bool:
+    """Whether the reader of stdout has closed it (the kernel flags a pipe without readers POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

@@ -136,10 +136,7 @@ def cmd_export_zone(args: argparse.Namespace) -> int:
                 report = export_zone(store, sys.stdout, args.zone, args.serial, args.ns)
                 sys.stdout.flush()
     except BrokenPipeError:
-        # The reader (`| head`) went away: nothing more to say. Point stdout at /dev/null so that the
-        # interpreter's own flush at exit does not complain a second time.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        raise  # the reader (`| head`) went away: main() ends quietly, as for every command
     except OSError as exc:
         raise CliError(str(exc)) from exc
     finally:

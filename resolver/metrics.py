@@ -60,8 +60,8 @@ class _Metrics:
             multiprocess_mode="livesum",
             registry=None,
         )
-        self.flushes = Counter(
-            "idnode_counter_flushes",
+        self.flushes = Counter(  # not "counter_flushes": promtool refuses a metric type in a name
+            "idnode_resolution_flushes",
             "Writes of resolution counts to the store, by result",
             ["result"],
             registry=None,
@@ -225,6 +225,24 @@ class StoreCollector:
         )
 
 
+class BuildInfoCollector:
+    """`idnode_build_info{version,commit,python} 1`, the Prometheus convention for what is running: join on it
+    to tell an upgraded node from one still on the old code."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from resolver import buildinfo
+
+        info = GaugeMetricFamily(
+            "idnode_build_info",
+            "The idnode build serving: package version, git commit (empty if unknown), Python version",
+            labels=["version", "commit", "python"],
+        )
+        info.add_metric([buildinfo.version(), buildinfo.commit(), buildinfo.python_version()], 1)
+        yield info
+
+
 class SecurityQueueCollector:
     """The security log upload queue at scrape time: events waiting for the collector, their bytes, and the
     events its bound dropped unsent (cumulative, persisted in the queue). `stats` is
@@ -284,6 +302,7 @@ def metrics_response(
     directory = directory or os.environ.get(MULTIPROC_ENV)
     if directory and os.path.isdir(directory):
         MultiProcessCollector(registry, path=str(directory))
+    registry.register(BuildInfoCollector())
     if store is not None:
         registry.register(StoreCollector(store))
     if security_queue is not None:
