@@ -37,9 +37,10 @@ demo: $(DEMO_DIR)/.built $(DEMO_DIR)/.scenarios
 run: demo
 	$(IDNODE) serve --data $(DEMO_DIR) --bind 127.0.0.1 --workers $(WORKERS) --http-port $(HTTP_PORT)
 
-# The micro-benchmarks run once as plain tests (benchmarking disabled) so that they cannot rot.
+# The micro-benchmarks run once as plain tests (benchmarking disabled) so that they cannot rot. -rs lists every
+# skipped test with its reason (an external program not installed: README, Tests).
 test: venv
-	$(PY) -m pytest -q tests bench/test_micro.py
+	$(PY) -m pytest -q -rs tests bench/test_micro.py
 
 lint: venv
 	$(VENV)/bin/ruff check resolver storage bench tests

@@ -140,7 +140,7 @@ def test_zone_rdata_equal_the_live_answers(data, zone, tmp_path):
 
 
 @pytest.mark.skipif(
-    shutil.which("nsd-checkzone") is None, reason="nsd-checkzone not installed (apt-get install nsd)"
+    shutil.which("nsd-checkzone") is None, reason="nsd-checkzone not installed: apt-get install nsd"
 )
 def test_nsd_checkzone_accepts_the_export(exported):
     done = subprocess.run(["nsd-checkzone", ZONE, str(exported)], capture_output=True, text=True, timeout=60)
@@ -148,7 +148,7 @@ def test_nsd_checkzone_accepts_the_export(exported):
 
 
 @pytest.mark.skipif(
-    shutil.which("kzonecheck") is None, reason="kzonecheck not installed (apt-get install knot-dnssecutils)"
+    shutil.which("kzonecheck") is None, reason="kzonecheck not installed: apt-get install knot-dnssecutils (.ci/run installs it)"
 )
 def test_kzonecheck_accepts_the_export(data, tmp_path):
     # kzonecheck wants address records for a name server inside the zone, which the view does not serve

@@ -17,7 +17,7 @@ MAX_EXPOSURE = 3.0  #: systemd-analyze security scale: 0 safest, 10 unprotected;
 
 needs_systemd_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None and not os.environ.get("CI"),
-    reason="systemd-analyze not installed (Debian package `systemd`; .ci/run installs it, so CI runs these)",
+    reason="systemd-analyze not installed: apt-get install systemd (.ci/run installs it, so CI runs these)",
 )
 
 

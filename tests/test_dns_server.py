@@ -116,7 +116,7 @@ def test_garbage_gets_no_crash_and_the_server_keeps_answering(dns_node):
 
 
 @pytest.mark.skipif(
-    shutil.which("kdig") is None and shutil.which("dig") is None, reason="neither kdig nor dig installed"
+    shutil.which("kdig") is None and shutil.which("dig") is None, reason="neither kdig nor dig installed: apt-get install knot-dnsutils (.ci/run installs it)"
 )
 def test_kdig_or_dig_resolves(dns_node):
     tool = shutil.which("kdig") or shutil.which("dig")

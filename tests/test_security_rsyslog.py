@@ -29,13 +29,13 @@ from tests.security_helpers import (
 pytestmark = [
     pytest.mark.skipif(
         rsyslogd_path() is None,
-        reason="rsyslogd is not installed (Debian package rsyslog; .ci/run installs it)",
+        reason="rsyslogd not installed: apt-get install rsyslog (.ci/run installs it)",
     ),
     pytest.mark.slow,
 ]
 needs_gtls = pytest.mark.skipif(
     not rsyslog_has_gtls(),
-    reason="rsyslog's TLS driver is not installed (Debian package rsyslog-gnutls; .ci/run installs it)",
+    reason="rsyslog's TLS driver not installed: apt-get install rsyslog-gnutls (.ci/run installs it)",
 )
 
 FAST = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.3, "connect_timeout_s": 2.0, "send_timeout_s": 5.0}
