@@ -39,24 +39,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
-def _progress(path: str, records: int, seconds: float) -> None:
-    rate = records / seconds if seconds else 0
-    print(f"\r{path}: {records:,} identifiers, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
-
-
 def _cmd_load(args: argparse.Namespace) -> int:
     from resolver.cli_store import open_store
+    from resolver.progress import Progress
     from storage.loader import LoadError, load_files
 
     with open_store(args, create=True, case_sensitive=args.case_sensitive) as store:
         try:
-            report = load_files(store, [Path(p) for p in args.files], progress=None if args.quiet else _progress)
+            with Progress("load", enabled=not args.quiet) as bar:  # on a terminal only (resolver/progress.py)
+                progress = (lambda path, n, _s: bar.update_to(n, path)) if bar.shown else None
+                report = load_files(store, [Path(p) for p in args.files], progress=progress)
         except LoadError as exc:
-            print(file=sys.stderr)
             raise CliError(str(exc)) from exc
         total = store.count_identifiers()
-    if not args.quiet:
-        print(file=sys.stderr)
     resumed = f", resumed after {report.skipped_lines:,} committed lines" if report.skipped_lines else ""
     print(
         f"loaded {report.records:,} identifiers ({report.new:,} new) in {report.seconds:.1f} s, "

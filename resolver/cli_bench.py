@@ -81,7 +81,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--png", help="also draw answers/s over time and the latency distribution (needs matplotlib)"
     )
-    out.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    out.add_argument("--quiet", action="store_true", help="no progress line (drawn only when stderr is a terminal)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -144,14 +144,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bench.load.report import summary_rows
     from bench.loadgen import LoadGenError, format_result, plot_result, run_load
     from bench.results_io import machine_facts, write_summary
+    from resolver.progress import StatusLine
 
     spec = _spec(args)
-
-    def show(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
-        result = run_load(spec, server_pids=args.server_pid or (), progress=None if args.quiet else show)
+        # The live answers/s line is rewritten in place on a terminal; a log or a pipe gets only the result.
+        with StatusLine(enabled=not args.quiet) as status:
+            progress = status.show if status.shown else None
+            result = run_load(spec, server_pids=args.server_pid or (), progress=progress)
     except LoadGenError as exc:
         why = _one_line(str(exc))
         if "Connection refused" in why or "cannot connect" in why:

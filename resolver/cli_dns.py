@@ -21,7 +21,7 @@ from resolver.cli_errors import CliError
 from resolver.config import DEFAULT_DNS_ZONE
 
 WRITE_BUFFER_BYTES = 1 << 20  #: zone text is written in pieces of about this size
-PROGRESS_EVERY = 1_000_000  #: identifiers between two progress lines on stderr
+PROGRESS_EVERY = 10_000  #: identifiers between two progress calls (the bar redraws at most twice a second)
 MAX_SKIPPED_SHOWN = 5  #: undecodable records named in the warning; the rest are only counted
 MAX_SERIAL = 0xFFFF_FFFF  #: RFC 1035 §3.3.13: the SOA serial is a u32
 
@@ -102,14 +102,10 @@ def export_zone(
     return report
 
 
-def _progress(identifiers: int, seconds: float) -> None:
-    rate = identifiers / seconds if seconds else 0
-    print(f"\rexport-zone: {identifiers:,} identifiers, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
-
-
 def cmd_export_zone(args: argparse.Namespace) -> int:
     from resolver.cli_store import open_store
     from resolver.dnsview.names import NameMap
+    from resolver.progress import Progress
 
     try:
         NameMap(args.zone)
@@ -123,9 +119,11 @@ def cmd_export_zone(args: argparse.Namespace) -> int:
     # A file is written beside its destination and renamed over it at the end, so a server reloading the zone
     # never reads half an export.
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp") if target is not None else None
-    progress = None if args.quiet or not to_file else _progress
+    # A bar on a terminal only, and never while the zone itself goes to the terminal (stdout).
+    bar = Progress("export-zone", enabled=to_file and not args.quiet)
+    progress = (lambda n, _s: bar.update_to(n)) if bar.shown else None
     try:
-        with store:
+        with store, bar:
             if partial is not None:
                 with open(partial, "w", encoding="ascii", buffering=WRITE_BUFFER_BYTES) as out:
                     report = export_zone(store, out, args.zone, args.serial, args.ns, progress=progress)
@@ -142,8 +140,6 @@ def cmd_export_zone(args: argparse.Namespace) -> int:
     finally:
         if partial is not None and partial.exists():
             partial.unlink()
-    if progress is not None and report.identifiers >= PROGRESS_EVERY:
-        print(file=sys.stderr)
     if report.skipped:
         shown = ", ".join(k.decode("utf-8", "replace") for k in report.skipped_keys or [])
         print(

@@ -143,25 +143,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from resolver.progress import Progress
     from storage.check import check_store
     from storage.store import Store, StoreError
 
     data_dir = _data_dir(args)
 
-    def progress(n: int) -> None:
-        if not args.json:
-            print(f"\rchecked {n:,} identifiers", end="", file=sys.stderr, flush=True)
-
     try:
-        with Store(data_dir) as store:
-            report = check_store(store, max_problems=args.max_problems, progress=progress)
+        with Store(data_dir) as store, Progress("check", total=store.count_identifiers()) as bar:
+            report = check_store(store, max_problems=args.max_problems, progress=bar.update_to)
     except StoreError as exc:
         raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
-        if report.identifiers >= 100_000:
-            print(file=sys.stderr)
         for problem in report.problems:
             print(f"problem: {problem}")
         if report.problem_count > len(report.problems):
