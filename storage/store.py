@@ -8,8 +8,10 @@ reuse pages and new writes become visible. Never imports the servers.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -51,6 +53,18 @@ T = TypeVar("T")
 
 class StoreError(Exception):
     """The store cannot be opened or used as asked."""
+
+
+class StoreFullError(StoreError):
+    """The store's file system has no room for a write (or its map cannot grow): nothing of the write was
+    stored, and writes succeed again once there is room. Callers answer it (HTTP 507), never retry it."""
+
+
+#: LMDB reports a short write at commit as EIO, not ENOSPC. It writes at most 64 pages (256 KiB) a call, so
+#: a short write on a file system with less than this free was the disk filling up, not a failing device.
+SHORT_WRITE_FREE_BYTES = 1 << 20
+_NO_ROOM = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))  # as py-lmdb words them in its messages
+_SHORT_WRITE = os.strerror(errno.EIO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +146,9 @@ class Store:
     # -- writing -------------------------------------------------------------------------------------------
 
     def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
-        """Run `work` in one write transaction; on MapFullError grow the map and run it again."""
+        """Run `work` in one write transaction; on MapFullError grow the map and run it again. No room on
+        the disk (at commit, or for the map to grow) raises StoreFullError; the transaction is then aborted,
+        so nothing of it is stored."""
         while True:
             try:
                 with self.env.begin(write=True) as txn:
@@ -144,6 +160,28 @@ class Store:
                 for view in self._views:
                     view.suspend()
                 self.env.set_mapsize(0)
+            except (lmdb.Error, OSError) as exc:
+                if self._no_room(exc):
+                    raise StoreFullError(f"no room on the disk of the store {self.path}: {exc}") from exc
+                raise
+
+    def _no_room(self, exc: BaseException) -> bool:
+        """Whether a failed write failed for want of disk space (ENOSPC, EDQUOT, or LMDB's EIO for a short
+        write on a file system that is full)."""
+        if isinstance(exc, lmdb.DiskError):
+            return True
+        if isinstance(exc, OSError):
+            return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        text = str(exc)
+        if any(reason in text for reason in _NO_ROOM):
+            return True
+        if _SHORT_WRITE not in text:
+            return False
+        try:
+            fs = os.statvfs(self.path)
+        except OSError:
+            return False  # a device that cannot say how full it is: report its EIO as it is
+        return fs.f_bavail * fs.f_frsize < SHORT_WRITE_FREE_BYTES
 
     def _grow(self) -> None:
         # set_mapsize needs every transaction of this process closed, the readers' included.
@@ -151,7 +189,10 @@ class Store:
             view.suspend()
         new_size = self.env.info()["map_size"] * 2
         log.info("growing the store map to %d MiB", new_size >> 20)
-        self.env.set_mapsize(new_size)
+        try:
+            self.env.set_mapsize(new_size)
+        except lmdb.Error as exc:  # the address space or the file system cannot take the larger map
+            raise StoreFullError(f"the store {self.path} cannot grow to {new_size >> 20} MiB: {exc}") from exc
 
     def put_records(
         self,
