@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from resolver.cli_admin import load_scenario
 from resolver.handle.message import decode_response
-from resolver.http.auth import AUTH_FAILURE_WINDOW_S, MAX_AUTH_FAILURES, MAX_SOURCE_FAILURES, FailureLog
 from storage.enterprises import issue_credential, set_operator_secret
 from storage.store import Store
 from tests.app_helpers import InProcessApp
@@ -52,8 +51,7 @@ def app(tmp_path_factory, demo_store_dir):
 
 def forget_failures(app: InProcessApp) -> None:
     """Wrong credentials are part of the input; the login throttle must not turn every later example into 429."""
-    app.ctx.auth.pair_failures = FailureLog(MAX_AUTH_FAILURES, AUTH_FAILURE_WINDOW_S)
-    app.ctx.auth.source_failures = FailureLog(MAX_SOURCE_FAILURES, AUTH_FAILURE_WINDOW_S)
+    app.ctx.auth.throttle.forget_all()
 
 
 def check_json_answer(app: InProcessApp, reply, before: str) -> dict:

@@ -7,9 +7,10 @@ stored credential is the same; rotating a secret invalidates it at once. Repeate
 answered 429 without hashing, so guessing is slow and cannot tie up a worker. Failures are counted per
 source address and user, and per source address over all users: an abusive source is slowed without
 locking anyone else out of an identity (a per-user count would let any stranger lock an enterprise out).
-IPv6 sources count per /64, which a single client usually holds whole. The tables are bounded. Every
-authenticated enterprise call marks the enterprise as seen, persisted at most once a minute per enterprise
-per worker.
+IPv6 sources count per /64, which a single client usually holds whole. The counts are the node's, shared by
+its workers, in bounded tables (throttle.py). A disabled prefix is refused before its secret is looked at, so
+the answer is the same for a right and a wrong secret. Every authenticated enterprise call marks the
+enterprise as seen, persisted at most once a minute per enterprise per worker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -31,16 +32,14 @@ from aiohttp import web
 
 from resolver.handle.constants import ResponseCode
 from resolver.http.common import HttpError
+from resolver.http.throttle import AUTH_FAILURE_WINDOW_S, LoginThrottle
+from resolver.server.shared import SharedMemory, for_workers
 from storage.enterprises import get_credential, mark_seen, prefix_of_user, user_key
-from storage.store import PrefixInfo, Store
+from storage.store import PrefixInfo, Store, StoreFullError
 
 log = logging.getLogger(__name__)
 
 AUTH_CACHE_ENTRIES = 4096  #: verified (user, secret) pairs remembered per worker
-MAX_AUTH_FAILURES = 10  #: failed logins of one user from one source within the window; then that pair gets 429
-MAX_SOURCE_FAILURES = 30  #: failed logins from one source, any users, within the window; then the source gets 429
-AUTH_FAILURE_WINDOW_S = 60.0  #: ... this window
-MAX_TRACKED_FAILURES = 10_000  #: (source, user) pairs and sources remembered each; beyond, the least recent go
 IPV6_SOURCE_PREFIX = 64  #: IPv6 failures count per /64: one client can rotate addresses within it
 SEEN_WRITE_INTERVAL_S = 60.0  #: last-seen times are persisted at most this often per enterprise per worker
 MAX_AUTH_HEADER_BYTES = 4096  #: an Authorization header longer than this is not a Basic credential
@@ -64,6 +63,14 @@ class Identity:
 
 def _unauthorized(message: str, code: ResponseCode = ResponseCode.AUTHENTICATION_FAILED) -> HttpError:
     return HttpError(401, code, message, headers={"WWW-Authenticate": REALM})
+
+
+def _throttled() -> HttpError:
+    return HttpError(
+        429, ResponseCode.SERVER_TOO_BUSY,
+        f"too many failed logins from this address; try again in {AUTH_FAILURE_WINDOW_S:.0f} s",
+        headers={"Retry-After": str(int(AUTH_FAILURE_WINDOW_S))},
+    )  # fmt: skip
 
 
 def split_basic(header: str) -> tuple[str, str]:
@@ -99,46 +106,14 @@ def source_of(request: web.Request) -> str:
     return str(address)
 
 
-class FailureLog:
-    """Times of recent failures per key, at most `limit` kept per key and `max_keys` keys (least recently
-    failed forgotten first): memory stays bounded whatever the traffic."""
-
-    def __init__(self, limit: int, window_s: float, max_keys: int = MAX_TRACKED_FAILURES):
-        self.limit = limit
-        self.window_s = window_s
-        self.max_keys = max_keys
-        self._times: OrderedDict[object, deque[float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._times)
-
-    def exceeded(self, key: object, now: float) -> bool:
-        times = self._times.get(key)
-        if not times:
-            return False
-        while times and times[0] < now - self.window_s:
-            times.popleft()
-        return len(times) >= self.limit
-
-    def add(self, key: object, now: float) -> None:
-        times = self._times.pop(key, None) or deque(maxlen=self.limit)
-        times.append(now)
-        self._times[key] = times
-        while len(self._times) > self.max_keys:
-            self._times.popitem(last=False)
-
-    def forget(self, key: object) -> None:
-        self._times.pop(key, None)
-
-
 class Authenticator:
-    def __init__(self, store: Store, clock=time.monotonic):
+    def __init__(self, store: Store, clock=time.monotonic, memory: SharedMemory | None = None):
+        """`memory`: where failed logins are counted, by default the node's (shared by its workers)."""
         self.store = store
         self.clock = clock
         self._pepper = secrets.token_bytes(32)  # the cache keys secrets by HMAC under this per-process key
         self._verified: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
-        self.pair_failures = FailureLog(MAX_AUTH_FAILURES, AUTH_FAILURE_WINDOW_S)  # (source, user key)
-        self.source_failures = FailureLog(MAX_SOURCE_FAILURES, AUTH_FAILURE_WINDOW_S)  # source
+        self.throttle = LoginThrottle(memory or for_workers(), clock)
         self._seen_written: dict[bytes, float] = {}
 
     async def identify(self, request: web.Request) -> Identity | None:
@@ -149,34 +124,38 @@ class Authenticator:
         if header is None:
             return None
         source = source_of(request)
-        self._check_throttle(self.source_failures, source)
+        if self.throttle.source_throttled(source):
+            raise _throttled()
         try:
             user, secret = split_basic(header)
         except HttpError:
-            self._fail(source, None)
+            self.throttle.fail(source)
             raise
         key = user_key(user)
         if key is None:
-            self._fail(source, None)
+            self.throttle.fail(source)
             raise _unauthorized(
                 f"unknown user {user!r}: enterprises are 300:<prefix>/ADMIN, the operator 'operator'"
             )
-        self._check_throttle(self.pair_failures, (source, key))
+        prefix = prefix_of_user(key)
+        if prefix is not None:
+            # Before the secret is looked at: a right and a wrong one get the same answer, no oracle.
+            self._check_prefix(prefix)
+        attempt = self.throttle.attempt(source, key)  # counted as failed until the secret is found right
+        if attempt is None:
+            raise _throttled()
         credential = get_credential(self.store, key)
         if credential is None:
-            self._fail(source, key)
             raise _unauthorized(f"no credential is issued for {user}")
         tag = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
         if self._verified.get((key, tag)) != credential.digest:
             ok = await asyncio.get_running_loop().run_in_executor(None, credential.verify, secret)
             if not ok:
-                self._fail(source, key)
                 raise _unauthorized(f"wrong secret for {user}")
             self._remember(key, tag, credential.digest)
-        self.pair_failures.forget((source, key))
-        prefix = prefix_of_user(key)
+        self.throttle.succeeded(source, key, attempt)
         if prefix is not None:
-            self._check_prefix(prefix)
+            self._check_prefix(prefix, known=True)  # removed since its credential was issued
             self._mark_seen(prefix)
         return Identity(user, prefix)
 
@@ -194,29 +173,20 @@ class Authenticator:
             raise HttpError(403, ResponseCode.INSUFFICIENT_PERMISSIONS, "only the operator may do this")
         return identity
 
-    def _check_prefix(self, prefix: bytes) -> None:
+    def _prefix_state(self, prefix: bytes) -> str | None:
         with self.store.env.begin(db=self.store.prefixes_db) as txn:
             raw = txn.get(prefix)
-        if raw is None or PrefixInfo.unpack(raw).state == "disabled":
+        return None if raw is None else PrefixInfo.unpack(raw).state
+
+    def _check_prefix(self, prefix: bytes, known: bool = False) -> None:
+        """403 when the prefix is disabled; with `known`, also when this node does not know it."""
+        state = self._prefix_state(prefix)
+        if state == "disabled" or (known and state is None):
             raise HttpError(
                 403,
                 ResponseCode.INSUFFICIENT_PERMISSIONS,
                 f"prefix {prefix.decode()} is disabled on this node",
             )
-
-    def _check_throttle(self, log: FailureLog, key: object) -> None:
-        if log.exceeded(key, self.clock()):
-            raise HttpError(
-                429, ResponseCode.SERVER_TOO_BUSY,
-                f"too many failed logins from this address; try again in {AUTH_FAILURE_WINDOW_S:.0f} s",
-                headers={"Retry-After": str(int(AUTH_FAILURE_WINDOW_S))},
-            )  # fmt: skip
-
-    def _fail(self, source: str, key: bytes | None) -> None:
-        now = self.clock()
-        self.source_failures.add(source, now)
-        if key is not None:
-            self.pair_failures.add((source, key), now)
 
     def _remember(self, key: bytes, tag: bytes, digest: bytes) -> None:
         self._verified[(key, tag)] = digest
@@ -231,5 +201,7 @@ class Authenticator:
         self._seen_written[prefix] = now
         try:
             mark_seen(self.store, prefix)
+        except StoreFullError as exc:  # the writes report a full disk, once per episode; retried in a minute
+            log.debug("could not record that %s was seen: %s", prefix.decode(), exc)
         except Exception:  # being seen is bookkeeping; the request itself must not fail for it
             log.exception("could not record that %s was seen", prefix.decode())

@@ -30,7 +30,7 @@ from resolver.config import ServeConfig
 from resolver.security.events import SecurityEvents
 from resolver.security.exporter import DRAIN_TIMEOUT_S, spawn_exporter
 from resolver.security.queue import QueueError
-from resolver.server import systemd
+from resolver.server import shared, systemd
 from resolver.server.lifecycle import HEARTBEAT, READY, DataDirLock
 from resolver.server.sockets import free_udp_tcp_port
 from resolver.server.worker import run_worker
@@ -119,6 +119,7 @@ class Supervisor:
         self._lock = self._take_lock(self.config)
         try:
             self._setup_metrics()
+            shared.prepare_for_workers()  # failed logins and the disk-full episode, counted once for the node
             self.security = self._open_security(self.config)
             self._install_signals()
             self._start_exporter()
