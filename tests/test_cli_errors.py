@@ -245,7 +245,7 @@ def test_a_reader_that_left_ends_the_command_quietly(argv, demo_store_dir):
 
 
 def test_gen_into_head_ends_quietly():
-    script = f"{sys.executable} -m resolver.cli gen --count 20000 | head -1; echo \"status ${{PIPESTATUS[0]}}\""
+    script = f'{sys.executable} -m resolver.cli gen --count 20000 | head -1; echo "status ${{PIPESTATUS[0]}}"'
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO)
     first, status = result.stdout.splitlines()
     assert first.startswith('{"handle":') and status == "status 141"

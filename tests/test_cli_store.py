@@ -60,7 +60,10 @@ def scene(tmp_path, demo_store_copy, monkeypatch):
         set_templates(store, TEMPLATE)
         backup_store(store, tmp_path / "backup")
     (tmp_path / "template.json").write_text(json.dumps(TEMPLATE))
-    record = {"handle": "88.100.1/BATCH-NEW-1", "values": [{"index": 1, "type": "URL", "data": "https://x.test/1"}]}
+    record = {
+        "handle": "88.100.1/BATCH-NEW-1",
+        "values": [{"index": 1, "type": "URL", "data": "https://x.test/1"}],
+    }
     (tmp_path / "one.ndjson").write_text(json.dumps(record) + "\n")
     return demo_store_copy, tmp_path / "decoy"
 
