@@ -4,12 +4,17 @@ addresses: 127.0.0.2 floods while 127.0.0.3 resolves)."""
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 
 from bench.datagen import Dataset
+from resolver.dnsview.names import handle_to_name
 from resolver.handle.constants import EnvelopeFlag, OpCode, ResponseCode
 from resolver.handle.message import (
     ResolutionRequest,
@@ -17,9 +22,17 @@ from resolver.handle.message import (
     encode_request,
     encode_resolution_request,
 )
+from resolver.handle.tcp import FrameBuffer
 from resolver.handle.udp import Reassembler
-from resolver.server.limits import ConnectionLimiter, ExemptNetworks, ProvenSources, SourceRateLimiter
-from tests.servers import running_node
+from resolver.server.limits import (
+    MAX_PARTIAL_BYTES_PER_SOURCE,
+    ConnectionLimiter,
+    ExemptNetworks,
+    PartialRequestBytes,
+    ProvenSources,
+    SourceRateLimiter,
+)
+from tests.servers import free_port, running_node
 from tests.test_server import node_store  # noqa: F401  (the module's store: demo identifiers + a large one)
 
 DATASET = Dataset(2000, 1, "88.100", 8)
@@ -60,6 +73,16 @@ def test_proof_expires_and_connection_caps():
     ]
     caps.close("a")
     assert caps.open("c")
+
+
+def test_partial_request_bytes_are_summed_per_source():
+    partial = PartialRequestBytes(max_per_source=100)
+    assert partial.update("a", 0, 60) and partial.update("a", 0, 40)  # two connections: 100, at the bound
+    assert not partial.update("a", 40, 41)  # one byte more over the source's connections
+    assert partial.update("b", 0, 100)  # another source counts alone
+    partial.update("a", 41, 0)
+    partial.update("a", 60, 0)
+    assert partial.held("a") == 0 and partial.held("b") == 100
 
 
 def request(handle: str, request_id: int) -> bytes:
@@ -139,6 +162,69 @@ def test_tcp_connections_per_source_are_capped(tmp_path, node_store):  # noqa: F
             (length,) = struct.unpack(">I", other.recv(20)[16:20])
             assert length > 0
             other.close()
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def message_of_length(padding: int, request_id: int) -> bytes:
+    """A resolution request made long by `padding` bytes after its type list (inside BodyLength, ignored)."""
+    body = encode_resolution_request(ResolutionRequest(DATASET.handle_at(1).encode())) + bytes(padding)
+    return encode_request(OpCode.RESOLUTION, body, request_id=request_id, expiration=2_000_000_000)
+
+
+def closed_by_node(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_unfinished_tcp_requests_of_one_source_are_capped(tmp_path, node_store):  # noqa: F811
+    """Five connections of one address each hold 250,000 bytes of a request: four fit in the worker's
+    MAX_PARTIAL_BYTES_PER_SOURCE, so exactly one is closed; the other four finish and are answered."""
+    assert 4 * 250_000 <= MAX_PARTIAL_BYTES_PER_SOURCE < 5 * 250_000
+    with running_node(node_store, workers=1, extra=node_config(tmp_path)) as node:
+        data = [message_of_length(255_000, n) for n in range(5)]
+        conns = [socket.create_connection((node.host, node.port), source_address=("127.0.0.9", 0), timeout=10)
+                 for _ in range(5)]  # fmt: skip
+        try:
+            for sock, message in zip(conns, data, strict=True):
+                sock.sendall(message[:250_000])
+            readable, _, _ = select.select(conns, [], [], 10)
+            assert len(readable) == 1 and closed_by_node(readable[0])
+            for sock, message in zip(conns, data, strict=True):
+                if sock is readable[0]:
+                    continue
+                sock.sendall(message[250_000:])
+                frames, answers = FrameBuffer(), []
+                while not answers:
+                    chunk = sock.recv(65536)
+                    assert chunk, "closed instead of answered"
+                    answers = frames.feed(chunk)
+                assert decode_message(answers[0]).header.response_code == ResponseCode.SUCCESS
+        finally:
+            for sock in conns:
+                sock.close()
+
+
+def test_dns_tcp_connections_per_source_are_capped(tmp_path, node_store):  # noqa: F811
+    dns_port = free_port()
+    extra = (*node_config(tmp_path, tcp_max_connections_per_source=2), "--dns-port", str(dns_port))
+    query = dns.message.make_query(handle_to_name(DATASET.handle_at(1), "id.test."), "TXT").to_wire()
+    framed = struct.pack(">H", len(query)) + query
+    with running_node(node_store, workers=1, extra=extra) as node:
+        held = [socket.create_connection((node.host, dns_port), source_address=("127.0.0.10", 0)) for _ in range(2)]
+        try:
+            refused = socket.create_connection((node.host, dns_port), source_address=("127.0.0.10", 0), timeout=5)
+            refused.sendall(framed)
+            assert closed_by_node(refused)  # beyond the cap
+            refused.close()
+            held[0].sendall(framed)  # the connections within the cap are served
+            assert struct.unpack(">H", held[0].recv(2))[0] > 0
+            other = dns.query.tcp(dns.message.from_wire(query), node.host, port=dns_port, timeout=5,
+                                  source="127.0.0.11")  # fmt: skip
+            assert other.rcode() == dns.rcode.NOERROR
         finally:
             for sock in held:
                 sock.close()

@@ -13,7 +13,7 @@ from resolver.dnsview.view import DnsView
 from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.batching import BatchedDatagramProtocol
 from resolver.server.idle import IdleTimeout
-from resolver.server.limits import UdpGuard
+from resolver.server.limits import ConnectionLimiter, UdpGuard
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,38 @@ class DnsUdpProtocol(BatchedDatagramProtocol):
 
 
 class DnsTcpProtocol(asyncio.Protocol):
-    def __init__(self, view: DnsView, renew_view: Callable[[], None], idle_timeout_s: float):
+    """DNS over TCP, capped like Handle TCP: `limiter` counts the open connections (in all and per source;
+    the worker gives DNS its own, with the Handle TCP settings), a refused one is reset at once."""
+
+    def __init__(
+        self,
+        view: DnsView,
+        renew_view: Callable[[], None],
+        idle_timeout_s: float,
+        limiter: ConnectionLimiter | None = None,
+        events: SecurityEvents | None = None,
+    ):
         self.view = view
         self.renew_view = renew_view
         self.idle_timeout_s = idle_timeout_s
+        self.limiter = limiter
+        self.events = events or NO_EVENTS  # connection-cap refusals
+        self._address: str | None = None  # set once the connection is counted by the limiter
         self._buffer = bytearray()
         self._idle: IdleTimeout | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.limiter is not None:
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if peer else ""
+            if not self.limiter.open(address):
+                log.debug("refusing a DNS TCP connection from %s: connection limit", address)
+                self.events.rate_limited(address, "dns")
+                transport.abort()
+                return
+            self._address = address
         self._idle = IdleTimeout(transport, self.idle_timeout_s)
 
     def data_received(self, data: bytes) -> None:
@@ -98,3 +120,6 @@ class DnsTcpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        if self._address is not None:
+            self.limiter.close(self._address)
+            self._address = None

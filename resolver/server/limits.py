@@ -7,6 +7,8 @@
   datagram) goes only to proven or exempt sources; others get a short error answer telling them to ask over
   TCP. Proof is kept per worker: a client whose TCP connection landed on another worker proves itself there.
 - `ConnectionLimiter`: caps on open TCP connections per worker and per source address.
+- `PartialRequestBytes`: bytes of unfinished requests a source address has buffered over all its Handle TCP
+  connections in one worker; past MAX_PARTIAL_BYTES_PER_SOURCE the connection that grew it is closed.
 
 Every table is bounded; a flood of spoofed sources costs bounded memory.
 """
@@ -18,6 +20,10 @@ from collections.abc import Callable, Iterable
 
 MAX_TRACKED_SOURCES = 100_000  #: source addresses with a bucket (or proof) at once; beyond, idle ones are forgotten
 PROOF_TTL_S = 3600.0  #: a TCP handshake vouches for its address this long
+#: Unfinished Handle TCP requests one address may hold in a worker, all its connections together: four of the
+#: largest messages (262,164 bytes with the envelope). Real requests are a few hundred bytes and complete in
+#: one read; without this bound, 256 connections of one source could pin 64 MiB with partial messages.
+MAX_PARTIAL_BYTES_PER_SOURCE = 1 << 20
 _EXEMPT = None  # bucket of an exempt address
 
 
@@ -142,6 +148,28 @@ class ConnectionLimiter:
         else:
             self._per_source[address] = count - 1
         self.total = max(0, self.total - 1)
+
+
+class PartialRequestBytes:
+    """Bytes of requests not yet whole, buffered per source address over its TCP connections (one worker).
+    Only sources with such bytes have an entry, so the table is bounded by the open connections."""
+
+    def __init__(self, max_per_source: int = MAX_PARTIAL_BYTES_PER_SOURCE):
+        self.max_per_source = max_per_source
+        self._per_source: dict[str, int] = {}
+
+    def update(self, address: str, held: int, holding: int) -> bool:
+        """One connection of `address` went from `held` to `holding` buffered bytes; False when the
+        source's total is now over the bound (the caller closes that connection and releases its bytes)."""
+        total = self._per_source.get(address, 0) - held + holding
+        if total > 0:
+            self._per_source[address] = total
+        else:
+            self._per_source.pop(address, None)
+        return total <= self.max_per_source
+
+    def held(self, address: str) -> int:
+        return self._per_source.get(address, 0)
 
 
 class UdpGuard:

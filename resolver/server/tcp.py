@@ -1,5 +1,10 @@
 """Handle protocol over TCP: framed, pipelined requests answered in order on a connection that stays open
 after every answer, KC or not (ID-SDK reuses its connection without KC), until it is idle too long.
+
+Bounds on what a client can hold: a request must be whole within TCP_REQUEST_DEADLINE_S of its first byte
+(a client trickling bytes cannot keep a connection and its buffer); a connection buffers at most one message
+(resolver.handle.tcp caps MessageLength); a source's unfinished requests over all its connections are capped
+by resolver.server.limits.PartialRequestBytes. Between requests only the idle timeout applies.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from resolver.handle.errors import EnvelopeError
 from resolver.handle.tcp import FrameBuffer
 from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.idle import IdleTimeout
-from resolver.server.limits import ConnectionLimiter, ProvenSources
+from resolver.server.limits import ConnectionLimiter, PartialRequestBytes, ProvenSources
 from resolver.server.stats import (
     CODES_AT,
     NO_ANSWER,
@@ -25,6 +30,8 @@ from resolver.server.stats import (
 )
 
 log = logging.getLogger(__name__)
+
+TCP_REQUEST_DEADLINE_S = 10.0  #: a request must arrive whole this long after its first byte, or the connection closes
 
 
 class HandleTcpProtocol(asyncio.Protocol):
@@ -38,10 +45,16 @@ class HandleTcpProtocol(asyncio.Protocol):
         limiter: ConnectionLimiter | None = None,
         proven: ProvenSources | None = None,
         events: SecurityEvents | None = None,
+        partial: PartialRequestBytes | None = None,
+        request_deadline_s: float = TCP_REQUEST_DEADLINE_S,
     ):
         self.frontend = frontend
         self.limiter = limiter
         self.proven = proven
+        self.partial = partial
+        self.request_deadline_s = request_deadline_s
+        self._held = 0  # bytes of an unfinished request counted in `partial`
+        self._deadline: asyncio.TimerHandle | None = None  # armed while a request is only partly received
         self.events = events or NO_EVENTS  # connection-cap refusals and malformed requests
         self._address = ""  # the peer's address, read once the connection is made
         self.renew_view = renew_view
@@ -79,7 +92,7 @@ class HandleTcpProtocol(asyncio.Protocol):
             # The stream cannot be re-synchronised after an unreadable envelope: close it.
             log.debug("closing TCP connection from %s: %s", self._peer(), exc)
             self.events.malformed(self._peer(), "tcp")
-            self.transport.close()
+            self._close()
             return
         if messages:
             # Renewed before answering, so the answers reflect every write committed before they were asked.
@@ -108,6 +121,50 @@ class HandleTcpProtocol(asyncio.Protocol):
             return
         if answers:
             self.transport.write(b"".join(answers))
+        if self._held or len(self._frames):  # rare: a request split over reads
+            self._bound_partial(bool(messages))
+
+    def _bound_partial(self, completed: bool) -> None:
+        """Keep the deadline of the unfinished request and the source's count of buffered bytes current;
+        close the connection when the source holds too much. `completed`: this read finished a request, so
+        any unfinished one started in it."""
+        pending = len(self._frames)
+        if self._deadline is not None and (completed or not pending):
+            self._deadline.cancel()
+            self._deadline = None
+        if pending and self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(self.request_deadline_s, self._expired)
+        if self.partial is None:
+            self._held = pending
+        elif pending != self._held:
+            within = self.partial.update(self._address, self._held, pending)
+            self._held = pending
+            if not within:
+                log.debug("closing TCP connection from %s: unfinished requests over %d bytes", self._peer(),
+                          self.partial.max_per_source)  # fmt: skip
+                self.events.rate_limited(self._peer(), "tcp")
+                self._close()
+
+    def _expired(self) -> None:
+        self._deadline = None
+        log.debug("closing TCP connection from %s: request not whole within %.1f s", self._peer(),
+                  self.request_deadline_s)  # fmt: skip
+        self.events.malformed(self._peer(), "tcp")  # a request that never completes is a truncated one
+        self._close()
+
+    def _close(self) -> None:
+        """Close, giving back at once what the connection held: another connection of the same source read
+        in the same loop pass must not be refused for bytes already dropped."""
+        self._release()
+        self.transport.close()
+
+    def _release(self) -> None:
+        if self._held and self.partial is not None:
+            self.partial.update(self._address, self._held, 0)
+        self._held = 0
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def _peer(self) -> str:
         return self._address or "?"
@@ -125,3 +182,4 @@ class HandleTcpProtocol(asyncio.Protocol):
             self._connections.discard(self)
         self.stats.tcp_connections -= 1
         self._idle.cancel()
+        self._release()

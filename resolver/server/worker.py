@@ -32,6 +32,7 @@ from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
 from resolver.server.limits import (
     ConnectionLimiter,
     ExemptNetworks,
+    PartialRequestBytes,
     ProvenSources,
     SourceRateLimiter,
     UdpGuard,
@@ -100,6 +101,9 @@ class Worker:
         exempt = ExemptNetworks(config.rate_limit_exempt)
         self.proven = ProvenSources(exempt)
         self.tcp_limiter = ConnectionLimiter(config.tcp_max_connections, config.tcp_max_connections_per_source)
+        self.tcp_partial = PartialRequestBytes()
+        # DNS TCP has caps of its own, with the same settings: a DNS flood cannot lock Handle clients out.
+        self.dns_tcp_limiter = ConnectionLimiter(config.tcp_max_connections, config.tcp_max_connections_per_source)
 
         def rate_limiter() -> SourceRateLimiter | None:
             if not config.udp_rate_limit_per_s:
@@ -149,6 +153,7 @@ class Worker:
                     self.tcp_limiter,
                     self.proven,
                     self.events,
+                    self.tcp_partial,
                 ),
                 sock=sock,
                 backlog=TCP_BACKLOG,
@@ -191,7 +196,9 @@ class Worker:
             )
             self._closers.append(udp)
             tcp = await loop.create_server(
-                lambda: DnsTcpProtocol(self.dns_view, self.after_batch, self.config.tcp_idle_timeout_s),
+                lambda: DnsTcpProtocol(
+                    self.dns_view, self.after_batch, self.config.tcp_idle_timeout_s, self.dns_tcp_limiter, self.events
+                ),
                 sock=tcp_socket(host, port),
                 backlog=TCP_BACKLOG,
             )
