@@ -239,5 +239,5 @@ def test_a_taken_port_stops_the_start_naming_the_port(store_dir):
         result = idnode(
             "serve", "--data", str(store_dir), "--handle-port", str(port), "--workers", "2", timeout=60
         )
-    assert result.returncode == 2  # refused before any worker starts (resolver.server.sockets.ports_in_use)
+    assert result.returncode == 2  # refused before any worker starts (resolver.server.sockets.bind_problems)
     assert f"127.0.0.1:{port}/udp already in use" in result.stderr
