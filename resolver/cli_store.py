@@ -18,7 +18,7 @@ from resolver.cli_errors import CliError
 
 log = logging.getLogger(__name__)
 
-WHICH_STORE = "which store? give --data DIR, --config FILE, or set IDNODE_DATA_DIR"
+WHICH_STORE = "which store? give --data DIR or --config FILE, or set IDNODE_DATA_DIR"
 MAX_CMDLINE_CHARS = 120  #: a command line longer than this is cut, so that the message stays one line
 
 

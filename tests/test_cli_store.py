@@ -120,7 +120,7 @@ def test_a_command_without_a_store_says_how_to_name_one(tmp_path, monkeypatch, c
     monkeypatch.delenv("IDNODE_DATA_DIR", raising=False)
     monkeypatch.delenv("IDNODE_CONFIG", raising=False)
     assert main(["stats"]) == 2
-    assert "which store? give --data DIR, --config FILE, or set IDNODE_DATA_DIR" in capsys.readouterr().err
+    assert "which store? give --data DIR or --config FILE, or set IDNODE_DATA_DIR" in capsys.readouterr().err
 
 
 def test_seclog_status_takes_the_queue_dir_of_the_configuration_file(tmp_path, monkeypatch, capsys):
