@@ -115,7 +115,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         stats = collect_stats(store)
     if args.json:
-        print(json.dumps(stats, indent=2, sort_keys=True))
+        print(json.dumps(stats, indent=2))  # in collect_stats' order: prefixes as numbers, not as text
         return 0
     print(f"identifiers   {stats['identifiers']:>14,}")
     print(f"prefixes      {stats['prefixes']:>14,}")
@@ -124,12 +124,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     for kind in ("registrations", "resolutions"):
         block = stats[kind]
         print(f"{kind:<14}{block['total']:>14,}")
-        for protocol in sorted(block["per_protocol"]):
-            print(f"  via {protocol:<8}{block['per_protocol'][protocol]:>14,}")
-        for day in sorted(block["per_day"]):
-            print(f"  {day}    {block['per_day'][day]:>14,}")
-        for prefix in sorted(block["per_prefix"]):
-            print(f"  {prefix:<12}{block['per_prefix'][prefix]:>14,}")
+        for protocol, n in block["per_protocol"].items():  # each block comes sorted from collect_stats
+            print(f"  via {protocol:<8}{n:>14,}")
+        for day, n in block["per_day"].items():
+            print(f"  {day}    {n:>14,}")
+        for prefix, n in block["per_prefix"].items():
+            print(f"  {prefix:<12}{n:>14,}")
     return 0
 
 

@@ -37,17 +37,43 @@ def _fail(exc: Exception):
 # -- prefixes ------------------------------------------------------------------------------------------------
 
 
-def cmd_prefix_add(args: argparse.Namespace) -> int:
-    from storage.enterprises import EnterpriseError, add_prefix
+def _node_prefix(args: argparse.Namespace) -> str:
+    """The node's own prefix, as `idnode serve` takes it: --node-prefix > $IDNODE_NODE_PREFIX > `node_prefix`
+    of the configuration file > the default."""
+    import os
 
+    from resolver import settings
+    from resolver.config import DEFAULT_NODE_PREFIX
+
+    if args.node_prefix:
+        return args.node_prefix
+    if os.environ.get(settings.env_name("node_prefix")):
+        return os.environ[settings.env_name("node_prefix")]
+    path = settings.config_path(args, os.environ)
+    if path is not None:
+        try:
+            return str(settings.read_file(path).get("node_prefix", DEFAULT_NODE_PREFIX))
+        except settings.ConfigError as exc:
+            raise _fail(exc) from exc
+    return DEFAULT_NODE_PREFIX
+
+
+def cmd_prefix_add(args: argparse.Namespace) -> int:
+    from storage.enterprises import EnterpriseError, add_prefix, identifiers_held
+
+    node_prefix = _node_prefix(args)
     with _store(args) as store:
         try:
-            info = add_prefix(store, args.prefix, args.org, args.site)
+            info = add_prefix(store, args.prefix, args.org, args.site, node_prefix=node_prefix, force=args.force,
+                              outside_node_prefix=args.outside_node_prefix)  # fmt: skip
         except EnterpriseError as exc:
             raise _fail(exc) from exc
+        held = identifiers_held(store, info.prefix) if args.force and args.site else 0
     where = f"served by its own node at {args.site}" if args.site else "hosted here"
     note = " (disabled; `idnode prefix enable` to serve it)" if info.state == "disabled" else ""
     print(f"prefix {info.prefix} ({info.org}): {where}{note}")
+    if held:
+        print(f"{held:,} identifiers held here under {info.prefix} no longer resolve here (--force)", file=sys.stderr)
     return 0
 
 
@@ -321,6 +347,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--org", required=True, help="the enterprise's name")
     add.add_argument(
         "--site", help="HOST:PORT of the enterprise's own node (then resolutions are referred there)"
+    )
+    add.add_argument(
+        "--force", action="store_true", help="give --site even though identifiers held here would stop resolving"
+    )
+    add.add_argument(
+        "--outside-node-prefix", action="store_true",
+        help="add a prefix that is not below the node's own prefix (node_prefix)",
+    )  # fmt: skip
+    add.add_argument(
+        "--node-prefix", help="the node's own prefix (default: $IDNODE_NODE_PREFIX, node_prefix of --config, 88.100)"
     )
     _data(add)
     add.set_defaults(func=cmd_prefix_add)

@@ -11,6 +11,7 @@ import unicodedata
 from resolver.templates import all_template_sets
 from storage.counters import RESOLUTIONS, totals
 from storage.enterprises import ADMIN_SUFFIX, CONNECTED_WINDOW_S, enterprises
+from storage.keys import prefix_sort_key
 from storage.store import REGISTRATIONS, Store
 
 # The project call's acceptance thresholds (DESIGN.md, "What it is").
@@ -28,9 +29,13 @@ def _counter_block(store: Store, kind: str, per_prefix: bool) -> dict:
         other = total - sum(protocols.values())
         if other:
             protocols[LOAD_SOURCE] = other
-    block = {"total": total, "per_day": days, "per_protocol": protocols}
+    block = {
+        "total": total,
+        "per_day": dict(sorted(days.items())),
+        "per_protocol": dict(sorted(protocols.items())),
+    }
     if per_prefix:
-        block["per_prefix"] = prefixes
+        block["per_prefix"] = {p: prefixes[p] for p in sorted(prefixes, key=prefix_sort_key)}
     return block
 
 
@@ -58,7 +63,9 @@ def scenarios(store: Store) -> dict[str, list[str]]:
     prefixes = store.prefixes()
     found: dict[str, list[str]] = {}
     with store.env.begin(db=store.handles) as txn, txn.cursor() as cursor:
-        for key, template_set in sorted(all_template_sets(store).items()):
+        for key, template_set in sorted(
+            all_template_sets(store).items(), key=lambda i: prefix_sort_key(i[0])
+        ):
             info = prefixes.get(key)
             if not template_set.scenario or info is None or info.state == "disabled":
                 continue

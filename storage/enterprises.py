@@ -39,7 +39,7 @@ from resolver.handle.values import (
 )
 from storage import audit
 from storage.audit import Actor
-from storage.keys import normalize_prefix
+from storage.keys import normalize_prefix, prefix_sort_key
 from storage.records import pack_record
 from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
 
@@ -268,6 +268,57 @@ def _prefix_in(store: Store, txn: lmdb.Transaction, key: bytes) -> PrefixInfo:
     return PrefixInfo.unpack(raw)
 
 
+def _held_under(store: Store, txn: lmdb.Transaction, key: bytes) -> int:
+    """How many identifiers the store holds under the prefix `key` (a cursor over its keys, values unread)."""
+    start = key + b"/"
+    held = 0
+    with txn.cursor(db=store.handles) as cursor:
+        if cursor.set_range(start):
+            for stored in cursor.iternext(values=False):
+                if not stored.startswith(start):
+                    break
+                held += 1
+    return held
+
+
+def identifiers_held(store: Store, prefix: str) -> int:
+    """How many identifiers the store holds under `prefix`."""
+    with store.env.begin() as txn:
+        return _held_under(store, txn, normalize_prefix(prefix.encode()))
+
+
+def check_prefix_change(
+    store: Store,
+    txn: lmdb.Transaction,
+    key: bytes,
+    old: PrefixInfo | None,
+    site: str | None,
+    node_prefix: str | None,
+    force: bool,
+    outside_node_prefix: bool,
+) -> None:
+    """The operator's two safety checks on `add_prefix`, for `idnode prefix add` and the operator's API alike,
+    in the transaction of the write (so a load in between cannot slip past): a new prefix must lie below the
+    node's own prefix (`node_prefix`; None: not checked) unless `outside_node_prefix`; and sending a prefix
+    hosted here to its own node (`site`) would stop every identifier held under it resolving here, so that is
+    refused while it holds any, unless `force`."""
+    if old is None and node_prefix is not None and not outside_node_prefix:
+        own = normalize_prefix(node_prefix.strip().encode())
+        if not key.startswith(own + b"."):
+            raise EnterpriseError(
+                f"prefix: {key.decode()} is not below this node's prefix {own.decode()} (node_prefix); to add it "
+                'anyway give --outside-node-prefix (over the API: "outsideNodePrefix": true)'
+            )
+    if site and not force and (old is None or old.site is None):
+        held = _held_under(store, txn, key)
+        if held:
+            raise EnterpriseError(
+                f"site: {held:,} identifiers held here under {key.decode()} would stop resolving here (each "
+                f"resolution would be referred to {site.strip()}); to do it anyway give --force (over the API: "
+                '"force": true)'
+            )
+
+
 def add_prefix(
     store: Store,
     prefix: str,
@@ -275,10 +326,15 @@ def add_prefix(
     site: str | None = None,
     now_s: int | None = None,
     actor: Actor | None = None,
+    node_prefix: str | None = None,
+    force: bool = False,
+    outside_node_prefix: bool = False,
 ) -> PrefixInfo:
     """Register an enterprise prefix, or update the organisation and site of a known one. With `site`
     (HOST:PORT) the prefix is served by the enterprise's own node and resolutions under it are referred
-    there; without, its identifiers are hosted here. A disabled prefix stays disabled."""
+    there; without, its identifiers are hosted here. A disabled prefix stays disabled. `check_prefix_change`
+    refuses a new prefix outside `node_prefix` and a site for a prefix that holds identifiers here, unless
+    `outside_node_prefix` resp. `force`."""
     prefix = validate_prefix(prefix)
     if not org.strip():
         raise EnterpriseError("org: the organisation's name is required")
@@ -289,6 +345,7 @@ def add_prefix(
     def work(txn: lmdb.Transaction) -> PrefixInfo:
         raw = txn.get(key, db=store.prefixes_db)
         old = PrefixInfo.unpack(raw) if raw is not None else None
+        check_prefix_change(store, txn, key, old, site, node_prefix, force, outside_node_prefix)
         serial = (old.extra.get("site_serial", 0) + 1) if old and site else 1
         extra: dict[str, Any] = dict(old.extra) if old else {}
         extra.pop("site_address", None)
@@ -363,7 +420,7 @@ def enterprises(store: Store, now_s: int | None = None, window_s: int = CONNECTE
     seen = last_seen(store)
     users = credential_users(store)
     out = []
-    for key, info in sorted(store.prefixes().items()):
+    for key, info in sorted(store.prefixes().items(), key=lambda item: prefix_sort_key(item[0])):
         seen_s = seen.get(key)
         out.append(
             {

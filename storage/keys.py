@@ -67,6 +67,17 @@ def prefix_of_key(key: bytes) -> bytes:
     return key[: key.find(b"/")]
 
 
+def prefix_sort_key(prefix: str | bytes) -> tuple[tuple[int, int, str], ...]:
+    """Prefixes in the order people count them, for every listing (`idnode prefix list`, stats, the report,
+    /api/stats): segment by segment, a number by its value (88.100.2 before 88.100.10), a segment that is not a
+    number after every number, by its text (case-insensitive, as prefixes are). Not the store's byte order."""
+    text = prefix.decode("utf-8", "replace") if isinstance(prefix, bytes) else prefix
+    return tuple(
+        (0, int(segment), segment) if segment.isascii() and segment.isdigit() else (1, 0, segment.upper())
+        for segment in text.split(".")
+    )
+
+
 def strictly_ascending(keys: Sequence[bytes]) -> bool:
     """Whether every key is greater than the one before it (one C-level pass, no Python loop per key)."""
     return all(map(operator.lt, keys, islice(keys, 1, None)))

@@ -2,7 +2,8 @@
 `idnode template` and `idnode report`:
 
     GET  /api/admin/enterprises                     prefixes, organisations, state, last seen, connected
-    POST /api/admin/prefixes                        {"prefix", "org", "site"?: "HOST:PORT"}: add or update
+    POST /api/admin/prefixes                        {"prefix", "org", "site"?: "HOST:PORT", "force"?,
+                                                    "outsideNodePrefix"?}: add or update (checks as the CLI's)
     POST /api/admin/prefixes/{prefix}/disable       nothing under it resolves, its credential is refused
     POST /api/admin/prefixes/{prefix}/enable
     POST /api/admin/prefixes/{prefix}/credential    issue or rotate the secret: {"user", "secret"}, shown once
@@ -71,14 +72,23 @@ async def add_prefix_route(request: web.Request) -> web.Response:
     actor = actor_of(await ctx.auth.require_operator(request), request)
     obj = parse_json(await read_body(request, MAX_ADMIN_BODY_BYTES))
     if not isinstance(obj, dict):
-        raise HttpError(400, ResponseCode.INVALID_VALUE, 'the body is {"prefix", "org", "site"?}')
+        raise HttpError(
+            400, ResponseCode.INVALID_VALUE,
+            'the body is {"prefix", "org", "site"?, "force"?, "outsideNodePrefix"?}',
+        )  # fmt: skip
     for name in ("prefix", "org", "site"):
         if name in obj and obj[name] is not None and not isinstance(obj[name], str):
             raise HttpError(400, ResponseCode.INVALID_VALUE, f"{name}: must be a string", field=name)
+    for name in ("force", "outsideNodePrefix"):
+        if name in obj and not isinstance(obj[name], bool):
+            raise HttpError(400, ResponseCode.INVALID_VALUE, f"{name}: must be true or false", field=name)
     try:
+        # the same checks as `idnode prefix add` (storage.enterprises.check_prefix_change)
         info = add_prefix(
-            ctx.store, obj.get("prefix") or "", obj.get("org") or "", obj.get("site"), actor=actor
-        )
+            ctx.store, obj.get("prefix") or "", obj.get("org") or "", obj.get("site"), actor=actor,
+            node_prefix=ctx.service.node_prefix.decode(), force=obj.get("force", False),
+            outside_node_prefix=obj.get("outsideNodePrefix", False),
+        )  # fmt: skip
     except EnterpriseError as exc:
         raise _bad(exc) from exc
     _reported(ctx, actor, audit.PREFIX_ADD, info.prefix)
