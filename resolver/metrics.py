@@ -84,6 +84,11 @@ class _Metrics:
             registry=None,
         )
         self.security_failed_seen = 0  # this process's SecurityEvents.failed already counted
+        self.http_bad_requests = Counter(
+            "idnode_http_bad_requests",
+            "HTTP requests refused as malformed by the parser (request line, headers, body framing)",
+            registry=None,
+        )
 
 
 def enable(directory: str | Path, wipe: bool = False) -> Path:
@@ -160,6 +165,12 @@ def count_query(transport: str, op: str, code: str, n: int = 1) -> None:
     """For transports that count with names rather than Handle header bytes (DNS, HTTP)."""
     if _metrics is not None:
         _metrics.queries.labels(transport, op, code).inc(n)
+
+
+def http_bad_request() -> None:
+    """One malformed HTTP request answered 400 (resolver/http/badrequests.py): rare, so counted at once."""
+    if _metrics is not None:
+        _metrics.http_bad_requests.inc()
 
 
 def flush_result(ok: bool) -> None:

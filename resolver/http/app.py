@@ -4,6 +4,8 @@ worker's own SO_REUSEPORT sockets, beside the Handle UDP/TCP listeners, in the w
 Every error leaves as JSON `{"responseCode", "message", ...}` with a 4xx/5xx status (the browser's pages
 excepted); nothing escapes a handler. Access logging is off: nothing is logged per request at INFO. Refusals
 for credentials or rights (401, 403) and login throttling (429) are reported to the security log here.
+Requests the parser refuses are 400 without a traceback (badrequests.py); a write refused for want of disk
+space is 507, logged once per episode (storefull.py).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from resolver.config import HTTP_IDLE_TIMEOUT_S, HTTP_MAX_CONNECTIONS, HTTP_MAX_
 from resolver.handle.constants import ResponseCode
 from resolver.http import admin, batch, health, resolve, stats, writes
 from resolver.http.auth import split_basic
+from resolver.http.badrequests import BadRequestHandler, answer_bad_body, is_bad_body
 from resolver.http.common import MAX_BATCH_BODY_BYTES, HttpError, json_response
 from resolver.http.context import CONTEXT, HttpContext, client_source
 from resolver.metrics import WorkerHealth
 from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.limits import ConnectionLimiter
 from resolver.server.sockets import tcp_socket
+from storage.store import StoreFullError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +57,17 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         if exc.status in (401, 403, 429):
             _report_refusal(request, exc)
         return exc.response()
+    except StoreFullError as exc:
+        return request.app[CONTEXT].store_full.refused(exc).response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects
         code = ResponseCode.PROTOCOL_ERROR if exc.status < 500 else ResponseCode.ERROR
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_response({"responseCode": int(code), "message": exc.reason}, exc.status, headers or None)
-    except Exception:
+    except Exception as exc:
+        if is_bad_body(exc):  # the body's framing or encoding was refused while the handler read it
+            return answer_bad_body(exc)
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return json_response({"responseCode": int(ResponseCode.ERROR), "message": "internal error"}, 500)
 
@@ -185,11 +193,15 @@ class _Counted(asyncio.Protocol):
 class _LimitedSite(web.SockSite):
     """aiohttp's SockSite with connection caps: its protocol factory counts every connection."""
 
-    __slots__ = ("_limiter",)
+    __slots__ = ("_limiter", "_handler_settings")
 
-    def __init__(self, runner: web.AppRunner, sock: socket.socket, limiter: ConnectionLimiter, **kwargs):
+    def __init__(
+        self, runner: web.AppRunner, sock: socket.socket, limiter: ConnectionLimiter, handler_settings: dict,
+        **kwargs,
+    ):  # fmt: skip
         super().__init__(runner, sock, **kwargs)
         self._limiter = limiter
+        self._handler_settings = handler_settings  # the RequestHandler settings the runner was given
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner, as SockSite.start does
@@ -197,8 +209,14 @@ class _LimitedSite(web.SockSite):
         assert server is not None
         # A TLS connection is counted once its handshake is done; the handshake has its own short deadline.
         tls = {"ssl": self._ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S} if self._ssl_context else {}
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Counted(limiter, server), sock=self._sock, backlog=self._backlog, **tls
+        loop = asyncio.get_running_loop()
+        settings = self._handler_settings
+
+        def handler() -> BadRequestHandler:  # what `server()` makes, with malformed requests answered quietly
+            return BadRequestHandler(server, loop=loop, **settings)
+
+        self._server = await loop.create_server(
+            lambda: _Counted(limiter, handler), sock=self._sock, backlog=self._backlog, **tls
         )
 
 
@@ -220,15 +238,14 @@ async def start_http(
     `runner.cleanup()` when stopping. The connection caps count across the binds of this worker."""
     ctx = HttpContext(store, service, frontend, health or WorkerHealth(), events or NO_EVENTS)
     # keepalive_timeout also runs from the moment a connection opens until its first request head is read.
-    runner = web.AppRunner(
-        build_app(ctx), access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
-    )
+    handler_settings = {"access_log": None, "keepalive_timeout": idle_timeout_s}
+    runner = web.AppRunner(build_app(ctx), handle_signals=False, **handler_settings)
     await runner.setup()
     limiter = ConnectionLimiter(max_connections, max_connections_per_source)
     for host in binds:
         site = _LimitedSite(
-            runner, http_socket(host, port), limiter, backlog=HTTP_BACKLOG, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            ssl_context=ssl_context,
+            runner, http_socket(host, port), limiter, handler_settings, backlog=HTTP_BACKLOG,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S, ssl_context=ssl_context,
         )  # fmt: skip
         await site.start()
     return runner

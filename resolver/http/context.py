@@ -1,5 +1,6 @@
 """What the HTTP handlers of one worker share: its store, resolution service, Handle frontend, authenticator,
-template checker and security events. Built once per worker by app.py and kept on the aiohttp application.
+template checker, security events, and the node's shared memory (failed logins, disk-full episodes). Built
+once per worker by app.py and kept on the aiohttp application.
 `client_source` and `actor_of` say who wrote from where, for the audit trail and the security log."""
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from aiohttp import web
 
 from resolver.frontend import HandleFrontend
 from resolver.http.auth import Authenticator, Identity
+from resolver.http.storefull import StoreFullEpisodes
 from resolver.metrics import WorkerHealth
 from resolver.security.events import NO_EVENTS, SecurityEvents
+from resolver.server.shared import SharedMemory, for_workers
 from resolver.service import ResolutionService
 from resolver.templates import TemplateChecker
 from storage.audit import Actor
@@ -26,19 +29,23 @@ class HttpContext:
     frontend: HandleFrontend
     health: WorkerHealth = field(default_factory=WorkerHealth)
     events: SecurityEvents = NO_EVENTS  # the worker's (security log); disabled when the upload is off
+    memory: SharedMemory = field(default_factory=for_workers)  # the node's, shared by its workers
     auth: Authenticator = field(init=False)
+    store_full: StoreFullEpisodes = field(init=False)
     checker: TemplateChecker = field(init=False)
     http_counter: ResolutionCounter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.auth = Authenticator(self.store)
+        self.auth = Authenticator(self.store, memory=self.memory)
+        self.store_full = StoreFullEpisodes(self.memory)
         self.checker = TemplateChecker(self.store)
         self.http_counter = self.service.counters["http"]
 
     def after_write(self) -> None:
         """A write committed in this worker: make it visible to this worker's readers at once (the other
-        workers renew their read transaction when their next batch starts)."""
+        workers renew their read transaction when their next batch starts). Ends a disk-full episode."""
         self.service.refresh()
+        self.store_full.written()
 
 
 def client_source(request: web.Request) -> str:
