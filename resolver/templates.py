@@ -6,13 +6,15 @@ identifiers whose suffix matches its `suffixPattern` (the first that matches win
 indexes from 2000 up, each with a type, a required flag and constraints (length, pattern, enum, identifier
 reference). An identifier no template applies to is not checked. Template documents are stored as JSON in
 the store's `templates` database, keyed by prefix, and read inside each write transaction, so a check always
-uses the current templates. Pure logic plus those reads; never imports the servers.
+uses the current templates. Setting and deleting a document are entries of the write log (storage/entries.py),
+applied by `apply_*` in the writer's transaction. Pure logic plus those reads; never imports the servers.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +23,9 @@ import lmdb
 
 from resolver.handle.describe import describe_data, value_lines
 from resolver.handle.values import HandleValue
-from storage import audit
+from storage import audit, entries
 from storage.audit import Actor
+from storage.entries import encode_entry, submit_one, unwrap
 from storage.keys import InvalidHandle, handle_key, normalize_prefix
 from storage.store import Store
 from storage.writes import TemplateViolation, decode_record_values
@@ -233,28 +236,33 @@ def template_set_in(store: Store, txn: lmdb.Transaction, prefix_key: bytes) -> T
     return _compile(raw) if raw is not None else None
 
 
-def set_templates(store: Store, document: Any, actor: Actor | None = None) -> TemplateSet:
-    """Check a template document and store it for its prefix (which must be known), replacing any other.
-    Audited (template-set on 0.NA/<prefix>) as `actor`'s, default this `idnode` command's user."""
+def set_templates(target: Any, document: Any, actor: Actor | None = None) -> TemplateSet:
+    """Check a template document and store it for its prefix (which must be known), replacing any other:
+    a `set_templates` entry of the write log. Audited (template-set on 0.NA/<prefix>) as `actor`'s, default
+    this `idnode` command's user. `target`: a Store or the writer's client."""
     template_set = parse_document(document)
     raw = json.dumps(document, ensure_ascii=False, sort_keys=True).encode()
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise _fail("document", f"larger than {MAX_DOCUMENT_BYTES} bytes")
-    key = normalize_prefix(template_set.prefix.encode())
-    actor = actor or audit.cli_actor()
     detail = {"scenario": template_set.scenario, "templates": [t.name for t in template_set.templates]}
-
-    def work(txn: lmdb.Transaction) -> None:
-        if txn.get(key, db=store.prefixes_db) is None:
-            raise _fail(
-                "prefix", f"{template_set.prefix} is not known here (add it with `idnode prefix add`)"
-            )
-        txn.put(key, raw, db=store.templates_db)
-        handle = f"0.NA/{template_set.prefix}"
-        audit.record(store, txn, actor.identity, actor.source, audit.TEMPLATE_SET, handle, detail)
-
-    store.write(work)
+    entry = encode_entry(entries.SET_TEMPLATES, {
+        "prefix": template_set.prefix, "document": raw, "detail": detail, "time_ns": time.time_ns(),
+        "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+    unwrap(submit_one(target, entry))
     return template_set
+
+
+def apply_set_templates(store: Store, txn: lmdb.Transaction, args: dict) -> None:
+    """Applied in the writer: the document was checked when its entry was made."""
+    prefix = args["prefix"]
+    key = normalize_prefix(prefix.encode())
+    actor = Actor(*args["actor"])
+    if txn.get(key, db=store.prefixes_db) is None:
+        raise _fail("prefix", f"{prefix} is not known here (add it with `idnode prefix add`)")
+    txn.put(key, args["document"], db=store.templates_db)
+    audit.record(store, txn, actor.identity, actor.source, audit.TEMPLATE_SET, f"0.NA/{prefix}", args["detail"],
+                 now_ns=args["time_ns"])  # fmt: skip
 
 
 def get_templates(store: Store, prefix: str) -> dict | None:
@@ -263,18 +271,22 @@ def get_templates(store: Store, prefix: str) -> dict | None:
     return json.loads(raw) if raw is not None else None
 
 
-def delete_templates(store: Store, prefix: str, actor: Actor | None = None) -> bool:
+def delete_templates(target: Any, prefix: str, actor: Actor | None = None) -> bool:
     """Delete the prefix's template document; False when it had none (nothing written, nothing audited)."""
-    key = normalize_prefix(prefix.encode())
-    actor = actor or audit.cli_actor()
+    entry = encode_entry(entries.DELETE_TEMPLATES, {
+        "prefix": prefix, "time_ns": time.time_ns(), "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+    return unwrap(submit_one(target, entry))
 
-    def work(txn: lmdb.Transaction) -> bool:
-        if not txn.delete(key, db=store.templates_db):
-            return False
-        audit.record(store, txn, actor.identity, actor.source, audit.TEMPLATE_DELETE, f"0.NA/{prefix}")
-        return True
 
-    return store.write(work)
+def apply_delete_templates(store: Store, txn: lmdb.Transaction, args: dict) -> bool:
+    prefix = args["prefix"]
+    actor = Actor(*args["actor"])
+    if not txn.delete(normalize_prefix(prefix.encode()), db=store.templates_db):
+        return False
+    audit.record(store, txn, actor.identity, actor.source, audit.TEMPLATE_DELETE, f"0.NA/{prefix}",
+                 now_ns=args["time_ns"])  # fmt: skip
+    return True
 
 
 def all_template_sets(store: Store) -> dict[bytes, TemplateSet]:

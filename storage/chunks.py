@@ -6,6 +6,7 @@ chunks straight from the file; line numbers are known once the chunks before are
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -26,6 +27,8 @@ class Chunk:
     end_offset: int = -1  # byte offset in the file just after the committed lines (NDJSON)
     error: str | None = None  # why the line after the good ones failed ("field: reason")
     shared: dict[bytes, bytes] = field(default_factory=dict)  # shared values the items refer to
+    start_offset: int = -1  # byte offset in the file of the chunk's first line (NDJSON)
+    crc32: int | None = None  # of the file's bytes start_offset..end_offset (NDJSON): a logged reference's check
 
     def located_error(self) -> str:
         """`line N: reason` with N counted in the whole file (first_line must be known)."""
@@ -65,12 +68,14 @@ def parse_ndjson(data: bytes, start_offset: int, now_s: int, case_sensitive: boo
                 filled = _parse_line(line, encoder, shapes, case_sensitive)
             except (ValueError, RecursionError, HandleProtocolError) as exc:  # JSON and value format errors
                 offset = start_offset + sum(len(good) + 1 for good in lines[:n])
-                return Chunk(0, n, items, offset, error=str(exc), shared=shared)
+                return Chunk(0, n, items, offset, error=str(exc), shared=shared, start_offset=start_offset,
+                             crc32=zlib.crc32(memoryview(data)[: offset - start_offset]))  # fmt: skip
         key, record, one_shared = filled
         if one_shared is not None:
             shared[one_shared[0]] = one_shared[1]
         append((key, record))
-    return Chunk(0, len(lines), items, start_offset + len(data), shared=shared)
+    return Chunk(0, len(lines), items, start_offset + len(data), shared=shared, start_offset=start_offset,
+                 crc32=zlib.crc32(data))  # fmt: skip
 
 
 def _parse_line(line: bytes, encoder: ValueEncoder, shapes: LineShapes, case_sensitive: bool) -> Filled:

@@ -3,13 +3,29 @@
 Counts are the node's acceptance evidence, so they must survive restarts, yet a write per query would cost
 more than the query. A flush attributes what was counted since the last one to the day of the flush; with
 flushes every few seconds and one at each day change, at most a few seconds straddle midnight.
+
+Counter deltas are `add_counts` entries of the write log (storage/entries.py). A serving worker sends its own
+to the writer and, when an answer is lost, sends the same entry again: an entry from a `source` (one worker's
+life) carries a sequence number, and the store keeps the last one applied per source in the same transaction,
+so a repeat is recognised and not counted twice.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
+from typing import Any
 
+import lmdb
+
+from storage import entries
+from storage.entries import encode_entry, submit_one, unwrap
 from storage.store import Store, counter_key, today
+
+_SOURCE = b"count-source/"  # meta key prefix: source -> (last sequence applied, its time in seconds)
+_SOURCE_STATE = struct.Struct(">QQ")
+APPLIED = "applied"  #: result of an add_counts entry counted now
+DUPLICATE = "duplicate"  #: ... of one whose sequence was applied already (a resend): nothing counted
 
 RESOLUTIONS = (
     "resolutions"  #: counter kinds `resolutions.<protocol>`: resolutions answered, per prefix and day
@@ -33,6 +49,14 @@ class ResolutionCounter:
         self._counts[prefix] += 1
         self.pending += 1
 
+    def take(self, now_s: float | None = None) -> dict[bytes, int]:
+        """The counts so far as counter deltas for the day of `now_s` (counter key -> n), forgotten here: the
+        caller now owns them (a worker's CountSender, which sends them to the writer)."""
+        day = today(now_s)
+        counts, self._counts = self._counts, defaultdict(int)
+        self.pending = 0
+        return {counter_key(self.kind, day, prefix): n for prefix, n in counts.items()}
+
     def flush(self, store: Store, now_s: float | None = None, into: dict[bytes, int] | None = None) -> int:
         """Add the counts so far to the store's totals for today; returns how many were flushed. `into`, when
         given, receives the per-prefix counts written (added to what it holds), only if they were."""
@@ -53,6 +77,49 @@ class ResolutionCounter:
             for prefix, n in counts.items():
                 into[prefix] = into.get(prefix, 0) + n
         return flushed
+
+
+def add_counts_entry(
+    counts: dict[bytes, int], *, node: str = "", source: str = "", seq: int = 0, now_s: int = 0
+) -> bytes:
+    """The log entry of counter deltas: counter key -> n. `node` names the node that counted (for a cluster's
+    per-node totals); `source` and `seq` (both or neither) make a resend of the same entry count once."""
+    return encode_entry(entries.ADD_COUNTS, {"counts": counts, "node": node, "source": source, "seq": seq,
+                                             "time": now_s})  # fmt: skip
+
+
+def add_counts(target: Any, counts: dict[bytes, int]) -> None:
+    """Add to persisted counters through the write log (`target`: a Store or the writer's client)."""
+    if counts:
+        unwrap(submit_one(target, add_counts_entry(counts)))
+
+
+def apply_add_counts(store: Store, txn: lmdb.Transaction, args: dict) -> str:
+    source, seq = args["source"], args["seq"]
+    if source:
+        key = _SOURCE + source.encode()
+        old = txn.get(key, db=store.meta)
+        if old is not None and _SOURCE_STATE.unpack(old)[0] >= seq:
+            return DUPLICATE
+        txn.put(key, _SOURCE_STATE.pack(seq, args["time"]), db=store.meta)
+    store.add_counts_in(txn, args["counts"])
+    return APPLIED
+
+
+def forget_sources_in(store: Store, txn: lmdb.Transaction, before_s: int) -> int:
+    """Drop the sequence state of sources silent since before `before_s` (a worker long gone); returns how
+    many. A source older than the log's retention cannot resend anything still pending."""
+    stale = []
+    with txn.cursor(store.meta) as cursor:
+        if cursor.set_range(_SOURCE):
+            for key, value in cursor:
+                if not key.startswith(_SOURCE):
+                    break
+                if _SOURCE_STATE.unpack(value)[1] < before_s:
+                    stale.append(bytes(key))
+    for key in stale:
+        txn.delete(key, db=store.meta)
+    return len(stale)
 
 
 def totals(

@@ -7,8 +7,9 @@ form `300:<prefix>/ADMIN`; the identifier `<prefix>/ADMIN` is registered when th
 REST clients that check the admin identity exists (pyhandle does) find it. The operator's user is `operator`.
 
 Records live in the store's `enterprises` database: `cred/<user>` (msgpack) and `seen/<PREFIX>` (u64 Unix
-seconds). Every prefix and credential write is recorded in the audit trail (storage/audit.py) in its own
-transaction, under the handle `0.NA/<prefix>`. Imports the Handle value codec, never the servers.
+seconds). Every change is an entry of the write log (storage/entries.py), applied by `apply_*` in the writer's
+transaction; the entry of a credential carries its salted hash, never the secret. Every prefix and credential
+write is recorded in the audit trail (storage/audit.py) in that transaction, under the handle `0.NA/<prefix>`. Imports the Handle value codec, never the servers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +39,9 @@ from resolver.handle.values import (
     encode_admin,
     encode_site,
 )
-from storage import audit
+from storage import audit, entries
 from storage.audit import Actor
+from storage.entries import encode_entry, submit_one, unwrap
 from storage.keys import normalize_prefix, prefix_sort_key
 from storage.records import pack_record
 from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
@@ -184,48 +187,72 @@ def get_credential(store: Store, key: bytes, txn: lmdb.Transaction | None = None
     return Credential.unpack(raw) if raw is not None else None
 
 
-def set_operator_secret(store: Store, secret: str, actor: Actor | None = None) -> None:
+def set_operator_secret(target: Any, secret: str, actor: Actor | None = None, now_s: int | None = None) -> None:
+    """Set the operator's secret (its salted hash goes into the log entry, never the secret)."""
     if len(secret) < MIN_SECRET_CHARS:
         raise EnterpriseError(f"secret: at least {MIN_SECRET_CHARS} characters")
-    credential = hash_secret(OPERATOR_USER, secret)
+    now_ns = time.time_ns() if now_s is None else now_s * 1_000_000_000
+    credential = hash_secret(OPERATOR_USER, secret, now_ns // 1_000_000_000)
     actor = actor or audit.cli_actor()
+    entry = encode_entry(entries.SET_OPERATOR_SECRET, {
+        "salt": credential.salt, "hash": credential.digest, "n": credential.n, "r": credential.r,
+        "p": credential.p, "issued": credential.issued_s, "time_ns": now_ns,
+        "actor": entries.actor_args(actor),
+    })  # fmt: skip
+    unwrap(submit_one(target, entry))
 
-    def work(txn: lmdb.Transaction) -> None:
-        txn.put(_CRED + OPERATOR_USER.encode(), credential.pack(), db=store.enterprises_db)
-        audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, OPERATOR_USER,
-                     {"user": OPERATOR_USER})  # fmt: skip
 
-    store.write(work)
+def apply_set_operator_secret(store: Store, txn: lmdb.Transaction, args: dict) -> None:
+    credential = Credential(OPERATOR_USER, args["salt"], args["hash"], args["n"], args["r"], args["p"],
+                            args["issued"])  # fmt: skip
+    actor = Actor(*args["actor"])
+    txn.put(_CRED + OPERATOR_USER.encode(), credential.pack(), db=store.enterprises_db)
+    audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, OPERATOR_USER,
+                 {"user": OPERATOR_USER}, now_ns=args["time_ns"])  # fmt: skip
 
 
 def issue_credential(
-    store: Store, prefix: str, now_s: int | None = None, actor: Actor | None = None
+    target: Any, prefix: str, now_s: int | None = None, actor: Actor | None = None
 ) -> tuple[str, str]:
     """A new secret for the administrator of `prefix` (replacing any earlier one): (user, secret). The secret
-    is returned once and never stored. Registers `<prefix>/ADMIN` if it is not there yet."""
-    now_s = int(time.time()) if now_s is None else now_s
+    is returned once and never stored (the log entry carries its salted hash). Registers `<prefix>/ADMIN` if
+    it is not there yet."""
+    now_ns = time.time_ns() if now_s is None else now_s * 1_000_000_000
+    now_s = now_ns // 1_000_000_000
     actor = actor or audit.cli_actor()
-    key = normalize_prefix(validate_prefix(prefix).encode())
+    validate_prefix(prefix)
     secret = new_secret()
-
-    def work(txn: lmdb.Transaction) -> str:
-        info = _prefix_in(store, txn, key)
-        if info.state == "disabled":
-            raise EnterpriseError(f"prefix {info.prefix} is disabled; enable it before issuing a credential")
-        user = enterprise_user(info.prefix)
-        credential = hash_secret(user, secret, now_s)
-        txn.put(_CRED + _admin_user_key(info.prefix), credential.pack(), db=store.enterprises_db)
-        admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
-        created = txn.get(admin_key, db=store.handles) is None
-        if created:
-            txn.put(admin_key, pack_record(_admin_identity_values(info.prefix, now_s)), db=store.handles)
-            store.add_counts_in(txn, {counter_key(REGISTRATIONS_ADMIN, today(now_s), key): 1})
-        audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, f"0.NA/{info.prefix}",
-                     {"user": user, "admin_created": created})  # fmt: skip
-        return user
-
-    user = store.write(work)
+    credential = hash_secret("", secret, now_s)  # the user is named when applied, from the stored prefix
+    entry = encode_entry(entries.ISSUE_CREDENTIAL, {
+        "prefix": prefix, "salt": credential.salt, "hash": credential.digest, "n": credential.n,
+        "r": credential.r, "p": credential.p, "issued": now_s, "time_ns": now_ns,
+        "actor": entries.actor_args(actor),
+    })  # fmt: skip
+    user = unwrap(submit_one(target, entry))
     return user, secret
+
+
+def apply_issue_credential(
+    store: Store, txn: lmdb.Transaction, args: dict, changed: Callable[[bytes, bytes | None], None]
+) -> str:
+    key = normalize_prefix(validate_prefix(args["prefix"]).encode())
+    now_s = args["issued"]
+    actor = Actor(*args["actor"])
+    info = _prefix_in(store, txn, key)
+    if info.state == "disabled":
+        raise EnterpriseError(f"prefix {info.prefix} is disabled; enable it before issuing a credential")
+    user = enterprise_user(info.prefix)
+    credential = Credential(user, args["salt"], args["hash"], args["n"], args["r"], args["p"], now_s)
+    txn.put(_CRED + _admin_user_key(info.prefix), credential.pack(), db=store.enterprises_db)
+    admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
+    created = txn.get(admin_key, db=store.handles) is None
+    if created:
+        changed(admin_key, None)
+        txn.put(admin_key, pack_record(_admin_identity_values(info.prefix, now_s)), db=store.handles)
+        store.add_counts_in(txn, {counter_key(REGISTRATIONS_ADMIN, today(now_s), key): 1})
+    audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, f"0.NA/{info.prefix}",
+                 {"user": user, "admin_created": created}, now_ns=args["time_ns"])  # fmt: skip
+    return user
 
 
 def _admin_identity_values(prefix: str, now_s: int) -> list[HandleValue]:
@@ -320,7 +347,7 @@ def check_prefix_change(
 
 
 def add_prefix(
-    store: Store,
+    target: Any,
     prefix: str,
     org: str,
     site: str | None = None,
@@ -338,64 +365,94 @@ def add_prefix(
     prefix = validate_prefix(prefix)
     if not org.strip():
         raise EnterpriseError("org: the organisation's name is required")
+    if site:
+        site_from_address(site)  # a bad address is refused before anything is logged
+    now_ns = time.time_ns() if now_s is None else now_s * 1_000_000_000
+    entry = encode_entry(entries.ADD_PREFIX, {
+        "prefix": prefix, "org": org, "site": site, "time_ns": now_ns,
+        "node_prefix": node_prefix, "force": force, "outside_node_prefix": outside_node_prefix,
+        "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+    return PrefixInfo.unpack(unwrap(submit_one(target, entry)))
+
+
+def apply_add_prefix(store: Store, txn: lmdb.Transaction, args: dict) -> bytes:
+    prefix, org, site = validate_prefix(args["prefix"]), args["org"], args["site"]
     key = normalize_prefix(prefix.encode())
-    now_s = int(time.time()) if now_s is None else now_s
-    actor = actor or audit.cli_actor()
-
-    def work(txn: lmdb.Transaction) -> PrefixInfo:
-        raw = txn.get(key, db=store.prefixes_db)
-        old = PrefixInfo.unpack(raw) if raw is not None else None
-        check_prefix_change(store, txn, key, old, site, node_prefix, force, outside_node_prefix)
-        serial = (old.extra.get("site_serial", 0) + 1) if old and site else 1
-        extra: dict[str, Any] = dict(old.extra) if old else {}
-        extra.pop("site_address", None)
-        if site:
-            extra.update(site_address=site.strip(), site_serial=serial)
-        state = "referral" if site else "hosted"
-        if old is not None and old.state == "disabled":
-            state = "disabled"
-        info = PrefixInfo(
-            prefix=old.prefix if old else prefix,
-            state=state,
-            org=org.strip(),
-            site=site_from_address(site, serial) if site else None,
-            created_s=old.created_s if old else now_s,
-            extra=extra,
-        )
-        store.put_prefix_in(txn, info)
-        detail = {"org": info.org, "state": info.state, "site": site.strip() if site else None,
-                  "updated": old is not None}  # fmt: skip
-        handle = f"0.NA/{info.prefix}"
-        audit.record(store, txn, actor.identity, actor.source, audit.PREFIX_ADD, handle, detail)
-        return info
-
-    return store.write(work)
+    now_ns = args["time_ns"]
+    actor = Actor(*args["actor"])
+    raw = txn.get(key, db=store.prefixes_db)
+    old = PrefixInfo.unpack(raw) if raw is not None else None
+    # an entry logged before these checks existed has no such keys: applied again, it does what it did then
+    check_prefix_change(store, txn, key, old, site, args.get("node_prefix"), args.get("force", True),
+                        args.get("outside_node_prefix", False))  # fmt: skip
+    serial = (old.extra.get("site_serial", 0) + 1) if old and site else 1
+    extra: dict[str, Any] = dict(old.extra) if old else {}
+    extra.pop("site_address", None)
+    if site:
+        extra.update(site_address=site.strip(), site_serial=serial)
+    state = "referral" if site else "hosted"
+    if old is not None and old.state == "disabled":
+        state = "disabled"
+    info = PrefixInfo(
+        prefix=old.prefix if old else prefix,
+        state=state,
+        org=org.strip(),
+        site=site_from_address(site, serial) if site else None,
+        created_s=old.created_s if old else now_ns // 1_000_000_000,
+        extra=extra,
+    )
+    store.put_prefix_in(txn, info)
+    detail = {"org": info.org, "state": info.state, "site": site.strip() if site else None,
+              "updated": old is not None}  # fmt: skip
+    handle = f"0.NA/{info.prefix}"
+    audit.record(store, txn, actor.identity, actor.source, audit.PREFIX_ADD, handle, detail, now_ns=now_ns)
+    return info.pack()
 
 
-def set_prefix_enabled(store: Store, prefix: str, enabled: bool, actor: Actor | None = None) -> PrefixInfo:
+def set_prefix_enabled(target: Any, prefix: str, enabled: bool, actor: Actor | None = None) -> PrefixInfo:
     """Disable a prefix (nothing under it resolves, its credential is refused) or enable it again."""
-    key = normalize_prefix(validate_prefix(prefix).encode())
-    actor = actor or audit.cli_actor()
+    validate_prefix(prefix)
+    entry = encode_entry(entries.SET_PREFIX_ENABLED, {
+        "prefix": prefix, "enabled": enabled, "time_ns": time.time_ns(),
+        "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+    return PrefixInfo.unpack(unwrap(submit_one(target, entry)))
 
-    def work(txn: lmdb.Transaction) -> PrefixInfo:
-        old = _prefix_in(store, txn, key)
-        state = ("referral" if old.site else "hosted") if enabled else "disabled"
-        info = PrefixInfo(old.prefix, state, old.org, old.site, old.created_s, old.extra)
-        store.put_prefix_in(txn, info)
-        operation = audit.PREFIX_ENABLE if enabled else audit.PREFIX_DISABLE
-        audit.record(store, txn, actor.identity, actor.source, operation, f"0.NA/{info.prefix}",
-                     {"state": state, "was": old.state})  # fmt: skip
-        return info
 
-    return store.write(work)
+def apply_set_prefix_enabled(store: Store, txn: lmdb.Transaction, args: dict) -> bytes:
+    key = normalize_prefix(validate_prefix(args["prefix"]).encode())
+    enabled = args["enabled"]
+    actor = Actor(*args["actor"])
+    old = _prefix_in(store, txn, key)
+    state = ("referral" if old.site else "hosted") if enabled else "disabled"
+    info = PrefixInfo(old.prefix, state, old.org, old.site, old.created_s, old.extra)
+    store.put_prefix_in(txn, info)
+    operation = audit.PREFIX_ENABLE if enabled else audit.PREFIX_DISABLE
+    audit.record(store, txn, actor.identity, actor.source, operation, f"0.NA/{info.prefix}",
+                 {"state": state, "was": old.state}, now_ns=args["time_ns"])  # fmt: skip
+    return info.pack()
 
 
 # -- last seen -----------------------------------------------------------------------------------------------
 
 
-def mark_seen(store: Store, prefix_key: bytes, now_s: int | None = None) -> None:
+def mark_seen_entry(seen: dict[bytes, int]) -> bytes:
+    """The log entry of last-seen marks: prefix key -> Unix seconds (several coalesced in one entry)."""
+    return encode_entry(entries.MARK_SEEN, {"seen": seen})
+
+
+def mark_seen(target: Any, prefix_key: bytes, now_s: int | None = None) -> None:
     now_s = int(time.time()) if now_s is None else now_s
-    store.write(lambda txn: txn.put(_SEEN + prefix_key, _U64.pack(now_s), db=store.enterprises_db))
+    unwrap(submit_one(target, mark_seen_entry({prefix_key: now_s})))
+
+
+def apply_mark_seen(store: Store, txn: lmdb.Transaction, args: dict) -> None:
+    """Keep the latest time per enterprise (marks from several workers may arrive out of order)."""
+    for prefix_key, seen_s in args["seen"].items():
+        old = txn.get(_SEEN + prefix_key, db=store.enterprises_db)
+        if old is None or _U64.unpack(old)[0] < seen_s:
+            txn.put(_SEEN + prefix_key, _U64.pack(seen_s), db=store.enterprises_db)
 
 
 def last_seen(store: Store) -> dict[bytes, int]:

@@ -1,9 +1,14 @@
 """Bulk registration from NDJSON or CSV files into the store.
 
-Input is cut into chunks of whole lines; each chunk is written in one LMDB transaction together with a
-checkpoint (file identity, byte offset and line count), so a failed or interrupted load leaves every committed
-chunk in place and nothing half-written, and running the same unchanged file again resumes after the last
-commit. A finished load removes its checkpoint; loading a file again is safe because records are replaced
+Input is cut into chunks of whole lines; each chunk is one `load_chunk` entry of the write log
+(storage/entries.py), applied in one LMDB transaction together with a checkpoint (file identity, byte offset
+and line count), so a failed or interrupted load leaves every committed chunk in place and nothing
+half-written, and running the same unchanged file again resumes after the last commit. An NDJSON chunk is
+logged BY REFERENCE (file, byte range, CRC-32 of the bytes, the load's clock and case rule), not record by
+record: the records already parsed travel beside the entry to the apply step (a replay without them reads and
+parses the range again, and refuses a file that changed); CSV chunks carry their records in the entry. The
+entries go to the node's writer when one serves the store (`submitter`), else they are appended and applied
+in the loading process itself (storage/log.py). A finished load removes its checkpoint; loading a file again is safe because records are replaced
 whole. Keys that arrive sorted after everything stored take LMDB's append path. Each committed chunk leaves
 one audit entry (`load`: its first identifier, with count, last identifier, file and first line) in the
 same transaction.
@@ -20,16 +25,20 @@ import os
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import lmdb
 import msgpack
 
-from storage import audit
+from storage import audit, entries
 from storage.audit import Actor
 from storage.chunks import Chunk, chunk_bounds, parse_ndjson
 from storage.csvinput import CSV_COLUMNS, CSV_OPTIONAL, csv_chunks
+from storage.entries import Submitter, encode_entry, unwrap
 from storage.store import Store
 
 CHUNK_BYTES = 8 << 20  #: NDJSON bytes per chunk (~16,000 typical lines): amortises the commit and its fsync
@@ -87,22 +96,95 @@ class _Source:
         return msgpack.packb([*self.identity, offset, lines])
 
 
-def _commit(store: Store, source: _Source, chunk: Chunk, lines_before: int, now_s: int) -> int:
-    """Write a chunk's items and the checkpoint after it in one transaction; returns how many were new."""
-    checkpoint = source.checkpoint(chunk.end_offset, lines_before + chunk.line_count)
+def chunk_entry(source: _Source, chunk: Chunk, lines_before: int, now_s: int, case_sensitive: bool) -> bytes:
+    """The `load_chunk` entry of a chunk: its lines by reference (NDJSON) or its records (CSV), the
+    checkpoint after it, and what its audit entry says."""
+    args: dict[str, Any] = {
+        "file": str(source.path), "checkpoint_key": source.checkpoint_key,
+        "checkpoint": source.checkpoint(chunk.end_offset, lines_before + chunk.line_count),
+        "time": now_s, "actor": entries.actor_args(source.actor), "first_line": chunk.first_line,
+        "count": len(chunk.items),
+    }  # fmt: skip
+    if chunk.crc32 is not None:
+        args["ref"] = {"identity": list(source.identity), "begin": chunk.start_offset, "end": chunk.end_offset,
+                       "crc32": chunk.crc32, "case_sensitive": case_sensitive}  # fmt: skip
+    else:
+        args["items"] = chunk.items
+        args["shared"] = chunk.shared
+    return encode_entry(entries.LOAD_CHUNK, args)
 
-    def in_same_transaction(txn) -> None:
-        store.put_shared(txn, chunk.shared)
-        txn.put(source.checkpoint_key, checkpoint, db=store.meta)
-        if chunk.items:
-            detail = {"count": len(chunk.items), "last": chunk.items[-1][0].decode(errors="replace"),
-                      "file": str(source.path), "line": chunk.first_line}  # fmt: skip
-            first = chunk.items[0][0].decode(errors="replace")
-            audit.record(store, txn, source.actor.identity, source.actor.source, audit.LOAD, first, detail)
 
-    return store.put_records(
-        chunk.items, append=None, txn_hook=in_same_transaction, now_s=now_s, register_prefixes=True
-    )
+def _commit(log: Submitter, source: _Source, chunk: Chunk, lines_before: int, now_s: int, case_sensitive: bool) -> int:
+    """Submit a chunk's entry (with its parsed records beside it) and return how many of it were new."""
+    entry = chunk_entry(source, chunk, lines_before, now_s, case_sensitive)
+    payload = [chunk.items, chunk.shared] if chunk.crc32 is not None else None
+    return unwrap(log.submit([entry], None if payload is None else [payload])[0])
+
+
+def apply_load_chunk(
+    store: Store,
+    txn: lmdb.Transaction,
+    args: dict,
+    payload: Any,
+    loaded: Callable[[bytes, bytes], None],
+) -> int:
+    """Write a chunk's records and the checkpoint after it in the applying transaction; returns how many were
+    new. The records: in the entry, beside it (`payload`, as the loader parsed them), or read again from the
+    file by the entry's reference."""
+    if "items" in args:
+        items, shared = args["items"], args["shared"]
+    elif payload is not None:
+        items, shared = payload
+    else:
+        items, shared = _read_reference(args)
+    if items and type(items[0]) is not tuple:  # msgpack gives pairs back as lists; putmulti wants tuples
+        items = [(key, record) for key, record in items]
+    store.put_shared(txn, shared)
+    new = store.put_records_in(txn, items, append=None, now_s=args["time"], register_prefixes=True)
+    txn.put(args["checkpoint_key"], args["checkpoint"], db=store.meta)
+    if items:
+        actor = Actor(*args["actor"])
+        detail = {"count": len(items), "last": items[-1][0].decode(errors="replace"), "file": args["file"],
+                  "line": args["first_line"]}  # fmt: skip
+        first = items[0][0].decode(errors="replace")
+        audit.record(store, txn, actor.identity, actor.source, audit.LOAD, first, detail,
+                     now_ns=args["time"] * 1_000_000_000)  # fmt: skip
+        keys = [key for key, _ in items]
+        loaded(min(keys), max(keys))
+    return new
+
+
+def _read_reference(args: dict) -> tuple[list, dict]:
+    """The records of a chunk logged by reference, parsed again from the file; LoadError when the file is
+    gone or its bytes are not those logged."""
+    ref = args["ref"]
+    path = Path(args["file"])
+    try:
+        st = path.stat()
+        with path.open("rb") as f:
+            f.seek(ref["begin"])
+            data = f.read(ref["end"] - ref["begin"])
+    except OSError as exc:
+        raise LoadError(f"{path}: the load logged at this position cannot be read again: {exc}") from exc
+    if [st.st_size, st.st_mtime_ns] != list(ref["identity"]) or zlib.crc32(data) != ref["crc32"]:
+        raise LoadError(f"{path}: the file changed since it was loaded; its logged chunk cannot be applied again")
+    chunk = parse_ndjson(data, ref["begin"], args["time"], ref["case_sensitive"])
+    return chunk.items, chunk.shared
+
+
+def load_done_entry(checkpoint_key: bytes) -> bytes:
+    """The entry that ends a file's load: its checkpoint is removed."""
+    return encode_entry(entries.LOAD_DONE, {"checkpoint_key": checkpoint_key})
+
+
+def apply_load_done(store: Store, txn: lmdb.Transaction, args: dict) -> None:
+    txn.delete(args["checkpoint_key"], db=store.meta)
+
+
+def _local(store: Store) -> Submitter:
+    from storage.log import LocalLog  # the log applies through this module, which is imported first
+
+    return LocalLog(store)
 
 
 def load_files(
@@ -111,42 +193,33 @@ def load_files(
     progress: Progress | None = None,
     parallel: bool | None = None,
     actor: Actor | None = None,
+    submitter: Callable[[Store], Submitter] | None = None,
 ) -> LoadReport:
     """Register every record of `paths` (NDJSON, or CSV by the .csv ending). Raises LoadError naming the file
     and line at the first bad line, after committing the good lines before it. The audit trail names `actor`
-    (default: this `idnode` command's user)."""
+    (default: this `idnode` command's user). `submitter(store)` gives where the chunks' entries go (default:
+    appended and applied by this process); parallel workers call it in their own process, so it must be a
+    module-level function (or a functools.partial of one)."""
     report = LoadReport()
     started = time.monotonic()
     now_s = int(time.time())
     actor = actor or audit.cli_actor()
+    make_log = submitter or _local
+    log = make_log(store)
     for path in paths:
         if not path.is_file():
             raise LoadError(f"{path}: no such file")
         source = _Source.open(store, path, actor)
         report.skipped_lines += source.resume_lines
         if path.suffix.lower() == ".csv":
-            _load_chunks(
-                store,
-                source,
-                csv_chunks(path, source.resume_lines, now_s, store.case_sensitive),
-                now_s,
-                report,
-                started,
-                progress,
-            )
+            chunks = csv_chunks(path, source.resume_lines, now_s, store.case_sensitive)
+            _load_chunks(log, source, chunks, now_s, store.case_sensitive, report, started, progress)
         elif _use_processes(parallel, source):
-            _load_ndjson_parallel(store, source, now_s, report, started, progress)
+            _load_ndjson_parallel(store, source, now_s, report, started, progress, make_log)
         else:
-            _load_chunks(
-                store,
-                source,
-                _ndjson_chunks(source, now_s, store.case_sensitive),
-                now_s,
-                report,
-                started,
-                progress,
-            )
-        store.write(lambda txn, key=source.checkpoint_key: txn.delete(key, db=store.meta))
+            chunks = _ndjson_chunks(source, now_s, store.case_sensitive)
+            _load_chunks(log, source, chunks, now_s, store.case_sensitive, report, started, progress)
+        unwrap(log.submit([load_done_entry(source.checkpoint_key)])[0])
     report.seconds = time.monotonic() - started
     return report
 
@@ -170,12 +243,12 @@ def _ndjson_chunks(source: _Source, now_s: int, case_sensitive: bool) -> Iterato
             index += 1
 
 
-def _load_chunks(store, source, chunks, now_s, report, started, progress) -> None:
+def _load_chunks(log, source, chunks, now_s, case_sensitive, report, started, progress) -> None:
     lines = source.resume_lines
     for chunk in chunks:
         chunk.first_line = lines + 1
         if chunk.items or chunk.error is None:
-            report.new += _commit(store, source, chunk, lines, now_s)
+            report.new += _commit(log, source, chunk, lines, now_s, case_sensitive)
         report.records += len(chunk.items)
         lines += chunk.line_count
         if progress:
@@ -226,11 +299,13 @@ def _worker(
     now_s: int,
     turns: _Turns,
     parent_pid: int,
+    make_log: Callable[[Store], Submitter],
 ) -> None:
     """Parse chunks first, first+step, ... and commit each when its turn comes (file order)."""
     _die_with_parent(parent_pid)
     try:
-        with Store(store_path) as store, source.path.open("rb") as f:
+        with Store(store_path, readonly=make_log is not _local) as store, source.path.open("rb") as f:
+            log = make_log(store)
             size = source.identity[0]
             index = first
             while True:
@@ -246,7 +321,8 @@ def _worker(
                         return
                     chunk.first_line = turns.lines.value + 1
                     if chunk.items or chunk.error is None:
-                        turns.new.value += _commit(store, source, chunk, turns.lines.value, now_s)
+                        turns.new.value += _commit(log, source, chunk, turns.lines.value, now_s,
+                                                   store.case_sensitive)  # fmt: skip
                     turns.records.value += len(chunk.items)
                     turns.lines.value += chunk.line_count
                     if chunk.error:
@@ -264,14 +340,16 @@ def _worker(
             turns.cond.notify_all()
 
 
-def _load_ndjson_parallel(store, source, now_s, report, started, progress) -> None:
+def _load_ndjson_parallel(store, source, now_s, report, started, progress, make_log) -> None:
     # spawn, not fork: an LMDB environment must not cross a fork, and the parent has the store open.
     ctx = multiprocessing.get_context("spawn")
     turns = _Turns(ctx, source.resume_lines)
     count = max(1, os.cpu_count() or 1)
     args = (str(store.path), source)
     workers = [
-        ctx.Process(target=_worker, args=(*args, n, count, CHUNK_BYTES, now_s, turns, os.getpid()), daemon=True)
+        ctx.Process(
+            target=_worker, args=(*args, n, count, CHUNK_BYTES, now_s, turns, os.getpid(), make_log), daemon=True
+        )
         for n in range(count)
     ]
     killed = None

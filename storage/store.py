@@ -1,9 +1,12 @@
 """The node's LMDB store: one environment with named databases for identifiers, prefixes, counters and meta.
 
-Every worker process opens its own `Store` after fork (LMDB environments must not cross a fork). Writes go
-through `Store.write`, which grows the map and retries instead of failing with MapFullError. Readers on the
-hot path hold a `ReadView`, a long-lived read transaction that the server renews often so that writers can
-reuse pages and new writes become visible. Never imports the servers.
+Every worker process opens its own `Store` after fork (LMDB environments must not cross a fork). Serving
+workers open it read-only (`readonly=True`: they never take LMDB's write lock); changes are entries of the
+write log (storage/log.py), appended and applied by the node's one writer through `Store.write`, which grows
+the map and retries instead of failing with MapFullError. The log database and the applied position live
+here too (`applied_position`). Readers on the hot path hold a `ReadView`, a long-lived read transaction that
+the server renews often (and on a timer) so that writers can reuse pages and new writes become visible. Never
+imports the servers.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ _DB_SHARED = b"shared-values"  # values many bulk-loaded records end with, store
 _DB_DNS_DIGESTS = b"dns-digests"  # sha-256 of a long key -> the key, for DNS digest names (resolver/dnsview)
 _DB_AUDIT = b"audit"  # append-only audit trail of every write: storage/audit.py
 _DB_ZONE_JOURNAL = b"zone-journal"  # keys each write position changed, for DNS IXFR: storage/zonejournal.py
+_DB_LOG = b"write-log"  # position (u64 big-endian) -> logged entry: storage/log.py
 _META_CASE_SENSITIVE = b"case_sensitive"
 _META_PREFIXES_VERSION = b"prefixes_version"  # bumped by every prefix change, so workers reload their table
+_META_APPLIED_POSITION = b"applied_position"  # the last write-log position applied, in the same transaction
 _U64 = struct.Struct(">Q")
 REGISTRATIONS = "registrations"  #: counter kind: identifiers created, per prefix and day
 
@@ -53,6 +58,10 @@ T = TypeVar("T")
 
 class StoreError(Exception):
     """The store cannot be opened or used as asked."""
+
+
+class StoreReadOnlyError(StoreError):
+    """A write was tried on a store opened read-only (a serving worker): writes go through the writer."""
 
 
 class StoreFullError(StoreError):
@@ -105,15 +114,39 @@ def counter_key(kind: str, day: str, prefix: bytes) -> bytes:
 
 
 class Store:
-    def __init__(self, path: str | Path, *, create: bool = False, case_sensitive: bool = False):
+    def __init__(
+        self, path: str | Path, *, create: bool = False, case_sensitive: bool = False, readonly: bool = False
+    ):
+        """Open (with `create`, make) the store at `path`. `readonly`: never write, never take LMDB's write
+        lock (serving workers); the store must have been opened read-write once since its databases were
+        added (the writer does at start)."""
         self.path = Path(path)
-        if not create and not (self.path / "data.mdb").exists():
+        self.readonly = readonly
+        if (readonly or not create) and not (self.path / "data.mdb").exists():
             raise StoreError(f"no store at {self.path} (build one with `idnode load --data {self.path} FILE`)")
         self.path.mkdir(parents=True, exist_ok=True)
         map_bytes = max(INITIAL_MAP_BYTES, _file_size(self.path / "data.mdb") * 2)
         # readahead off: a store larger than memory must not read pages nobody asked for.
-        self.env = lmdb.open(str(self.path), map_size=map_bytes, max_dbs=MAX_DBS, readahead=False)
+        self.env = lmdb.open(
+            str(self.path), map_size=map_bytes, max_dbs=MAX_DBS, readahead=False, readonly=readonly
+        )
         self._views: list[ReadView] = []
+        try:
+            self._open_dbs()
+        except lmdb.ReadonlyError as exc:  # a database this version adds, not yet created
+            self.env.close()
+            raise StoreError(
+                f"the store at {self.path} lacks a database of this version: open it read-write once "
+                "(`idnode serve` does at start, so does any `idnode` command that writes)"
+            ) from exc
+        stored = self.get_meta(_META_CASE_SENSITIVE)
+        if stored is None and not readonly:
+            self.write(lambda txn: txn.put(_META_CASE_SENSITIVE, b"1" if case_sensitive else b"0", db=self.meta))
+            self.case_sensitive = case_sensitive
+        else:
+            self.case_sensitive = stored == b"1"
+
+    def _open_dbs(self) -> None:
         self.handles = self.env.open_db(_DB_HANDLES)
         self.prefixes_db = self.env.open_db(_DB_PREFIXES)
         self.counters_db = self.env.open_db(_DB_COUNTERS)
@@ -125,12 +158,7 @@ class Store:
         self._shared_cache: dict[bytes, bytes] = {}
         self.audit_db = self.env.open_db(_DB_AUDIT)
         self.zone_journal_db = self.env.open_db(_DB_ZONE_JOURNAL)
-        stored = self.get_meta(_META_CASE_SENSITIVE)
-        if stored is None:
-            self.write(lambda txn: txn.put(_META_CASE_SENSITIVE, b"1" if case_sensitive else b"0", db=self.meta))
-            self.case_sensitive = case_sensitive
-        else:
-            self.case_sensitive = stored == b"1"
+        self.log_db = self.env.open_db(_DB_LOG)
 
     def close(self) -> None:
         for view in self._views:
@@ -148,7 +176,9 @@ class Store:
     def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
         """Run `work` in one write transaction; on MapFullError grow the map and run it again. No room on
         the disk (at commit, or for the map to grow) raises StoreFullError; the transaction is then aborted,
-        so nothing of it is stored."""
+        so nothing of it is stored. A store opened read-only raises StoreReadOnlyError."""
+        if self.readonly:
+            raise StoreReadOnlyError(f"the store {self.path} is open read-only here: writes go through the writer")
         while True:
             try:
                 with self.env.begin(write=True) as txn:
@@ -202,38 +232,49 @@ class Store:
         now_s: float | None = None,
         register_prefixes: bool = False,
     ) -> int:
-        """Write (key, record) pairs in one transaction, counting the new ones as registrations of their
-        prefix for today in the same transaction. `append` is the fast path for keys sorted after every
-        stored key; None decides by looking. `register_prefixes`: register every prefix the keys fall under as
-        hosted (bulk loads). `txn_hook(txn)` runs in the same transaction (load checkpoints).
-        Returns how many were new."""
-        day = today(now_s)
-
-        keys = [key for key, _ in items]
+        """`put_records_in` in a write transaction of its own, with `txn_hook(txn)` run in it too. A low-level
+        write outside the write log (storage/log.py), for tests and tools that build stores; the node's
+        changes are log entries (the loader's `load_chunk` applies through `put_records_in`)."""
 
         def work(txn: lmdb.Transaction) -> int:
-            nonlocal append
-            if append is None:
-                append = self.appendable(txn, keys)
-            # Appended keys are all new, so one count serves the registrations and the prefixes to register.
-            per_prefix = count_by_prefix(keys, ascending=True if append else None)
-            if append:
-                new_count, new_per_prefix = len(keys), per_prefix
-            else:
-                new_keys = [key for key in keys if txn.get(key, db=self.handles) is None]
-                new_count, new_per_prefix = len(new_keys), count_by_prefix(new_keys)
-            with txn.cursor(self.handles) as cursor:
-                cursor.putmulti(items, append=append)
-            if max(map(len, keys), default=0) > DNS_DIGEST_MIN_KEY_BYTES:  # rare: skip the loop in one C pass
-                self.index_long_keys(txn, keys)
-            self.add_counts_in(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in new_per_prefix.items()})
-            if register_prefixes:
-                self.ensure_prefixes(txn, per_prefix.keys(), int(now_s if now_s is not None else time.time()))
+            new_count = self.put_records_in(txn, items, append, now_s, register_prefixes)
             if txn_hook is not None:
                 txn_hook(txn)
             return new_count
 
         return self.write(work)
+
+    def put_records_in(
+        self,
+        txn: lmdb.Transaction,
+        items: list[tuple[bytes, bytes]],
+        append: bool | None = False,
+        now_s: float | None = None,
+        register_prefixes: bool = False,
+    ) -> int:
+        """Write (key, record) pairs in the caller's write transaction, counting the new ones as
+        registrations of their prefix for the day of `now_s` in it. `append` is the fast path for keys sorted
+        after every stored key; None decides by looking. `register_prefixes`: register every prefix the keys
+        fall under as hosted (bulk loads). Returns how many were new."""
+        day = today(now_s)
+        keys = [key for key, _ in items]
+        if append is None:
+            append = self.appendable(txn, keys)
+        # Appended keys are all new, so one count serves the registrations and the prefixes to register.
+        per_prefix = count_by_prefix(keys, ascending=True if append else None)
+        if append:
+            new_count, new_per_prefix = len(keys), per_prefix
+        else:
+            new_keys = [key for key in keys if txn.get(key, db=self.handles) is None]
+            new_count, new_per_prefix = len(new_keys), count_by_prefix(new_keys)
+        with txn.cursor(self.handles) as cursor:
+            cursor.putmulti(items, append=append)
+        if max(map(len, keys), default=0) > DNS_DIGEST_MIN_KEY_BYTES:  # rare: skip the loop in one C pass
+            self.index_long_keys(txn, keys)
+        self.add_counts_in(txn, {counter_key(REGISTRATIONS, day, p): n for p, n in new_per_prefix.items()})
+        if register_prefixes:
+            self.ensure_prefixes(txn, per_prefix.keys(), int(now_s if now_s is not None else time.time()))
+        return new_count
 
     def index_long_keys(self, txn: lmdb.Transaction, keys: Iterable[bytes]) -> None:
         """Index the digest of every key too long to be sure of a readable DNS name, in the writer's
@@ -311,10 +352,12 @@ class Store:
             self._bump_prefixes_version(txn)
 
     def add_counts(self, counts: dict[bytes, int]) -> None:
-        """Add to persisted counters, in one transaction (LMDB serialises writers, so concurrent workers'
-        additions never overwrite each other)."""
+        """Add to persisted counters: an `add_counts` entry of the write log, appended and applied in this
+        process (storage/log.py; serving workers send theirs to the writer instead)."""
         if counts:
-            self.write(lambda txn: self.add_counts_in(txn, counts))
+            from storage.counters import add_counts  # the counters' entry lives with the counters
+
+            add_counts(self, counts)
 
     def add_counts_in(self, txn: lmdb.Transaction, counts: dict[bytes, int]) -> None:
         """Add to persisted counters inside the caller's write transaction (registrations counted with the
@@ -327,6 +370,18 @@ class Store:
         self.write(lambda txn: txn.put(key, value, db=self.meta))
 
     # -- reading -------------------------------------------------------------------------------------------
+
+    def applied_position(self, txn: lmdb.Transaction | None = None) -> int:
+        """The write-log position of the last entry applied to this store (0: none yet), as `txn` sees it
+        (default: a read transaction of its own). Stored in the transaction that applied the entry, so it
+        names exactly what the store holds; the DNS view's SOA serial follows it."""
+        raw = (txn.get(_META_APPLIED_POSITION, db=self.meta) if txn is not None
+               else self.get_meta(_META_APPLIED_POSITION))  # fmt: skip
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def set_applied_position_in(self, txn: lmdb.Transaction, position: int) -> None:
+        """Record in the applying transaction that every entry up to `position` is applied."""
+        txn.put(_META_APPLIED_POSITION, _U64.pack(position), db=self.meta)
 
     def get_meta(self, key: bytes) -> bytes | None:
         with self.env.begin(db=self.meta) as txn:

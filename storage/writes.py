@@ -1,9 +1,12 @@
 """Identifier writes of the HTTP API: create or replace, update or add some values, remove values, delete, and
-batches. Each is one LMDB write transaction that checks what it must inside it (the prefix is hosted here,
-the writer may write under it, the record passes the prefix's templates) and counts new identifiers as
-registrations in the same transaction, and records who wrote what in the audit trail (storage/audit.py) in it
-too. A refused write raises before anything is put and the transaction is aborted, so it leaves the store as
-it was (and no audit entry); an atomic batch is refused whole the same way.
+batches. Each is one entry of the write log (`*_entry` builds it; storage/entries.py), applied by `*_in` in
+the writer's transaction: it checks what it must there (the prefix is hosted here, the writer may write under
+it, the record passes the prefix's templates), counts new identifiers as registrations and records who wrote
+what in the audit trail (storage/audit.py) in the same transaction. This is the one write policy: the HTTP API,
+`idnode register` and the scenarios all apply it through the log. A refused write raises before anything is
+put and its transaction is aborted, so it leaves the store as it was (and no audit entry); an atomic batch is
+refused whole the same way. The public functions (`put_identifier(target, ...)`) build the entry, submit it to
+a Store or the writer's client, and return its result or raise its refusal.
 
 Every refusal is a `WriteError` carrying the Handle response code it maps to; the HTTP layer turns that into a
 status. Never imports the servers.
@@ -20,11 +23,12 @@ import lmdb
 
 from resolver.handle.constants import ResponseCode
 from resolver.handle.errors import HandleProtocolError
-from resolver.handle.values import HandleValue, decode_value
+from resolver.handle.values import HandleValue, decode_value, encode_value
 from resolver.handle.wire import Reader
-from storage import audit
+from storage import audit, entries
 from storage.audit import Actor
 from storage.enterprises import ADMIN_SUFFIX
+from storage.entries import encode_entry, submit_one, unwrap
 from storage.jsonvalues import ValueEncoder, encoded_record_from_json
 from storage.keys import InvalidHandle, written_handle_key
 from storage.records import RecordError, SharedLookup, pack_encoded, pack_record, split_values, unpack_record
@@ -52,6 +56,15 @@ class WriteError(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+
+class AbortWith(Exception):  # noqa: N818 - not an error: a result that must leave nothing behind
+    """Raised by an apply function to return `result` while the entry's transaction is aborted (an atomic
+    batch refused whole: its per-item results are the answer, nothing of it is stored)."""
+
+    def __init__(self, result: Any):
+        super().__init__("aborted with a result")
+        self.result = result
 
 
 class TemplateViolation(WriteError):
@@ -149,49 +162,130 @@ def _check_indexes_unique(values: Sequence[HandleValue]) -> None:
 
 # -- one identifier ------------------------------------------------------------------------------------------
 
+#: Called for every identifier key a write creates, replaces or deletes, with the record it held before (None
+#: when it did not exist), inside the write's transaction: storage/apply.py notes them for the DNS zone journal.
+Changed = Callable[[bytes, bytes | None], None]
 
-def put_identifier(
-    store: Store,
+
+def _no_note(key: bytes, old_raw: bytes | None) -> None:
+    pass
+
+
+def check_handle_key(handle: str) -> None:
+    """WriteError INVALID_HANDLE when `handle` cannot be written (checked before an entry is made; whether a
+    handle is valid does not depend on the store's case rule)."""
+    try:
+        written_handle_key(handle.encode(), False)
+    except InvalidHandle as exc:
+        raise WriteError(ResponseCode.INVALID_HANDLE, f"handle: {exc}") from exc
+
+
+def _time_ns(now_s: float | None) -> int:
+    return time.time_ns() if now_s is None else int(now_s * 1_000_000_000)
+
+
+def put_identifier_entry(
     handle: str,
     values: Sequence[HandleValue],
     *,
     overwrite: bool = True,
     indexes: Sequence[int] | None = None,
     allowed_prefix: bytes | None = None,
-    checker: RecordChecker | None = None,
+    check: bool = False,
+    now_s: float | None = None,
+    actor: Actor | None = None,
+) -> bytes:
+    """The log entry of `put_identifier` (WriteError at once for what needs no store to refuse)."""
+    check_handle_key(handle)
+    _check_indexes_unique(values)
+    return encode_entry(entries.PUT_IDENTIFIER, {
+        "handle": handle, "values": [encode_value(v) for v in values], "overwrite": overwrite,
+        "indexes": list(indexes) if indexes is not None else None, "allowed": allowed_prefix, "check": check,
+        "time_ns": _time_ns(now_s), "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+
+
+def put_identifier(
+    target: Any,
+    handle: str,
+    values: Sequence[HandleValue],
+    *,
+    overwrite: bool = True,
+    indexes: Sequence[int] | None = None,
+    allowed_prefix: bytes | None = None,
+    checker: RecordChecker | bool | None = None,
     now_s: float | None = None,
     actor: Actor | None = None,
 ) -> str:
     """Create or replace `handle` with `values` ("created" or "replaced"), or with `indexes` set only the
     values at those indexes, adding the ones that are new ("updated"). `overwrite=False` refuses an existing
-    identifier (HANDLE_ALREADY_EXISTS), or with `indexes` an existing value (VALUE_ALREADY_EXISTS). The write
-    is audited as `actor`'s (default: this `idnode` command's user)."""
-    actor = actor or audit.cli_actor()
+    identifier (HANDLE_ALREADY_EXISTS), or with `indexes` an existing value (VALUE_ALREADY_EXISTS). With
+    `checker`, the record is checked against its prefix's templates. The write is audited as `actor`'s
+    (default: this `idnode` command's user). `target`: a Store (written through its log in this process) or
+    a Submitter (the writer's client)."""
+    entry = put_identifier_entry(
+        handle, values, overwrite=overwrite, indexes=indexes, allowed_prefix=allowed_prefix,
+        check=bool(checker), now_s=now_s, actor=actor,
+    )  # fmt: skip
+    return unwrap(submit_one(target, entry))
+
+
+def apply_put_identifier(store: Store, txn: lmdb.Transaction, args: dict, changed: Changed = _no_note) -> str:
+    values = [decode_value(Reader(v)) for v in args["values"]]
+    return put_identifier_in(
+        store, txn, args["handle"], values, overwrite=args["overwrite"], indexes=args["indexes"],
+        allowed_prefix=args["allowed"], checker=_checker(store, args["check"]), now_ns=args["time_ns"],
+        actor=Actor(*args["actor"]), changed=changed,
+    )  # fmt: skip
+
+
+def _checker(store: Store, check: bool) -> RecordChecker | None:
+    if not check:
+        return None
+    from resolver.templates import TemplateChecker  # the template rules are pure logic in resolver/
+
+    return TemplateChecker(store)
+
+
+def put_identifier_in(
+    store: Store,
+    txn: lmdb.Transaction,
+    handle: str,
+    values: Sequence[HandleValue],
+    *,
+    overwrite: bool,
+    indexes: Sequence[int] | None,
+    allowed_prefix: bytes | None,
+    checker: RecordChecker | None,
+    now_ns: int,
+    actor: Actor,
+    changed: Changed = _no_note,
+) -> str:
+    """The write policy of one identifier, in the applying transaction; raises WriteError before anything is
+    put when it refuses."""
     key = key_for(store, handle)
     _check_indexes_unique(values)
-
-    def work(txn: lmdb.Transaction) -> str:
-        prefix = check_prefix(store, txn, key, allowed_prefix)
-        old_raw = txn.get(key, db=store.handles)
-        if indexes is None:
-            if old_raw is not None and not overwrite:
-                raise WriteError(ResponseCode.HANDLE_ALREADY_EXISTS, f"{handle} exists already")
-            result, outcome = list(values), "created" if old_raw is None else "replaced"
-        else:
-            if old_raw is None:
-                raise WriteError(ResponseCode.HANDLE_NOT_FOUND, f"{handle} does not exist")
-            result, outcome = _merge(_decode(old_raw, handle, store), values, indexes, overwrite), "updated"
-        if checker is not None and checker.wants(txn, prefix):
-            checker.check(txn, handle, result, lambda k: k == key or txn.get(k, db=store.handles) is not None)
-        txn.put(key, pack_record(result), db=store.handles)
-        store.index_long_keys(txn, (key,))
-        if outcome == "created":
-            store.add_counts_in(txn, _registrations([prefix], now_s))
-        detail = {"indexes": sorted(indexes)} if indexes is not None else None
-        audit.record(store, txn, actor.identity, actor.source, AUDIT_OPERATIONS[outcome], handle, detail)
-        return outcome
-
-    return store.write(work)
+    prefix = check_prefix(store, txn, key, allowed_prefix)
+    old_raw = txn.get(key, db=store.handles)
+    if indexes is None:
+        if old_raw is not None and not overwrite:
+            raise WriteError(ResponseCode.HANDLE_ALREADY_EXISTS, f"{handle} exists already")
+        result, outcome = list(values), "created" if old_raw is None else "replaced"
+    else:
+        if old_raw is None:
+            raise WriteError(ResponseCode.HANDLE_NOT_FOUND, f"{handle} does not exist")
+        result, outcome = _merge(_decode(old_raw, handle, store), values, indexes, overwrite), "updated"
+    if checker is not None and checker.wants(txn, prefix):
+        checker.check(txn, handle, result, lambda k: k == key or txn.get(k, db=store.handles) is not None)
+    changed(key, bytes(old_raw) if old_raw is not None else None)
+    txn.put(key, pack_record(result), db=store.handles)
+    store.index_long_keys(txn, (key,))
+    if outcome == "created":
+        store.add_counts_in(txn, _registrations([prefix], now_ns / 1e9))
+    detail = {"indexes": sorted(indexes)} if indexes is not None else None
+    audit.record(store, txn, actor.identity, actor.source, AUDIT_OPERATIONS[outcome], handle, detail,
+                 now_ns=now_ns)  # fmt: skip
+    return outcome
 
 
 def _decode(raw: bytes, handle: str, store: Store) -> list[HandleValue]:
@@ -228,46 +322,85 @@ def _merge(
     return merged
 
 
-def delete_identifier(
-    store: Store,
+def delete_identifier_entry(
     handle: str,
     *,
     indexes: Sequence[int] | None = None,
     allowed_prefix: bytes | None = None,
-    checker: RecordChecker | None = None,
+    check: bool = False,
+    now_s: float | None = None,
+    actor: Actor | None = None,
+) -> bytes:
+    """The log entry of `delete_identifier`."""
+    check_handle_key(handle)
+    return encode_entry(entries.DELETE_IDENTIFIER, {
+        "handle": handle, "indexes": list(indexes) if indexes is not None else None, "allowed": allowed_prefix,
+        "check": check, "time_ns": _time_ns(now_s), "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+
+
+def delete_identifier(
+    target: Any,
+    handle: str,
+    *,
+    indexes: Sequence[int] | None = None,
+    allowed_prefix: bytes | None = None,
+    checker: RecordChecker | bool | None = None,
     actor: Actor | None = None,
 ) -> str:
     """Delete `handle` ("deleted") or only its values at `indexes` ("values removed"). A handle that does not
     exist is HANDLE_NOT_FOUND; indexes none of which has a value are VALUES_NOT_FOUND. Audited as `actor`'s
     (default: this `idnode` command's user)."""
+    entry = delete_identifier_entry(
+        handle, indexes=indexes, allowed_prefix=allowed_prefix, check=bool(checker), actor=actor
+    )
+    return unwrap(submit_one(target, entry))
+
+
+def apply_delete_identifier(store: Store, txn: lmdb.Transaction, args: dict, changed: Changed = _no_note) -> str:
+    return delete_identifier_in(
+        store, txn, args["handle"], indexes=args["indexes"], allowed_prefix=args["allowed"],
+        checker=_checker(store, args["check"]), now_ns=args["time_ns"], actor=Actor(*args["actor"]),
+        changed=changed,
+    )  # fmt: skip
+
+
+def delete_identifier_in(
+    store: Store,
+    txn: lmdb.Transaction,
+    handle: str,
+    *,
+    indexes: Sequence[int] | None,
+    allowed_prefix: bytes | None,
+    checker: RecordChecker | None,
+    now_ns: int,
+    actor: Actor,
+    changed: Changed = _no_note,
+) -> str:
+    """The delete policy, in the applying transaction; raises WriteError before anything changes."""
     key = key_for(store, handle)
-    actor = actor or audit.cli_actor()
-
-    def work(txn: lmdb.Transaction) -> str:
-        prefix = check_prefix(store, txn, key, allowed_prefix)
-        old_raw = txn.get(key, db=store.handles)
-        if old_raw is None:
-            raise WriteError(ResponseCode.HANDLE_NOT_FOUND, f"{handle} does not exist")
-        if indexes is None:
-            txn.delete(key, db=store.handles)
-            audit.record(store, txn, actor.identity, actor.source, audit.DELETE, handle)
-            return "deleted"
-        old = _decode(old_raw, handle, store)
-        listed = set(indexes)
-        kept = [v for v in old if v.index not in listed]
-        if len(kept) == len(old):
-            raise WriteError(
-                ResponseCode.VALUES_NOT_FOUND, f"{handle} has no value at index {sorted(listed)}"
-            )
-        if checker is not None and checker.wants(txn, prefix):
-            checker.check(txn, handle, kept, lambda k: k == key or txn.get(k, db=store.handles) is not None)
-        txn.put(key, pack_record(kept), db=store.handles)
-        audit.record(
-            store, txn, actor.identity, actor.source, audit.REMOVE_VALUES, handle, {"indexes": sorted(listed)}
-        )
-        return "values removed"
-
-    return store.write(work)
+    prefix = check_prefix(store, txn, key, allowed_prefix)
+    old_raw = txn.get(key, db=store.handles)
+    if old_raw is None:
+        raise WriteError(ResponseCode.HANDLE_NOT_FOUND, f"{handle} does not exist")
+    old_raw = bytes(old_raw)
+    if indexes is None:
+        changed(key, old_raw)
+        txn.delete(key, db=store.handles)
+        audit.record(store, txn, actor.identity, actor.source, audit.DELETE, handle, now_ns=now_ns)
+        return "deleted"
+    old = _decode(old_raw, handle, store)
+    listed = set(indexes)
+    kept = [v for v in old if v.index not in listed]
+    if len(kept) == len(old):
+        raise WriteError(ResponseCode.VALUES_NOT_FOUND, f"{handle} has no value at index {sorted(listed)}")
+    if checker is not None and checker.wants(txn, prefix):
+        checker.check(txn, handle, kept, lambda k: k == key or txn.get(k, db=store.handles) is not None)
+    changed(key, old_raw)
+    txn.put(key, pack_record(kept), db=store.handles)
+    audit.record(store, txn, actor.identity, actor.source, audit.REMOVE_VALUES, handle,
+                 {"indexes": sorted(listed)}, now_ns=now_ns)  # fmt: skip
+    return "values removed"
 
 
 # -- batches -------------------------------------------------------------------------------------------------
@@ -296,105 +429,197 @@ class BatchResult:
     written: bool = False  # False when an atomic batch was refused whole
     first_error: WriteError | None = None  # of the first failed item, in batch order
 
+    def to_data(self) -> dict:
+        """As plain data (a log entry's result)."""
+        first = self.first_error
+        return {
+            "results": self.results, "created": self.created, "replaced": self.replaced, "failed": self.failed,
+            "written": self.written,
+            "first": None if first is None else [int(first.code), first.message, first.field,
+                                                  isinstance(first, TemplateViolation)],
+        }  # fmt: skip
 
-def put_batch(
-    store: Store,
+    @classmethod
+    def from_data(cls, data: dict) -> BatchResult:
+        first = data["first"]
+        error: WriteError | None = None
+        if first is not None:
+            code, message, field_name, template = first
+            if template:
+                error = TemplateViolation(field_name or "", "")
+                error.message, error.args = message, (message,)
+            else:
+                error = WriteError(ResponseCode(code), message, field_name)
+        return cls(data["results"], data["created"], data["replaced"], data["failed"], data["written"], error)
+
+
+def put_batch_entry(
     items: Sequence[BatchItem],
     *,
     atomic: bool = False,
     overwrite: bool = True,
     allowed_prefix: bytes | None = None,
-    checker: RecordChecker | None = None,
+    check: bool = False,
+    now_s: float | None = None,
+    counter_kind: str = REGISTRATIONS_HTTP,
+    actor: Actor | None = None,
+) -> bytes:
+    """The log entry of `put_batch`: every item as [position, handle, record], or [position, handle, code,
+    message, field] for one that could not be parsed."""
+    rows: list[list] = []
+    for item in items:
+        if item.error is not None:
+            e = item.error
+            rows.append([item.position, item.handle, int(e.code), e.message, e.field,
+                         isinstance(e, TemplateViolation)])  # fmt: skip
+        else:
+            rows.append([item.position, item.handle, item.record])
+    return encode_entry(entries.PUT_BATCH, {
+        "items": rows, "atomic": atomic, "overwrite": overwrite, "allowed": allowed_prefix, "check": check,
+        "time_ns": _time_ns(now_s), "counter": counter_kind, "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+
+
+def put_batch(
+    target: Any,
+    items: Sequence[BatchItem],
+    *,
+    atomic: bool = False,
+    overwrite: bool = True,
+    allowed_prefix: bytes | None = None,
+    checker: RecordChecker | bool | None = None,
     now_s: float | None = None,
     counter_kind: str = REGISTRATIONS_HTTP,
     actor: Actor | None = None,
 ) -> BatchResult:
-    """Write every good item of a batch in one transaction and say per item what happened. With `atomic`,
-    one bad item refuses the whole batch: nothing is written and `written` is False. Every written item is
-    audited as `actor`'s (create or replace), in the same transaction."""
-    now_s = time.time() if now_s is None else now_s
-    actor = actor or audit.cli_actor()
+    """Write every good item of a batch in one entry and say per item what happened. With `atomic`, one bad
+    item refuses the whole batch: nothing is written and `written` is False. Every written item is audited as
+    `actor`'s (create or replace), in the same transaction."""
+    entry = put_batch_entry(
+        items, atomic=atomic, overwrite=overwrite, allowed_prefix=allowed_prefix, check=bool(checker),
+        now_s=now_s, counter_kind=counter_kind, actor=actor,
+    )  # fmt: skip
+    return BatchResult.from_data(unwrap(submit_one(target, entry)))
 
-    def work(txn: lmdb.Transaction) -> BatchResult:
-        errors: dict[int, WriteError] = {}
-        prefix_of: dict[int, bytes] = {}
-        first_seen: dict[bytes, int] = {}
-        for n, item in enumerate(items):
-            if item.error is not None:
-                errors[n] = item.error
-                continue
-            if item.key in first_seen:
-                errors[n] = WriteError(
-                    ResponseCode.INVALID_VALUE,
-                    f"{item.handle} appears twice in this batch (first at {items[first_seen[item.key]].position})",
-                )
-                continue
-            first_seen[item.key] = n
+
+def apply_put_batch(store: Store, txn: lmdb.Transaction, args: dict, changed: Changed = _no_note) -> dict:
+    items = []
+    for row in args["items"]:
+        if len(row) == 3:
+            position, handle, record = row
+            item = BatchItem(position, handle, record=record)
             try:
-                prefix_of[n] = check_prefix(store, txn, item.key, allowed_prefix)
+                item.key = key_for(store, handle)
             except WriteError as exc:
-                errors[n] = exc
-        good = [n for n in range(len(items)) if n not in errors]
-        # The good keys are unique (a repeated one is refused above), so sorted they are strictly ascending.
-        all_new = store.appendable(txn, sorted(items[n].key for n in good))
-        existed: set[int] = set()
-        if not all_new:
-            for n in good:
-                if txn.get(items[n].key, db=store.handles) is not None:
-                    existed.add(n)
-            if not overwrite:
-                for n in existed:
-                    errors[n] = WriteError(
-                        ResponseCode.HANDLE_ALREADY_EXISTS, f"{items[n].handle} exists already"
-                    )
-        if checker is not None:
-            _check_batch(txn, store, items, prefix_of, errors, checker)
-        result = BatchResult()
-        for n, item in enumerate(items):
-            if n in errors:
-                error = errors[n]
-                entry = {"position": item.position, "responseCode": int(error.code), "message": error.message}
-                if item.handle:
-                    entry["handle"] = item.handle
-                if error.field:
-                    entry["field"] = error.field
-                result.results.append(entry)
-                result.failed += 1
-                if result.first_error is None:
-                    result.first_error = error
-            else:
-                status = "replaced" if n in existed else "created"
-                result.results.append({"position": item.position, "handle": item.handle, "responseCode": 1,
-                                       "status": status})  # fmt: skip
-                if n in existed:
-                    result.replaced += 1
-                else:
-                    result.created += 1
-        if atomic and errors:
-            raise _AtomicRefusal(result)
-        writes = sorted((items[n].key, items[n].record) for n in range(len(items)) if n not in errors)
-        if writes:
-            with txn.cursor(store.handles) as cursor:
-                cursor.putmulti(writes, append=all_new)
-            store.index_long_keys(txn, (key for key, _ in writes))
-            created = (prefix_of[n] for n in prefix_of if n not in errors and n not in existed)
-            store.add_counts_in(txn, _registrations(created, now_s, counter_kind))
-            audit.record_many(store, txn, actor, (
-                (audit.REPLACE if n in existed else audit.CREATE, items[n].handle, None)
-                for n in range(len(items)) if n not in errors
-            ))  # fmt: skip
-        result.written = True
-        return result
+                item.error = exc
+        else:
+            position, handle, code, message, field_name, template = row
+            error = TemplateViolation(field_name or "", "") if template else WriteError(ResponseCode(code), message,
+                                                                                        field_name)  # fmt: skip
+            error.message, error.args = message, (message,)
+            item = BatchItem(position, handle, error=error)
+        items.append(item)
+    result = put_batch_in(
+        store, txn, items, atomic=args["atomic"], overwrite=args["overwrite"], allowed_prefix=args["allowed"],
+        checker=_checker(store, args["check"]), now_ns=args["time_ns"], counter_kind=args["counter"],
+        actor=Actor(*args["actor"]), changed=changed,
+    )  # fmt: skip
+    if not result.written:
+        raise AbortWith(result.to_data())
+    return result.to_data()
 
-    try:
-        return store.write(work)
-    except _AtomicRefusal as refusal:
-        result = refusal.result
+
+def put_batch_in(
+    store: Store,
+    txn: lmdb.Transaction,
+    items: Sequence[BatchItem],
+    *,
+    atomic: bool,
+    overwrite: bool,
+    allowed_prefix: bytes | None,
+    checker: RecordChecker | None,
+    now_ns: int,
+    counter_kind: str,
+    actor: Actor,
+    changed: Changed = _no_note,
+) -> BatchResult:
+    """The batch policy, in the applying transaction. An atomic batch with a bad item writes nothing and
+    returns its result with `written` False (the caller aborts the transaction)."""
+    errors: dict[int, WriteError] = {}
+    prefix_of: dict[int, bytes] = {}
+    first_seen: dict[bytes, int] = {}
+    for n, item in enumerate(items):
+        if item.error is not None:
+            errors[n] = item.error
+            continue
+        if item.key in first_seen:
+            errors[n] = WriteError(
+                ResponseCode.INVALID_VALUE,
+                f"{item.handle} appears twice in this batch (first at {items[first_seen[item.key]].position})",
+            )
+            continue
+        first_seen[item.key] = n
+        try:
+            prefix_of[n] = check_prefix(store, txn, item.key, allowed_prefix)
+        except WriteError as exc:
+            errors[n] = exc
+    good = [n for n in range(len(items)) if n not in errors]
+    # The good keys are unique (a repeated one is refused above), so sorted they are strictly ascending.
+    all_new = store.appendable(txn, sorted(items[n].key for n in good))
+    existed: dict[int, bytes] = {}  # item -> the record it replaces
+    if not all_new:
+        for n in good:
+            old = txn.get(items[n].key, db=store.handles)
+            if old is not None:
+                existed[n] = bytes(old)
+        if not overwrite:
+            for n in existed:
+                errors[n] = WriteError(ResponseCode.HANDLE_ALREADY_EXISTS, f"{items[n].handle} exists already")
+    if checker is not None:
+        _check_batch(txn, store, items, prefix_of, errors, checker)
+    result = BatchResult()
+    for n, item in enumerate(items):
+        if n in errors:
+            error = errors[n]
+            entry = {"position": item.position, "responseCode": int(error.code), "message": error.message}
+            if item.handle:
+                entry["handle"] = item.handle
+            if error.field:
+                entry["field"] = error.field
+            result.results.append(entry)
+            result.failed += 1
+            if result.first_error is None:
+                result.first_error = error
+        else:
+            status = "replaced" if n in existed else "created"
+            result.results.append({"position": item.position, "handle": item.handle, "responseCode": 1,
+                                   "status": status})  # fmt: skip
+            if n in existed:
+                result.replaced += 1
+            else:
+                result.created += 1
+    if atomic and errors:
         result.created = result.replaced = 0
         for entry in result.results:
             if entry["responseCode"] == 1:
                 entry["status"] = "not written: the atomic batch was refused"
         return result
+    writes = sorted((items[n].key, items[n].record) for n in range(len(items)) if n not in errors)
+    if writes:
+        for n in range(len(items)):
+            if n not in errors:
+                changed(items[n].key, existed.get(n))
+        with txn.cursor(store.handles) as cursor:
+            cursor.putmulti(writes, append=all_new)
+        store.index_long_keys(txn, (key for key, _ in writes))
+        created = (prefix_of[n] for n in prefix_of if n not in errors and n not in existed)
+        store.add_counts_in(txn, _registrations(created, now_ns / 1e9, counter_kind))
+        audit.record_many(store, txn, actor, (
+            (audit.REPLACE if n in existed else audit.CREATE, items[n].handle, None)
+            for n in range(len(items)) if n not in errors
+        ), now_ns=now_ns)  # fmt: skip
+    result.written = True
+    return result
 
 
 def normalize_value_json(obj: Any) -> Any:
@@ -433,14 +658,6 @@ def parse_batch_item(position: int, obj: Any, encoder: ValueEncoder, store: Stor
     except (ValueError, RecursionError, HandleProtocolError) as exc:  # value format errors name the field
         item.error = WriteError(ResponseCode.INVALID_VALUE, str(exc), str(exc).split(":", 1)[0])
     return item
-
-
-class _AtomicRefusal(Exception):
-    """Aborts the transaction of an atomic batch with a bad item, carrying the per-item results."""
-
-    def __init__(self, result: BatchResult):
-        super().__init__("atomic batch refused")
-        self.result = result
 
 
 def _check_batch(
