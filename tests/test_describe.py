@@ -112,7 +112,9 @@ def test_text_binary_and_unreadable_data():
     assert describe_data("URL", b"https://example.com/a") == ["https://example.com/a"]
     assert describe_data("DESC", "刹车盘".encode()) == ["刹车盘"]
     assert describe_data("HS_PUBKEY", bytes([0, 1, 0xFF])) == ["3 bytes: 00 01 ff"]
-    assert describe_data("DESC", b"\x1b[2Jgone") == ["8 bytes: 1b 5b 32 4a 67 6f 6e 65"]  # no terminal control
+    assert describe_data("DESC", b"\x1b[2Jgone") == [
+        "8 bytes: 1b 5b 32 4a 67 6f 6e 65"
+    ]  # no terminal control
     assert describe_data("X", bytes(40))[0].endswith("00 …")
     assert describe_data("X", b"") == [""] and describe_data("X", b"\x00") == ["1 bytes: 00"]
     assert describe_data("HS_ADMIN", b"\x0f") == [

@@ -49,14 +49,20 @@ def data(tmp_path) -> Path:
 
 def test_site_for_a_prefix_holding_identifiers_needs_force(data):
     with Store(data) as store:
-        with pytest.raises(EnterpriseError, match=r"site: 3 identifiers held here under 88\.100\.900 would stop"):
+        with pytest.raises(
+            EnterpriseError, match=r"site: 3 identifiers held here under 88\.100\.900 would stop"
+        ):
             add_prefix(store, HELD, "Brakes Ltd", "10.1.2.3:2641", node_prefix="88.100")
         assert store.prefixes()[HELD.encode()].state == "hosted"  # refused: nothing written
-        assert add_prefix(store, EMPTY, "Own Node Co", "10.1.2.3:2641", node_prefix="88.100").state == "referral"
+        assert (
+            add_prefix(store, EMPTY, "Own Node Co", "10.1.2.3:2641", node_prefix="88.100").state == "referral"
+        )
         info = add_prefix(store, HELD, "Brakes Ltd", "10.1.2.3:2641", node_prefix="88.100", force=True)
         assert info.state == "referral"
         # already referred: moving its node elsewhere stops nothing more, so no --force is asked for
-        assert add_prefix(store, HELD, "Brakes Ltd", "10.1.2.4:2641", node_prefix="88.100").state == "referral"
+        assert (
+            add_prefix(store, HELD, "Brakes Ltd", "10.1.2.4:2641", node_prefix="88.100").state == "referral"
+        )
         assert add_prefix(store, HELD, "Brakes Ltd", node_prefix="88.100").state == "hosted"  # back: harmless
 
 
@@ -73,7 +79,9 @@ def test_prefix_outside_the_node_prefix_needs_saying_so(data):
 
 
 def test_cli_prefix_add(data, tmp_path):
-    refused = idnode("prefix", "add", HELD, "--org", "Brakes Ltd", "--site", "10.1.2.3:2641", "--data", str(data))
+    refused = idnode(
+        "prefix", "add", HELD, "--org", "Brakes Ltd", "--site", "10.1.2.3:2641", "--data", str(data)
+    )
     assert refused.returncode == 2
     assert "3 identifiers held here under 88.100.900 would stop resolving here" in refused.stderr
     assert "--force" in refused.stderr and refused.stderr.count("\n") == 1  # one line
@@ -84,10 +92,15 @@ def test_cli_prefix_add(data, tmp_path):
 
     outside = idnode("prefix", "add", "99.7", "--org", "Elsewhere Co", "--data", str(data))
     assert outside.returncode == 2 and "--outside-node-prefix" in outside.stderr
-    said = idnode("prefix", "add", "99.7", "--org", "Elsewhere Co", "--outside-node-prefix", "--data", str(data))
+    said = idnode(
+        "prefix", "add", "99.7", "--org", "Elsewhere Co", "--outside-node-prefix", "--data", str(data)
+    )
     assert said.returncode == 0, said.stderr
     # the node's prefix as `idnode serve` takes it: flag, environment, configuration file
-    assert idnode("prefix", "add", "99.8", "--org", "X", "--node-prefix", "99", "--data", str(data)).returncode == 0
+    assert (
+        idnode("prefix", "add", "99.8", "--org", "X", "--node-prefix", "99", "--data", str(data)).returncode
+        == 0
+    )
     env = {**os.environ, "IDNODE_NODE_PREFIX": "99"}
     assert idnode("prefix", "add", "99.9", "--org", "X", "--data", str(data), env=env).returncode == 0
     config = tmp_path / "idnode.toml"
