@@ -62,9 +62,8 @@ def data(tmp_path_factory):
         write_ndjson([json.dumps(r, ensure_ascii=False) for r in EXTRA], out)
     path = root / "store"
     assert idnode("load", "--quiet", "--data", str(path), str(ndjson)).returncode == 0
-    site = idnode(
-        "prefix", "add", "88.100.9", "--org", "Own Node", "--site", "127.0.0.1:2700", "--data", str(path)
-    )
+    site = idnode("prefix", "add", "88.100.9", "--org", "Own Node", "--site", "127.0.0.1:2700",
+                  "--force", "--data", str(path))  # fmt: skip  # --force: 88.100.9 holds REFERRED-1
     assert site.returncode == 0, site.stderr
     assert idnode("prefix", "disable", "88.100.10", "--data", str(path)).returncode == 0
     return path
