@@ -37,6 +37,7 @@ MIN_AVAILABLE_MEMORY_BYTES = 4 << 30  #: the store is read through the page cach
 LOAD_SAMPLE_S = 0.5  #: how often the loader's memory is sampled
 SERVE_START_TIMEOUT_S = 60.0  #: a worker opens a 20M store in well under this
 ROUND_S = 20.0  #: one load-generator round; rounds repeat until the resolutions are reached
+WARMUP_S = 1.0  #: the start of each round, not measured (sockets opened, the page cache warmed)
 RATE_ROUNDS = 3  #: rounds whose median is the resolution rate of a store
 
 
@@ -174,17 +175,20 @@ def serve(procs: Processes, store: Path, port: int, workers: int) -> subprocess.
     raise ScaleError("idnode serve did not start")
 
 
-def drive(port: int, count: int, seed: int, target: int, server_pid: int) -> dict:
+def drive(
+    port: int, count: int, seed: int, target: int, server_pid: int, round_s: float = ROUND_S,
+    warmup_s: float = WARMUP_S, rate_rounds: int = RATE_ROUNDS,
+) -> dict:  # fmt: skip
     """Rounds of the UDP load generator over random identifiers until `target` answers were measured."""
     spec = DatasetSpec(count, seed, "88.100", 32)
     rounds, answers, errors = [], 0, 0
-    while answers < target or len(rounds) < RATE_ROUNDS:
+    while answers < target or len(rounds) < rate_rounds:
         result = run_udp_load(
             "127.0.0.1",
             port,
             spec,
-            duration_s=ROUND_S,
-            warmup_s=1.0,
+            duration_s=round_s,
+            warmup_s=warmup_s,
             processes=1,
             sockets_per_process=64,
             window=4,
@@ -194,7 +198,7 @@ def drive(port: int, count: int, seed: int, target: int, server_pid: int) -> dic
         answers += result["answers"]
         errors += result.get("lost", 0) + sum(result["errors"].values())
         print(f"  {answers:,} answers so far, {result['answers_per_s']:,.0f}/s this round", file=sys.stderr)
-    rates = sorted(r["answers_per_s"] for r in rounds[:RATE_ROUNDS])
+    rates = sorted(r["answers_per_s"] for r in rounds[:rate_rounds])
     return {
         "answers": answers,
         "errors": errors,
@@ -227,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/idnode-scale"))
     parser.add_argument("--keep", action="store_true", help="keep the input and stores afterwards")
+    parser.add_argument("--round-s", type=float, default=ROUND_S, help="seconds of one measured round")
+    parser.add_argument("--warmup-s", type=float, default=WARMUP_S, help="unmeasured seconds before each round")
+    parser.add_argument("--rate-rounds", type=int, default=RATE_ROUNDS, help="rounds whose median is a store's rate")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where scale.json, .md and .png go")
     args = parser.parse_args(argv)
     procs = Processes()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -234,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m bench.scale", *(argv or sys.argv[1:])]),
         "count": args.count,
         "small_count": args.small_count,
+        "round_s": args.round_s,
     }
     try:
         result["preflight"] = preflight(args.workdir, args.count + args.small_count)
@@ -247,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             ndjson.unlink()
             port = free_udp_tcp_port("127.0.0.1")
             server = serve(procs, store, port, args.workers)
-            target = args.resolutions if name == "large" else 0  # the small store: RATE_ROUNDS rounds only
+            target = args.resolutions if name == "large" else 0  # the small store: --rate-rounds rounds only
             print(f"{name}: resolving", file=sys.stderr)
-            result[f"{name}_resolve"] = drive(port, count, args.seed, target, server.pid)
+            result[f"{name}_resolve"] = drive(
+                port, count, args.seed, target, server.pid, args.round_s, args.warmup_s, args.rate_rounds
+            )
             procs.stop(server)
             if name == "large":
                 server = serve(procs, store, port, args.workers)  # the restart: counts must have survived
@@ -267,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(path, ignore_errors=True)
             for path in args.workdir.glob("ids-*.ndjson"):
                 path.unlink(missing_ok=True)
-    write_results(result)
+    write_results(result, args.out)
     return 0
 
 
@@ -275,7 +286,7 @@ def write_results(result: dict, out_dir: Path = RESULTS) -> None:
     from bench.results_io import machine_facts, write_summary
 
     result.setdefault("machine", machine_facts())
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     chart_note = plot(result, out_dir / "scale.png")
     if chart_note:
         result["chart"] = chart_note
@@ -305,7 +316,7 @@ def plot(result: dict, path: Path) -> str:
         })  # fmt: skip
     if not series:
         return "no resolution rounds with a timeline: no chart"
-    title = f"Scale run: Handle UDP resolutions, rounds of {ROUND_S:g} s one after the other"
+    title = f"Scale run: Handle UDP resolutions, rounds of {result.get('round_s', ROUND_S):g} s one after the other"
     return plot_series(series, path, title)
 
 

@@ -1,6 +1,7 @@
 """The load generator against a real `idnode serve` on 127.0.0.1, over every protocol it speaks: it gets answers,
-matches them to its requests, sorts them into found, not found and errors, keeps an open-loop rate, stops at a
-count, and stops by itself. Rates are checked only within broad bands (bench/ measures speed)."""
+matches them to its requests, sorts them into found, not found and errors, merges its processes' counts, stops
+at a count, and stops by itself; in open loop a slow server is charged from the due time; `idnode bench` writes
+what it measured. No rates are asserted (bench/ measures speed)."""
 
 from __future__ import annotations
 
@@ -75,35 +76,14 @@ def test_closed_loop_answers_every_protocol(node, protocol):
     assert "answers/s" in text and FOUND_MISSING[protocol][1] in text
 
 
-@pytest.mark.parametrize(
-    ("protocol", "rate", "seconds"), [("udp", 2000, 1.5), ("tcp", 1000, 1.0), ("http", 1000, 1.0)]
-)
-def test_open_loop_keeps_its_rate(node, protocol, rate, seconds):
-    result = run_load(spec_for(node, protocol, rate=rate, duration_s=seconds, processes=2))
-    assert_clean(result, protocol)
-    assert result["settings"]["mode"] == "open" and result["settings"]["window"] is None
-    # Answers follow the schedule, not the server's speed (which is far above it): broad band, no tight timing.
-    assert 0.7 * rate <= result["answers_per_s"] <= 1.3 * rate
-
-
 @pytest.mark.parametrize("protocol", ["udp", "tcp"])
 def test_count_bound_stops_at_the_count(node, protocol):
     result = run_load(spec_for(node, protocol, count=3001, processes=2, warmup_s=0.1))
     assert result["answers"] == 3001
-    assert sum(p["answers"] for p in result["per_process"]) == 3001
+    assert [p["index"] for p in result["per_process"]] == [0, 1] and all(p["answers"] for p in result["per_process"])
+    assert sum(p["answers"] for p in result["per_process"]) == 3001  # the processes' counts merged
     assert sum(result["codes"].values()) == 3001
     assert result["stopped_by"] == ["count"]
-
-
-def test_several_processes_merge(node):
-    result = run_udp_load(
-        node.host, node.port, [DATASET.handle_at(5), DATASET.handle_at(1999)], duration_s=0.5,
-        warmup_s=0.1, processes=2, sockets_per_process=4, window=2, missing_ratio=0.0, pool_size=64,
-    )  # fmt: skip
-    assert [p["index"] for p in result["per_process"]] == [0, 1]
-    assert all(p["answers"] > 0 for p in result["per_process"])
-    assert result["answers"] == sum(p["answers"] for p in result["per_process"]) == result["success"]
-    assert result["settings"]["outstanding"] == 2 * 4 * 2
 
 
 def test_progress_is_reported(node):
@@ -127,6 +107,7 @@ def test_cli_writes_json_png_and_markdown(node, tmp_path, capsys):
     summary = md.read_text()
     assert result["command"] in summary and f"commit {result['machine']['commit']}" in summary
     assert "| answers | 500 (" in summary and "| errors | 0 | 0 |" in summary
+    assert f"| answers/s | {result['answers_per_s']:,.0f} |" in summary  # what it measured
     assert "Handle TCP" in capsys.readouterr().out
 
 

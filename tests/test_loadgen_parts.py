@@ -1,5 +1,6 @@
 """The load generator's parts without a server: request pools, Zipf popularity, the answer readers, the schedule,
-the meter's phases, the merged figures, the plot and the command line's refusals."""
+the meter's phases, the merged figures and the command line's refusals (the plot is drawn by the real runs of
+tests/test_loadgen.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 
 from bench.datagen import Dataset
 from bench.load.meter import TIMELINE_INTERVAL_S, Meter
-from bench.load.plot import NO_MATPLOTLIB, plot_result
 from bench.load.popularity import RankOrder, ZipfSampler
 from bench.load.protocols import AnswerError, dns_code_name, read_handle_answers, read_http_answers
 from bench.load.report import latency_histogram, percentiles
@@ -188,31 +188,6 @@ def test_latency_histogram_holds_every_sample_in_log_bins():
         b / a == pytest.approx(10 ** (1 / 20), rel=1e-3) for a, b in zip(uppers, uppers[1:], strict=False)
     )
     assert latency_histogram([]) == {"bins_per_decade": 20, "upper_us": [], "counts": []}
-
-
-# --- plot ---------------------------------------------------------------------------------------------------
-
-RESULT = {
-    "protocol": "udp", "server": "127.0.0.1:2641", "answers_per_s": 1200.0,
-    "settings": {"mode": "open", "rate": 1200.0}, "timeline_interval_s": 0.5,
-    "answers_per_s_timeline": [1100, 1250, 1190],
-    "latency_histogram": latency_histogram(sorted([50_000, 60_000, 70_000, 2_000_000])),
-    "latency_us": {"p50": 60.0, "p90": 2000.0, "p99": 2000.0, "p99.9": 2000.0},
-}  # fmt: skip
-
-
-def test_plot_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
-    path = tmp_path / "run.png"
-    assert plot_result(RESULT, path) == ""
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    path = tmp_path / "run.png"
-    assert plot_result(RESULT, path) == NO_MATPLOTLIB
-    assert not path.exists()
 
 
 # --- refusals -----------------------------------------------------------------------------------------------
