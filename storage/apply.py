@@ -12,8 +12,9 @@ decoded or names an unknown kind is fatal (ApplyError): the apply loop must stop
 entry applied. Any other exception of an apply function propagates as EntryFailed (which entry, why); the
 embedded log leaves such an entry out of the log and answers it as failed (storage/log.py).
 
-Every change of an identifier is noted for the DNS zone journal through `identifier_changed` (and a bulk-load
-chunk through `identifiers_loaded`), in the entry's own transaction. Never imports the servers.
+Every change of an identifier is noted for the DNS zone journal through `identifier_changed` (a bulk-load
+chunk through `identifiers_loaded`, a prefix change that moves identifiers into or out of the zone through
+`zonejournal.note_prefix_change`), in the entry's own transaction. Never imports the servers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import lmdb
 from resolver import templates
 from storage import counters, enterprises, entries, loader, writes, zonejournal
 from storage.entries import EntryError, Result, decode_entry, ok, refusal_of
+from storage.keys import normalize_prefix
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,22 @@ def identifiers_loaded(store: Store, txn: lmdb.Transaction, position: int, first
     zonejournal.note_bulk(store, txn, position, first_key, last_key)
 
 
+def _prefix_entry(apply: Callable[[Store, lmdb.Transaction, dict], Any]) -> Apply:
+    """A prefix entry, noted for the zone journal when it moves identifiers into or out of the DNS zone."""
+
+    def run(store: Store, txn: lmdb.Transaction, args: dict, ctx: Context) -> Any:
+        try:
+            key = normalize_prefix(enterprises.validate_prefix(args["prefix"]).encode())
+        except enterprises.EnterpriseError:
+            return apply(store, txn, args)  # refused by the apply function the same way, nothing to note
+        was_hosted = zonejournal.hosted_in(store, txn, key)
+        value = apply(store, txn, args)
+        zonejournal.note_prefix_change(store, txn, ctx.position, key, was_hosted)
+        return value
+
+    return run
+
+
 def _changed(store: Store, txn: lmdb.Transaction, ctx: Context) -> Callable[[bytes, bytes | None], None]:
     return lambda key, old_raw: identifier_changed(store, txn, ctx.position, key, old_raw)
 
@@ -84,8 +102,8 @@ APPLY: dict[str, Apply] = {
     entries.PUT_IDENTIFIER: lambda s, t, a, c: writes.apply_put_identifier(s, t, a, _changed(s, t, c)),
     entries.DELETE_IDENTIFIER: lambda s, t, a, c: writes.apply_delete_identifier(s, t, a, _changed(s, t, c)),
     entries.PUT_BATCH: lambda s, t, a, c: writes.apply_put_batch(s, t, a, _changed(s, t, c)),
-    entries.ADD_PREFIX: lambda s, t, a, c: enterprises.apply_add_prefix(s, t, a),
-    entries.SET_PREFIX_ENABLED: lambda s, t, a, c: enterprises.apply_set_prefix_enabled(s, t, a),
+    entries.ADD_PREFIX: _prefix_entry(enterprises.apply_add_prefix),
+    entries.SET_PREFIX_ENABLED: _prefix_entry(enterprises.apply_set_prefix_enabled),
     entries.ISSUE_CREDENTIAL: lambda s, t, a, c: enterprises.apply_issue_credential(s, t, a, _changed(s, t, c)),
     entries.SET_OPERATOR_SECRET: lambda s, t, a, c: enterprises.apply_set_operator_secret(s, t, a),
     entries.SET_TEMPLATES: lambda s, t, a, c: templates.apply_set_templates(s, t, a),

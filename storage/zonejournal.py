@@ -10,24 +10,25 @@ Layout (keys sort by position, so "everything after serial S" is one cursor rang
 - `>Q position` + `\\x00` + first key -> last key: a bulk-load chunk wrote a range of keys at that position
   without noting each one; an IXFR across it answers with the full zone (RFC 1995 allows that).
 
+A prefix change that adds or removes a prefix's identifiers from the zone (enabled, disabled, referred, or a
+new hosted prefix over identifiers already stored) is noted as a bulk note over that prefix's keys
+(`note_prefix_change`); one that changes nothing the zone shows is not noted.
+
 The journal knows the oldest position it is complete from (`floor`): the first position ever noted, moved up by
-`trim` with the write log's retention. Until the write log (`Store.applied_position`) exists, the writers take
-positions from a journal-local counter in the meta database (`next_position`); `current_position` reads
-whichever the store has.
+`trim` with the write log's retention. Positions are the write log's (`Store.applied_position`).
 
 Never imports the servers or the DNS view (the view decodes old records itself).
 """
 
 from __future__ import annotations
 
-import inspect
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lmdb
 
-from storage.store import Store
+from storage.store import PrefixInfo, Store
 
 _POSITION = struct.Struct(">Q")
 _BULK = b"\x00"  # kind byte after the position: a bulk-load chunk's key range
@@ -35,7 +36,7 @@ _CHANGE = b"\x01"  # ... one identifier changed
 _ABSENT = b"\x00"  # value of a change note: the identifier did not exist before
 _PRESENT = b"\x01"  # ... it held the record that follows
 _META_FLOOR = b"zone_journal_floor"  # oldest position whose notes are all kept
-_META_POSITION = b"zone_journal_position"  # the journal-local position counter (until the write log exists)
+_AFTER_ALL_BYTES = b"\xff"  # sorts after every UTF-8 suffix: the end of a prefix's key range
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +76,24 @@ def note_bulk(store: Store, txn: lmdb.Transaction, position: int, first_key: byt
     txn.put(_POSITION.pack(position) + _BULK + first_key, last_key, db=store.zone_journal_db)
 
 
-def next_position(store: Store, txn: lmdb.Transaction) -> int:
-    """The journal-local counter's next position, taken in the writer's transaction (LMDB serialises writers,
-    so positions are unique and grow in commit order across processes)."""
-    old = txn.get(_META_POSITION, db=store.meta)
-    position = (_POSITION.unpack(old)[0] if old else 0) + 1
-    txn.put(_META_POSITION, _POSITION.pack(position), db=store.meta)
-    return position
+def hosted_in(store: Store, txn: lmdb.Transaction, prefix_key: bytes) -> bool:
+    """Whether the zone shows the identifiers under `prefix_key` (the prefix is hosted here), as `txn` sees it."""
+    raw = txn.get(prefix_key, db=store.prefixes_db)
+    return raw is not None and PrefixInfo.unpack(raw).state == "hosted"
+
+
+def note_prefix_change(
+    store: Store, txn: lmdb.Transaction, position: int, prefix_key: bytes, was_hosted: bool
+) -> None:
+    """After the entry at `position` changed prefix `prefix_key`, which was hosted or not before: if that moved
+    identifiers into or out of the zone, note the prefix's key range as a bulk change."""
+    if hosted_in(store, txn, prefix_key) == was_hosted:
+        return
+    first = prefix_key + b"/"
+    with txn.cursor(store.handles) as cursor:
+        if not cursor.set_range(first) or not cursor.key().startswith(first):
+            return  # no identifier under it: the zone did not change
+    note_bulk(store, txn, position, first, first + _AFTER_ALL_BYTES)
 
 
 def trim(store: Store, txn: lmdb.Transaction, before_position: int) -> int:
@@ -115,14 +127,8 @@ def _read_floor(store: Store, txn: lmdb.Transaction) -> int | None:
 
 
 def current_position(store: Store, txn: lmdb.Transaction) -> int:
-    """The position of the last write applied to the store as `txn` sees it: the write log's when the store
-    keeps one, else the journal-local counter's (0 for a store never written through the journal)."""
-    applied = getattr(store, "applied_position", None)
-    if applied is not None:
-        # Read in the caller's snapshot when the store lets us, so the serial matches the records read.
-        return applied(txn) if inspect.signature(applied).parameters else applied()
-    raw = txn.get(_META_POSITION, db=store.meta)
-    return _POSITION.unpack(raw)[0] if raw else 0
+    """The write-log position of the last entry applied to the store as `txn` sees it (0: none yet)."""
+    return store.applied_position(txn)
 
 
 def covers(store: Store, txn: lmdb.Transaction, after_position: int) -> bool:
