@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from resolver.security.events import Event, SecurityEvents, decode_event
+from resolver.security.relp_sender import RelpSender
 from resolver.security.syslog import FrameDecoder, SyslogMessage, decode_message, encode_frame, encode_message
 
 WAIT_S = 15.0  #: the longest a test waits for messages to arrive
@@ -171,10 +172,19 @@ def rsyslog_has_gtls() -> bool:
     return bool(glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so") or glob.glob("/usr/lib/rsyslog/lmnsd_gtls.so"))
 
 
+def rsyslog_has_relp() -> bool:
+    """Whether rsyslog's RELP input (Debian package rsyslog-relp) is installed."""
+    return bool(glob.glob("/usr/lib/*/rsyslog/imrelp.so") or glob.glob("/usr/lib/rsyslog/imrelp.so"))
+
+
 class Rsyslogd:
     """A private rsyslogd: its own configuration, work directory and pid file under `directory`, listening
-    on 127.0.0.1:`port` (imtcp, imtcp over TLS, or imudp) and writing every message it receives, raw (the
-    octet count removed), one a line to `output`."""
+    on 127.0.0.1:`port` (imtcp, imtcp over TLS, imudp, or imrelp, plain or over TLS) and writing every
+    message it receives, raw (the octet count removed), one a line to `output`.
+
+    For RELP its main queue is direct: a message is written to `output` before imrelp acknowledges it, so
+    what it acknowledged survives a SIGKILL (with the default in-memory queue rsyslog itself would lose
+    acknowledged messages that were still queued)."""
 
     def __init__(
         self, directory: Path, transport: str = "tcp", port: int = 0, tls: dict[str, str] | None = None
@@ -208,14 +218,25 @@ class Rsyslogd:
             )
         else:
             lines.append(f'global(workDirectory="{work}" maxMessageSize="64k")')
-            lines.append('module(load="imudp")' if self.transport == "udp" else 'module(load="imtcp")')
+            lines.append(f'module(load="{self.input_module}")')
+        options = ""
+        if self.transport.startswith("relp"):
+            lines.append('main_queue(queue.type="Direct")')
+        if self.transport == "relp-tls":
+            options = (
+                f' tls="on" tls.caCert="{self.tls["ca"]}" tls.myCert="{self.tls["cert"]}" '
+                f'tls.myPrivKey="{self.tls["key"]}" tls.authMode="{self.tls.get("relp_auth_mode", "certvalid")}"'
+            )
         lines += [
             'template(name="raw" type="string" string="%rawmsg%\\n")',
             f'ruleset(name="collect") {{ action(type="omfile" file="{self.output}" template="raw") }}',
-            f'input(type="{"imudp" if self.transport == "udp" else "imtcp"}" address="127.0.0.1" '
-            f'port="{self.port}" ruleset="collect")',
+            f'input(type="{self.input_module}" address="127.0.0.1" port="{self.port}" ruleset="collect"{options})',
         ]
         self.conf.write_text("\n".join(lines) + "\n")
+
+    @property
+    def input_module(self) -> str:
+        return {"udp": "imudp", "relp": "imrelp", "relp-tls": "imrelp"}.get(self.transport, "imtcp")
 
     def start(self) -> Rsyslogd:
         binary = rsyslogd_path()
@@ -249,6 +270,9 @@ class Rsyslogd:
             time.sleep(0.1)
 
     def _send_probe(self, probe: bytes) -> None:
+        if self.transport.startswith("relp"):
+            self._send_relp_probe(probe)
+            return
         if self.transport == "udp":
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.sendto(probe, ("127.0.0.1", self.port))
@@ -264,6 +288,34 @@ class Rsyslogd:
             time.sleep(0.05)  # let rsyslog read it before the close
             if self.transport == "tls":
                 sock.close()
+
+    def _send_relp_probe(self, probe: bytes) -> None:
+        context = None
+        if self.transport == "relp-tls":
+            context = ssl.create_default_context(cafile=self.tls["ca"])
+            context.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
+        sender = RelpSender(
+            "127.0.0.1", self.port, ssl_context=context, connect_timeout_s=2, send_timeout_s=2
+        )
+        try:
+            sender.connect()
+            sender.send([("probe", probe)])
+            sender.acknowledged(2.0)
+        finally:
+            sender.close()
+
+    def pause(self) -> None:
+        """SIGSTOP: rsyslogd stops reading; its kernel still accepts connections and buffers what arrives."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: what rsyslogd had not written to `output` is gone. `start()` runs it again."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+        self.pidfile.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is None:

@@ -202,7 +202,7 @@ def test_udp(tmp_path):
 
 def test_config_checks():
     with pytest.raises(ValueError, match="transport"):
-        SecurityLogConfig(collector="x", transport="relp")
+        SecurityLogConfig(collector="x", transport="gelf")
     with pytest.raises(ValueError, match="tls"):
         SecurityLogConfig(collector="x", ca_file="/ca.pem")
     with pytest.raises(ValueError, match="port"):

@@ -39,6 +39,17 @@ def test_peek_respects_bytes_but_returns_at_least_one(tmp_path):
         assert [seq for seq, _ in q.peek(10, 201)] == [1, 2, 3]
 
 
+def test_peek_after_a_sequence_number(tmp_path):
+    """The RELP exporter reads past its window of events sent and not yet acknowledged (still queued)."""
+    with SecurityQueue(tmp_path / "q", max_bytes=BIG, max_events=3) as q:
+        q.append([b"a", b"b", b"c", b"d"])  # the bound drops 1
+        assert q.peek(2, BIG, after=0) == [(2, b"b"), (3, b"c")]
+        assert q.peek(10, BIG, after=2) == [(3, b"c"), (4, b"d")]
+        assert q.peek(10, BIG, after=4) == []
+        q.remove_through(3)
+        assert q.peek(10, BIG, after=1) == [(4, b"d")]
+
+
 def test_event_bound_drops_oldest_and_counts(tmp_path):
     with SecurityQueue(tmp_path / "q", max_bytes=BIG, max_events=5) as q:
         assert q.append([b"%d" % i for i in range(1, 9)]) == 3

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TRANSPORTS = ("tcp", "tls", "udp")  #: octet-counted TCP (RFC 6587), TLS (RFC 5425), UDP datagrams (RFC 5426)
-DEFAULT_PORTS = {"tcp": 514, "tls": 6514, "udp": 514}  #: 6514/tls and 514/udp are IANA's; 514/tcp is custom
+#: octet-counted TCP (RFC 6587), TLS (RFC 5425), UDP datagrams (RFC 5426), RELP (rsyslog's imrelp) and RELP
+#: inside TLS (imrelp's tls="on")
+TRANSPORTS = ("tcp", "tls", "udp", "relp", "relp-tls")
+TLS_TRANSPORTS = ("tls", "relp-tls")  #: the TLS ones: they take ca_file, cert_file, key_file, server_name
+#: 6514/tls and 514/udp are IANA's; 514/tcp is custom; RELP has no IANA port, 2514 is rsyslog's documented one
+DEFAULT_PORTS = {"tcp": 514, "tls": 6514, "udp": 514, "relp": 2514, "relp-tls": 2514}
 DEFAULT_QUEUE_MAX_BYTES = 64 << 20  #: ~200,000 events of ~300 B: a busy day of writes, platform away
 DEFAULT_QUEUE_MAX_EVENTS = 500_000  #: bounds the queue's entry count whatever the event size
 MIN_QUEUE_MAX_BYTES = 64 << 10  #: room for a few of the largest events (8 KiB each)
@@ -32,11 +36,11 @@ class SecurityLogConfig:
     not even queued); the audit trail in the store does not depend on it."""
 
     collector: str = ""  # HOST[:PORT] of the syslog collector; IPv6 as [ADDR]:PORT; empty: upload off
-    transport: str = "tcp"  # tcp | tls | udp
-    ca_file: str = ""  # tls: CA bundle the collector's certificate must chain to (empty: the system's CAs)
-    cert_file: str = ""  # tls: this node's client certificate (PEM), for collectors that require one
-    key_file: str = ""  # tls: its private key (PEM); empty: the key is in cert_file
-    server_name: str = ""  # tls: name the collector's certificate must carry (empty: the collector's host)
+    transport: str = "tcp"  # tcp | tls | udp | relp | relp-tls
+    ca_file: str = ""  # TLS: CA bundle the collector's certificate must chain to (empty: the system's CAs)
+    cert_file: str = ""  # TLS: this node's client certificate (PEM), for collectors that require one
+    key_file: str = ""  # TLS: its private key (PEM); empty: the key is in cert_file
+    server_name: str = ""  # TLS: name the collector's certificate must carry (empty: the collector's host)
     queue_dir: str = ""  # where events wait for the collector; empty: <data_dir>/security-queue
     queue_max_bytes: int = DEFAULT_QUEUE_MAX_BYTES  # bound of the queue; beyond it the oldest are dropped
     queue_max_events: int = DEFAULT_QUEUE_MAX_EVENTS  # the same bound counted in events
@@ -48,7 +52,7 @@ class SecurityLogConfig:
     reconnect_initial_s: float = 0.5  # first wait after the collector could not be reached; doubles each time
     reconnect_max_s: float = 30.0  # longest wait between attempts
     connect_timeout_s: float = 5.0  # TCP connect and TLS handshake
-    send_timeout_s: float = 10.0  # a batch written, and (TCP, TLS) acknowledged by the collector's TCP
+    send_timeout_s: float = 10.0  # tcp, tls: a batch TCP-acknowledged; relp: the wait for a 200 OK
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -70,8 +74,10 @@ class SecurityLogConfig:
                      "send_timeout_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"security_log.{name}: must be positive")
-        if self.transport != "tls" and (self.ca_file or self.cert_file or self.key_file):
-            raise ValueError('security_log: ca_file, cert_file and key_file need transport = "tls"')
+        if self.transport not in TLS_TRANSPORTS and (self.ca_file or self.cert_file or self.key_file):
+            raise ValueError(
+                'security_log: ca_file, cert_file and key_file need transport = "tls" or "relp-tls"'
+            )
         if self.key_file and not self.cert_file:
             raise ValueError("security_log.key_file: given without cert_file")
 

@@ -7,18 +7,24 @@ which py-lmdb would then refuse to open again in the workers it forks). A proces
 afterwards may instead run `Exporter(...).start()`, a thread, sharing its SecurityEvents' queue.
 
 "Sent" means, per transport:
+- relp, relp-tls: the collector answered `200 OK` to the event's RELP `syslog` command, and to every one
+  before it (relp_sender.RelpSender). Up to a window of events (relp.DEFAULT_WINDOW) is sent ahead of the
+  answers; each stays in the queue until its answer came, and when a session breaks (collector gone,
+  stopped past `send_timeout_s`, killed, restarted) every unanswered event is sent again on the next one.
+  An event is lost only if the collector loses what it acknowledged.
 - tcp, tls: the octet-counted frames were written to the socket, flushed to the kernel, and the collector's
   TCP acknowledged every byte while the connection was still established (syslog.StreamSender.send). Before
   each batch the connection is checked for a close by the collector (rsyslog closes its connections when it
-  stops), and a batch that cannot be confirmed is sent again on a new connection.
+  stops), and a batch that cannot be confirmed is sent again on a new connection. The collector's TCP
+  acknowledges what sits in its socket buffer unread, so a collector that stops reading and then dies loses
+  what was sent meanwhile: at least once only while the collector reads.
 - udp: the datagrams were handed to the kernel; nothing is confirmed.
 
 Delivery is therefore at least once, in queue order (one total order over all processes): after a failure,
 or a crash between sending and removing, the same events may be sent again with the same `seq`, which the
-collector can use to discard duplicates. What is not covered is a collector that acknowledged at the TCP
-level and then lost the messages itself (crash before writing them; plain syslog has no application-level
-acknowledgement, RELP would). Events wait in the queue while the collector is away, within the queue's
-bound (queue.py: oldest dropped first, counted, and reported to the collector in an `events-dropped` event).
+collector can use to discard duplicates. Events wait in the queue while the collector is away, within the
+queue's bound (queue.py: oldest dropped first, counted, and reported to the collector in an `events-dropped`
+event).
 
 Reconnects back off from `reconnect_initial_s`, doubling to `reconnect_max_s`. Imports no server code.
 """
@@ -37,10 +43,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resolver.security.config import SecurityLogConfig
+from resolver.security.config import TLS_TRANSPORTS, SecurityLogConfig
 from resolver.security.events import Event, EventKind, encode_event, format_event, open_queue
 from resolver.security.queue import QueueError, SecurityQueue
-from resolver.security.syslog import DatagramSender, Sender, StreamSender, header_field, make_ssl_context
+from resolver.security.relp import RelpError
+from resolver.security.relp_sender import RelpSender
+from resolver.security.syslog import DatagramSender, StreamSender, header_field, make_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +77,20 @@ def _take_lock(directory: Path) -> int:
     return fd
 
 
+Sender = StreamSender | DatagramSender | RelpSender
+
+
 def make_sender(config: SecurityLogConfig) -> Sender:
     host, port = config.address
     if config.transport == "udp":
         return DatagramSender(host, port)
     context = (
         make_ssl_context(config.ca_file, config.cert_file, config.key_file)
-        if config.transport == "tls"
+        if config.transport in TLS_TRANSPORTS
         else None
     )
-    return StreamSender(
+    kind = RelpSender if config.transport.startswith("relp") else StreamSender
+    return kind(
         host, port, ssl_context=context, server_name=config.server_name,
         connect_timeout_s=config.connect_timeout_s, send_timeout_s=config.send_timeout_s,
     )  # fmt: skip
@@ -122,6 +134,7 @@ class Exporter:
         self._synced_at = time.monotonic()
         self._down_since: float | None = None
         self._drain_s = 0.0
+        self._sent_through = 0  # relp: the newest event sent in this session
         self.sent = 0  #: events sent since start
         self.failures = 0  #: failed connection or send attempts since start
         self.last_error = ""  #: the latest failure, for status and metrics
@@ -194,32 +207,69 @@ class Exporter:
         self._sender.close()
 
     def export_once(self) -> bool:
-        """Send one batch if the collector may be tried now; True when something was sent (more may wait)."""
+        """Send one batch if the collector may be tried now; True when something was sent or acknowledged, or
+        (relp) answers are awaited: more may follow at once."""
         if self._backoff_s and time.monotonic() < self._retry_at:
             return False
+        if isinstance(self._sender, RelpSender):
+            return self._export_windowed(self._sender)
         batch = self.queue.peek(BATCH_EVENTS, BATCH_BYTES)
         if not batch:
             return False
+        try:
+            self._sender.send(self._format(batch))
+        except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return False
+        self._delivered(len(batch), batch[-1][0])
+        return True
+
+    def _export_windowed(self, sender: RelpSender) -> bool:
+        """RELP: keep up to the sender's window of events sent ahead of the collector's answers; remove an
+        event from the queue only once it and every event before it were answered 200. A new session starts
+        from the oldest queued event, so whatever the last one left unanswered is sent again."""
+        try:
+            sender.check()
+            if not sender.connected:
+                self._sent_through = 0
+                sender.connect()
+            batch = []
+            if sender.room:
+                batch = self.queue.peek(min(sender.room, BATCH_EVENTS), BATCH_BYTES, after=self._sent_through)
+                if batch:
+                    sender.send(list(zip([seq for seq, _ in batch], self._format(batch), strict=True)))
+                    self._sent_through = batch[-1][0]
+            if not sender.unacknowledged:
+                return False
+            # Wait for answers only when nothing more can be sent now; the wait ends at the first answer.
+            acknowledged = sender.acknowledged(0.0 if batch and sender.room else POLL_INTERVAL_S)
+        except (OSError, RelpError) as exc:  # RelpError: the collector refused us, or does not speak RELP
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return False
+        if acknowledged:
+            last = acknowledged[-1]
+            assert isinstance(last, int)  # the tags are the sequence numbers given to send
+            self._delivered(len(acknowledged), last)
+        return True
+
+    def _format(self, batch: list[tuple[int, bytes]]) -> list[bytes]:
         now_ns = time.time_ns()
-        messages = [
+        return [
             format_event(seq, raw, facility=self.config.facility_code, hostname=self.hostname,
                          node_id=self.config.node_id, now_ns=now_ns)
             for seq, raw in batch
         ]  # fmt: skip
-        try:
-            self._sender.send(messages)
-        except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
-            self._failed(f"{type(exc).__name__}: {exc}")
-            return False
-        self.queue.remove_through(batch[-1][0])
-        self.sent += len(batch)
+
+    def _delivered(self, count: int, last_seq: int) -> None:
+        """`count` events, the oldest queued through `last_seq`, reached the collector: out of the queue."""
+        self.queue.remove_through(last_seq)
+        self.sent += count
         self.queue.append_drop_report(_drop_report)  # only now: a report queued while away could itself drop
         if self._down_since is not None:
             log.info("security log collector %s reachable again after %.1f s", self.config.collector,
                      time.monotonic() - self._down_since, extra={"event": "security_export_up"})  # fmt: skip
             self._down_since = None
         self._backoff_s = 0.0
-        return True
 
     # -- inside ----------------------------------------------------------------------------------------------
 

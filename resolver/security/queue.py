@@ -169,13 +169,17 @@ class SecurityQueue:
 
     # -- the exporter ----------------------------------------------------------------------------------------
 
-    def peek(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
+    def peek(self, max_events: int, max_bytes: int, *, after: int = 0) -> list[tuple[int, bytes]]:
         """The oldest events, (sequence number, value), at most `max_events` of them and about `max_bytes`
-        (always at least one when the queue is not empty). They stay queued until `remove_through`."""
+        (always at least one when the queue is not empty). They stay queued until `remove_through`. With
+        `after`, the oldest of those whose sequence number is greater (the exporter's window of events sent
+        and not yet acknowledged lies before it)."""
         out: list[tuple[int, bytes]] = []
         total = 0
         with self.env.begin(db=self._events) as txn, txn.cursor() as cursor:
-            for key, value in cursor:
+            if not cursor.set_range(_U64.pack(after + 1)):
+                return out
+            for key, value in cursor.iternext():
                 if out and (len(out) >= max_events or total + len(value) > max_bytes):
                     break
                 out.append((_U64.unpack(key)[0], value))
