@@ -15,6 +15,7 @@ DEFAULT_HANDLE_PORT = 2641  #: IANA port of the Handle System
 DEFAULT_HTTP_PORT = 8000  #: the reference server's HTTP port (handle-protocol.md, transports)
 DEFAULT_DNS_PORT = 8053  #: unprivileged DNS port for development; 53 under systemd
 DEFAULT_DNS_ZONE = "id.test."  #: the zone identifiers appear under in the DNS view
+DNS_NOTIFY_PORT = 53  #: RFC 1035 §4.2: where a `dns_notify` secondary listens when its entry names no port
 UDP_RATE_LIMIT_PER_S = 1000.0  #: far above what one real client asks, far below a flood
 UDP_RATE_BURST = 2000.0  #: a client resolving a list in one go is not throttled
 RATE_LIMIT_EXEMPT = ("127.0.0.0/8", "::1/128")  #: loopback: local tools and load tests measure the node
@@ -39,6 +40,33 @@ LOG_LEVELS = ("debug", "info", "warning", "error")  #: accepted `log_level` valu
 LOG_FORMATS = ("text", "json")  #: `text` for a terminal, `json` (an object a line) for journald and shippers
 
 
+def notify_target(text: str) -> tuple[str, int]:
+    """(address, port) of a `dns_notify` entry: `192.0.2.7`, `192.0.2.7:5300`, `2001:db8::7` or
+    `[2001:db8::7]:5300` (port 53 when none is given). ValueError naming the setting otherwise."""
+    host, port = text.strip(), DNS_NOTIFY_PORT
+    if host.startswith("["):
+        inside, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"dns_notify: {text!r} is not [address]:port")
+        host, port_text = inside, rest[1:]
+        if rest:
+            port = _port(text, port_text)
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+        port = _port(text, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"dns_notify: {text!r} is not an address, address:port or [address]:port") from exc
+    return host, port
+
+
+def _port(text: str, port_text: str) -> int:
+    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ValueError(f"dns_notify: {text!r} has no valid port")
+    return int(port_text)
+
+
 @dataclass
 class ServeConfig:
     data_dir: Path
@@ -48,6 +76,8 @@ class ServeConfig:
     dns_port: int | None = None  # None: no DNS listener
     dns_zone: str = DEFAULT_DNS_ZONE
     dns_memo_mb: int = DNS_MEMO_MB  # per worker: rendered records and whole answers of the DNS view (0: none)
+    dns_transfer_allow: list[str] = field(default_factory=list)  # addresses/networks allowed AXFR and IXFR
+    dns_notify: list[str] = field(default_factory=list)  # secondaries sent NOTIFY on change: "addr[:port]"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     node_prefix: str = DEFAULT_NODE_PREFIX
     site_address: str | None = None  # the address published in the node's HS_SITE; default: first bind
@@ -84,6 +114,13 @@ class ServeConfig:
                 raise ValueError(f"{name.replace('_', ' ')}: {port} is not a port number")
         if self.dns_memo_mb < 0:
             raise ValueError("dns_memo_mb: must be 0 (no memo) or positive")
+        for network in self.dns_transfer_allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"dns_transfer_allow: {network!r} is not an address or network") from exc
+        for target in self.dns_notify:
+            notify_target(target)
         if self.tcp_idle_timeout_s <= 0:
             raise ValueError("tcp idle timeout: must be positive")
         for name in ("counter_flush_interval_s", "prefix_reload_interval_s", "stop_grace_s"):

@@ -56,6 +56,8 @@ HELP: dict[str, str] = {
     "dns_port": "DNS port, UDP and TCP (default: no DNS)",
     "dns_zone": "zone of the DNS view",
     "dns_memo_mb": "MiB per worker for the DNS view's memo of rendered records and whole answers (0: none)",
+    "dns_transfer_allow": "address or network allowed zone transfers (AXFR, IXFR) of the DNS view (repeatable; default: none)",
+    "dns_notify": "secondary sent a DNS NOTIFY when the zone changes: address, address:port or [address]:port (repeatable)",
     "workers": "worker processes (default and 0: one per CPU)",
     "node_prefix": "this node's own prefix",
     "site_address": "address published in the node's HS_SITE; required unless every bind is loopback",

@@ -14,6 +14,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import dnslib
@@ -123,6 +124,9 @@ _REFUSED = int(Rcode.REFUSED)
 _NOERROR = int(Rcode.NOERROR)
 
 _ANCOUNT_IN_HEAD = 4  # in the header without its id: flags, qdcount, then ancount
+#: Negative answers (NXDOMAIN, NODATA) get 1/NEGATIVE_SHARE of the answers' memo: they carry the SOA, so every
+#: change of its serial (every write) empties their memo, while answers with data stay.
+NEGATIVE_SHARE = 4
 
 #: A values tail's (TXT, URI) answer records in wire form, each with its record count.
 _Rendered = tuple[tuple[bytes, int], tuple[bytes, int]]
@@ -191,19 +195,37 @@ class DnsView:
             )
         self.max_udp_bytes = max_udp_bytes
         self._clock = clock
-        # Half the budget for the records of each values tail, half for whole answers (see _replay).
+        # Half the budget for the records of each values tail, half for whole answers (see _replay); of that
+        # half, a quarter for negative answers, which carry the SOA and so are forgotten when its serial moves.
+        answer_bytes = memo_bytes // 2
         self._rendered: ByteBudgetMemo[bytes, _Rendered] = ByteBudgetMemo(memo_bytes // 2, _rendered_size)
-        self._answers: ByteBudgetMemo[bytes, _Answer] = ByteBudgetMemo(memo_bytes // 2, _answer_size)
+        self._answers: ByteBudgetMemo[bytes, _Answer] = ByteBudgetMemo(
+            answer_bytes - answer_bytes // NEGATIVE_SHARE, _answer_size
+        )
+        self._negative: ByteBudgetMemo[bytes, _Answer] = ByteBudgetMemo(
+            answer_bytes // NEGATIVE_SHARE, _answer_size
+        )
         self._answer_heads: dict[bytes, bytes] = {}  # one copy of each distinct flags-and-counts header
         self._zone_list = list(self.names.zone_labels)
         self._zone_count = len(self._zone_list)
-        self._soa_rdata = soa_rdata(self.soa)
-        self._soa_tail = (
-            _RR_HEAD.pack(RrType.SOA, _IN, self.soa.negative_ttl_s, len(self._soa_rdata)) + self._soa_rdata
-        )
+        self._set_soa(self.soa)
         # Our OPT record (RFC 6891 §6.1.2): root owner, our UDP size, rcode 0, version 0, DO copied.
         opt_head = b"\x00" + _FLAGS.pack(RrType.OPT, self.max_udp_bytes)
         self._opt = (opt_head + _TTL_RDLENGTH.pack(0, 0), opt_head + _TTL_RDLENGTH.pack(EDNS_DO, 0))
+
+    def _set_soa(self, soa: Soa) -> None:
+        self.soa = soa
+        self._soa_rdata = soa_rdata(soa)
+        self._soa_tail = (
+            _RR_HEAD.pack(RrType.SOA, _IN, soa.negative_ttl_s, len(self._soa_rdata)) + self._soa_rdata
+        )
+
+    def set_serial(self, serial: int) -> None:
+        """Answer with this SOA serial from now on (the server keeps it at the store's write-log position).
+        Negative answers remembered with the old serial are forgotten; answers with data carry no SOA."""
+        if serial != self.soa.serial:
+            self._set_soa(replace(self.soa, serial=serial))
+            self._negative.clear()
 
     # --- the entry point -------------------------------------------------------------------------
     def answer(self, query: bytes, transport: str = "udp") -> bytes | None:
@@ -438,7 +460,8 @@ class DnsView:
                     body = records
         head = reply[2:HEADER_BYTES]
         head = self._answer_heads.setdefault(head, head)
-        self._answers.put(query[2:], (key, tail, head, question_end, body))
+        negative = not (head[_ANCOUNT_IN_HEAD] or head[_ANCOUNT_IN_HEAD + 1])  # no answer: the SOA in authority
+        (self._negative if negative else self._answers).put(query[2:], (key, tail, head, question_end, body))
 
     def _replay(self, query: bytes) -> bytes | None:
         """The answer given before to a query of exactly these bytes (but the id), if the identifier's values
@@ -450,7 +473,9 @@ class DnsView:
         """
         entry = self._answers.get(query[2:])
         if entry is None:
-            return None
+            entry = self._negative.get(query[2:])
+            if entry is None:
+                return None
         key, tail, head, question_end, body = entry
         try:
             if self._lookup(key) != tail:

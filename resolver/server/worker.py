@@ -177,28 +177,23 @@ class Worker:
 
     async def _start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
         """DNS over UDP and TCP on every bind address, answering from the same store as the Handle view."""
-        from resolver.dnsview.view import DnsView  # dnslib is imported only by nodes that serve DNS
-        from resolver.server.dns import DnsTcpProtocol, DnsUdpProtocol
+        from resolver.server.dns import DnsZone  # dnslib is imported only by nodes that serve DNS
 
-        self.dns_view = DnsView(
-            self.config.dns_zone,
-            self.service.values_tail,
-            self.store.case_sensitive,
-            digest_lookup=self.store.key_of_dns_digest,
-            on_resolution=self.service.counters["dns"].count,
-            memo_bytes=self.config.dns_memo_mb << 20,
-        )
+        # The view, zone transfers, the SOA serial at the store's position and NOTIFY (resolver/server/dns.py).
+        dns = DnsZone(self.config, self.store, self.service.values_tail, self.after_batch,
+                      self.service.counters["dns"].count)  # fmt: skip
+        self.dns_view = dns.view
+        if dns.notifier is not None:
+            self._closers.append(dns.start_notifier())
         port = self.config.dns_port
         for host in self.config.binds:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: DnsUdpProtocol(self.dns_view, self.after_batch, self.dns_guard, self.events),
+                lambda: dns.udp_protocol(self.dns_guard, self.events),
                 sock=udp_socket(host, port),
             )
             self._closers.append(udp)
             tcp = await loop.create_server(
-                lambda: DnsTcpProtocol(
-                    self.dns_view, self.after_batch, self.config.tcp_idle_timeout_s, self.dns_tcp_limiter, self.events
-                ),
+                lambda: dns.tcp_protocol(self.config.tcp_idle_timeout_s, self.dns_tcp_limiter, self.events),
                 sock=tcp_socket(host, port),
                 backlog=TCP_BACKLOG,
             )
