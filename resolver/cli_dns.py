@@ -2,8 +2,8 @@
 BIND serve with the rdata of the live view) and `idnode dns-name` (the DNS name of an identifier, and back).
 cli.py registers them with one call to `register`.
 
-The export walks the identifiers of each hosted prefix with an LMDB cursor inside one read transaction (a
-consistent snapshot) and writes as it goes, so its memory does not grow with the store.
+The export walks the identifiers of each hosted prefix through one store snapshot (storage/zonesnapshot.py, which
+zone transfers read too) and writes as it goes, so its memory does not grow with the store.
 """
 
 from __future__ import annotations
@@ -56,45 +56,40 @@ def export_zone(
     now) fixes the TTLs of values that expire at an absolute time.
     """
     from resolver.dnsview import Soa, zone_header, zone_lines
+    from storage.zonesnapshot import ZoneSnapshot
 
     started = time.monotonic()
     now_s = time.time() if now_s is None else now_s
     serial = int(now_s) & MAX_SERIAL if serial is None else serial
     report = ExportReport(skipped_keys=[])
     case_sensitive = store.case_sensitive
-    hosted = sorted(key for key, info in store.prefixes().items() if info.state == "hosted")
     out.write("\n".join(zone_header(zone, Soa(serial=serial), ns or None)) + "\n")
     pending: list[str] = []
     pending_chars = 0
-    with store.env.begin(db=store.handles, buffers=False) as txn, txn.cursor() as cursor:
-        for prefix in hosted:
-            report.prefixes += 1
-            start = prefix + b"/"
-            if not cursor.set_range(start):
+    # The identifiers zone transfers send, in their order: the snapshot walks the hosted prefixes (one rule).
+    with ZoneSnapshot(store) as snapshot:
+        report.prefixes = len(snapshot.hosted)
+        for key, raw in snapshot.identifiers():
+            report.identifiers += 1
+            try:
+                lines = zone_lines(key, snapshot.values_tail(raw), zone, case_sensitive, now_s)
+            except Exception:  # RecordError, CorruptValues: one bad record must not stop the export
+                report.skipped += 1
+                if len(report.skipped_keys) < MAX_SKIPPED_SHOWN:
+                    report.skipped_keys.append(key)
                 continue
-            for key, raw in cursor:
-                if not key.startswith(start):
-                    break
-                report.identifiers += 1
-                try:
-                    lines = zone_lines(key, store.unpack(raw)[0], zone, case_sensitive, now_s)
-                except Exception:  # RecordError, CorruptValues: one bad record must not stop the export
-                    report.skipped += 1
-                    if len(report.skipped_keys) < MAX_SKIPPED_SHOWN:
-                        report.skipped_keys.append(key)
-                    continue
-                if lines:
-                    report.with_records += 1
-                    report.records += len(lines)
-                    pending.extend(lines)
-                    pending_chars += sum(map(len, lines))
-                    if pending_chars >= WRITE_BUFFER_BYTES:
-                        pending.append("")
-                        out.write("\n".join(pending))
-                        pending.clear()
-                        pending_chars = 0
-                if progress is not None and report.identifiers % PROGRESS_EVERY == 0:
-                    progress(report.identifiers, time.monotonic() - started)
+            if lines:
+                report.with_records += 1
+                report.records += len(lines)
+                pending.extend(lines)
+                pending_chars += sum(map(len, lines))
+                if pending_chars >= WRITE_BUFFER_BYTES:
+                    pending.append("")
+                    out.write("\n".join(pending))
+                    pending.clear()
+                    pending_chars = 0
+            if progress is not None and report.identifiers % PROGRESS_EVERY == 0:
+                progress(report.identifiers, time.monotonic() - started)
     if pending:
         pending.append("")
         out.write("\n".join(pending))
