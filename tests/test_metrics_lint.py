@@ -53,7 +53,7 @@ def test_a_real_scrape_passes_promtool(demo_store_copy):
     promtool = shutil.which("promtool")
     if promtool is None:
         print("promtool is not installed (Debian package prometheus; .ci/run installs it)")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
+        pytest.skip("promtool not installed: apt-get install prometheus (.ci/run installs it)")
     collector = f"127.0.0.1:{free_port()}"  # nothing listens: events wait in the queue, whose figures show
     with http_node(demo_store_copy, workers=1, extra=("--collector", collector)) as node:
         asyncio.run(_resolve_many(node.port))

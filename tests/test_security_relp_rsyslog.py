@@ -25,7 +25,7 @@ from tests.security_helpers import Rsyslogd, emit, idnode_bodies, rsyslog_has_re
 pytestmark = [
     pytest.mark.skipif(
         rsyslogd_path() is None or not rsyslog_has_relp(),
-        reason="rsyslogd with imrelp is not installed (Debian packages rsyslog, rsyslog-relp; .ci/run installs them)",
+        reason="rsyslogd with imrelp not installed: apt-get install rsyslog rsyslog-relp (.ci/run installs them)",
     ),
     pytest.mark.slow,
 ]
