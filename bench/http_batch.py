@@ -65,8 +65,9 @@ class SpawnedNode:
         seed_file.write_text(json.dumps({"handle": f"{prefix}.0/SEED", "values": []}) + "\n")
         subprocess.run([*idnode, "load", "--quiet", "--data", str(self.data), str(seed_file)], check=True,
                        capture_output=True)  # fmt: skip
-        subprocess.run([*idnode, "prefix", "add", f"{prefix}.1", "--org", "bench", "--data", str(self.data)],
-                       check=True, capture_output=True)  # fmt: skip
+        # --prefix need not be below the node's own prefix (88.100 by default): the store is the bench's alone.
+        subprocess.run([*idnode, "prefix", "add", f"{prefix}.1", "--org", "bench", "--outside-node-prefix",
+                        "--data", str(self.data)], check=True, capture_output=True)  # fmt: skip
         out = subprocess.run([*idnode, "prefix", "credential", f"{prefix}.1", "--json", "--data", str(self.data)],
                              check=True, capture_output=True, text=True).stdout  # fmt: skip
         cred = json.loads(out)
