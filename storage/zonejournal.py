@@ -15,7 +15,9 @@ new hosted prefix over identifiers already stored) is noted as a bulk note over 
 (`note_prefix_change`); one that changes nothing the zone shows is not noted.
 
 The journal knows the oldest position it is complete from (`floor`): the first position ever noted, moved up by
-`trim` with the write log's retention. Positions are the write log's (`Store.applied_position`).
+`trim` with the write log's retention. Positions are the write log's (`Store.applied_position`); the position
+of the last entry that changed the zone (`zone_position`, kept in the meta database with the notes) is what the
+DNS view's SOA serial follows.
 
 Never imports the servers or the DNS view (the view decodes old records itself).
 """
@@ -36,6 +38,7 @@ _CHANGE = b"\x01"  # ... one identifier changed
 _ABSENT = b"\x00"  # value of a change note: the identifier did not exist before
 _PRESENT = b"\x01"  # ... it held the record that follows
 _META_FLOOR = b"zone_journal_floor"  # oldest position whose notes are all kept
+_META_ZONE_POSITION = b"zone_position"  # position of the last entry that changed the zone: the SOA serial's
 _AFTER_ALL_BYTES = b"\xff"  # sorts after every UTF-8 suffix: the end of a prefix's key range
 
 
@@ -64,7 +67,7 @@ def note_change(
     store: Store, txn: lmdb.Transaction, position: int, key: bytes, old_raw: bytes | None
 ) -> None:
     """Note that the entry at `position` changed identifier `key`, which held `old_raw` (None: did not exist)."""
-    _start_floor(store, txn, position)
+    _mark(store, txn, position)
     value = _ABSENT if old_raw is None else _PRESENT + old_raw
     # overwrite=False: the first note of a key at a position carries the record from before the position.
     txn.put(_POSITION.pack(position) + _CHANGE + key, value, db=store.zone_journal_db, overwrite=False)
@@ -72,7 +75,7 @@ def note_change(
 
 def note_bulk(store: Store, txn: lmdb.Transaction, position: int, first_key: bytes, last_key: bytes) -> None:
     """Note that a bulk-load chunk at `position` wrote keys `first_key`..`last_key` (sorted bounds)."""
-    _start_floor(store, txn, position)
+    _mark(store, txn, position)
     txn.put(_POSITION.pack(position) + _BULK + first_key, last_key, db=store.zone_journal_db)
 
 
@@ -112,10 +115,15 @@ def trim(store: Store, txn: lmdb.Transaction, before_position: int) -> int:
     return dropped
 
 
-def _start_floor(store: Store, txn: lmdb.Transaction, position: int) -> None:
+def _mark(store: Store, txn: lmdb.Transaction, position: int) -> None:
+    """Record that the zone changed at `position` (once per entry: its other notes find it done)."""
+    packed = _POSITION.pack(position)
+    if txn.get(_META_ZONE_POSITION, db=store.meta) == packed:
+        return
+    txn.put(_META_ZONE_POSITION, packed, db=store.meta)
     # The journal is complete from its first note on; earlier positions were never noted.
     if txn.get(_META_FLOOR, db=store.meta) is None:
-        txn.put(_META_FLOOR, _POSITION.pack(position), db=store.meta)
+        txn.put(_META_FLOOR, packed, db=store.meta)
 
 
 def _read_floor(store: Store, txn: lmdb.Transaction) -> int | None:
@@ -126,16 +134,19 @@ def _read_floor(store: Store, txn: lmdb.Transaction) -> int | None:
 # -- reading (through the caller's snapshot) -----------------------------------------------------------------
 
 
-def current_position(store: Store, txn: lmdb.Transaction) -> int:
-    """The write-log position of the last entry applied to the store as `txn` sees it (0: none yet)."""
-    return store.applied_position(txn)
+def zone_position(store: Store, txn: lmdb.Transaction) -> int:
+    """The write-log position of the last entry that changed the zone, as `txn` sees it (0: none yet). The SOA
+    serial follows it, not every applied entry: counter deltas and last-seen marks, written every few seconds,
+    change nothing a secondary holds, so they neither make the zone newer nor send NOTIFY."""
+    raw = txn.get(_META_ZONE_POSITION, db=store.meta)
+    return _POSITION.unpack(raw)[0] if raw else 0
 
 
 def covers(store: Store, txn: lmdb.Transaction, after_position: int) -> bool:
     """Whether the journal holds every note of the positions after `after_position` (up to the current one)."""
     floor = _read_floor(store, txn)
     if floor is None:  # nothing ever noted: complete only if nothing was written since
-        return after_position >= current_position(store, txn)
+        return after_position >= zone_position(store, txn)
     return after_position + 1 >= floor
 
 

@@ -1,7 +1,8 @@
 """The DNS zone as one consistent snapshot of the store: the identifiers it shows (those under prefixes hosted
 here), the write-log position they are at, and the zone journal after any earlier position. Zone transfers
 (resolver/dnsview/transfer.py) and `idnode export-zone` read the zone through it, so both walk the same
-identifiers in the same order: one rule, one place.
+identifiers in the same order: one rule, one place. The zone's position is that of the last write-log entry
+that changed it (storage/zonejournal.py: `zone_position`).
 
 A snapshot is one LMDB read transaction: what it reads never changes under it, however long a transfer to a
 slow secondary takes, and it holds no write lock. Close it (or use it as a context manager) when done: an open
@@ -25,13 +26,13 @@ _HOSTED = "hosted"  # PrefixInfo.state of the prefixes whose identifiers the zon
 
 
 class ZoneSnapshot:
-    """The zone as the store holds it at one write-log position (`position`)."""
+    """The zone as the store holds it: `position` is the write-log position of the last entry that changed it."""
 
     def __init__(self, store: Store):
         self._store = store
         self._txn = _begin(store)
         try:
-            self.position = zonejournal.current_position(store, self._txn)
+            self.position = zonejournal.zone_position(store, self._txn)
             self.case_sensitive = store.case_sensitive
             with self._txn.cursor(store.prefixes_db) as cursor:
                 #: prefix keys (normalized) whose identifiers the zone shows, sorted
@@ -87,10 +88,11 @@ class ZoneSnapshot:
 
 
 def read_position(store: Store) -> int:
-    """The store's write-log position now, in a read transaction of its own (the DNS view's SOA serial)."""
+    """The write-log position of the store's last zone change now, in a read transaction of its own (the DNS
+    view's SOA serial follows it)."""
     txn = _begin(store)
     try:
-        return zonejournal.current_position(store, txn)
+        return zonejournal.zone_position(store, txn)
     finally:
         txn.abort()
 

@@ -71,9 +71,9 @@ def soa_serial(port: int) -> int:
     return answer.answer[0][0].serial
 
 
-def applied_position(data: Path) -> int:
-    with Store(data, readonly=True) as store:
-        return store.applied_position()
+def zone_position(data: Path) -> int:
+    with Store(data, readonly=True) as store, ZoneSnapshot(store) as snapshot:
+        return snapshot.position
 
 
 def transfer(port: int, rdtype: str, serial: int | None = None, source: str = "127.0.0.1"):
@@ -154,11 +154,11 @@ def node(tmp_path_factory, demo_store_dir, secondary):
         yield running
 
 
-def test_the_soa_serial_is_the_write_log_position_plus_one(node, tmp_path):
-    assert soa_serial(node.dns_port) == applied_position(node.data) + 1
+def test_the_soa_serial_is_the_position_of_the_last_zone_change_plus_one(node, tmp_path):
+    assert soa_serial(node.dns_port) == zone_position(node.data) + 1
     before = soa_serial(node.dns_port)
     register(node, tmp_path, record("88.100.1/SERIAL", (1, "EMAIL", "s@x")))
-    assert soa_serial(node.dns_port) == applied_position(node.data) + 1 > before
+    assert soa_serial(node.dns_port) == zone_position(node.data) + 1 > before
 
 
 def test_axfr_carries_every_record_of_export_zone_in_messages_of_at_most_64_kib(node, tmp_path):
@@ -332,10 +332,13 @@ def test_disabling_a_prefix_with_identifiers_is_a_bulk_note_over_its_keys(store)
     add_prefix(store, "88.100.8", "Empty Ltd")
     put_identifier(store, "88.100.7/A", url(1))
     before = store.applied_position()
-    set_prefix_enabled(store, "88.100.8", False)  # no identifiers: the zone does not change
+    set_prefix_enabled(store, "88.100.8", False)  # no identifiers: the zone does not change, nor its serial
+    with store.env.begin() as txn:
+        assert zonejournal.zone_position(store, txn) == before < store.applied_position(txn)
     set_prefix_enabled(store, "88.100.7", False)
     with store.env.begin() as txn:
         notes = list(zonejournal.notes_after(store, txn, before))
+        assert zonejournal.zone_position(store, txn) == before + 2 == store.applied_position(txn)
     assert [(type(n).__name__, n.position) for n in notes] == [("Bulk", before + 2)]
     assert notes[0].first_key == b"88.100.7/"
 

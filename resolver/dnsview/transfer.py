@@ -5,8 +5,9 @@ reads). The zone comes from a snapshot (:class:`ZoneSource`, storage/zonesnapsho
 when the answer starts and closed when the stream ends or is dropped, so a transfer is consistent however
 slowly the secondary reads, and holds no more than one message in memory. Imports no asyncio, socket or lmdb.
 
-- The SOA serial is the store's write-log position + 1, modulo 2^32 (RFC 1982): an empty store has serial 1,
-  the serial the view always had, and every applied write-log entry makes the zone newer.
+- The SOA serial is the write-log position of the last entry that changed the zone, + 1, modulo 2^32 (RFC
+  1982): a store never changed through the log has serial 1, the serial the view always had; every write that
+  changes what the zone shows makes it newer, and entries that change nothing in it (counters) do not.
 - AXFR: SOA, NS, every identifier's TXT and URI records (what the live view answers), SOA.
 - IXFR from serial S: one condensed difference (RFC 1995 §4): SOA(new), SOA(S), the records deleted,
   SOA(new), the records added, SOA(new), built from the zone journal: the keys changed after S, their records
@@ -89,7 +90,7 @@ OpenZone = Callable[[], AbstractContextManager[ZoneSource]]
 
 # --- serials ------------------------------------------------------------------------------------------------
 def serial_of(position: int) -> int:
-    """The SOA serial of the zone at a write-log position."""
+    """The SOA serial of the zone last changed at a write-log position."""
     return (position + 1) % SERIAL_MODULUS
 
 
