@@ -15,6 +15,10 @@ from resolver.config import DEFAULT_HANDLE_PORT, DEFAULT_NODE_PREFIX
 
 log = logging.getLogger("idnode")
 
+#: `idnode load` into a store a node serves runs at this nice value unless --nice says otherwise: its parse
+#: workers then take the CPU the node's workers leave (the writer applies its chunks at normal priority).
+LOAD_NICE_SERVED = 10
+
 #: 128 + SIGPIPE: what a shell reports for a writer whose reader left (`yes | head -1`), so `set -o pipefail`
 #: still sees that the output was cut short, while nothing is printed about it
 EXIT_BROKEN_PIPE = 141
@@ -40,16 +44,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    from resolver.cli_store import open_store
+    import functools
+    import os
+
+    from resolver.cli_store import open_store, store_dir
     from resolver.progress import Progress
+    from resolver.writer.client import WriterUnavailable, loader_submitter, socket_for, writer_listening
     from storage.loader import LoadError, load_files
 
-    with open_store(args, create=True, case_sensitive=args.case_sensitive) as store:
+    data_dir = store_dir(args)
+    socket = socket_for(data_dir, getattr(args, "config", None))
+    served = (data_dir / "data.mdb").exists() and writer_listening(socket)
+    submitter = functools.partial(loader_submitter, str(socket)) if served else None
+    nice = args.nice if args.nice is not None else (LOAD_NICE_SERVED if served else 0)
+    if nice:
+        os.nice(nice)  # the parse workers inherit it: a node serving the store keeps its share of the CPU
+    kwargs = {"readonly": True} if served else {"create": True, "case_sensitive": args.case_sensitive}
+    with open_store(args, **kwargs) as store:
         try:
             with Progress("load", enabled=not args.quiet) as bar:  # on a terminal only (resolver/progress.py)
                 progress = (lambda path, n, _s: bar.update_to(n, path)) if bar.shown else None
-                report = load_files(store, [Path(p) for p in args.files], progress=progress)
-        except LoadError as exc:
+                report = load_files(store, [Path(p) for p in args.files], progress=progress, submitter=submitter)
+        except (LoadError, WriterUnavailable) as exc:
             raise CliError(str(exc)) from exc
         total = store.count_identifiers()
     resumed = f", resumed after {report.skipped_lines:,} committed lines" if report.skipped_lines else ""
@@ -151,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arguments(load, help_text="store directory (created if missing)")
     load.add_argument("--case-sensitive", action="store_true", help="a new store keeps suffix case")
     load.add_argument("--quiet", action="store_true", help="no progress line")
+    load.add_argument(
+        "--nice", type=int, default=None,
+        help=f"CPU priority of the load (nice(1) increment; default {LOAD_NICE_SERVED} into a store a node serves, else 0)",
+    )  # fmt: skip
     load.add_argument("files", nargs="+", help="NDJSON files, or CSV files ending in .csv")
     load.set_defaults(func=_cmd_load)
 

@@ -9,13 +9,16 @@
     idnode trace HANDLE                                  follow identifier references, print the chain
     idnode report                                        acceptance figures against the call's thresholds
 
-They write through LMDB transactions, so they are safe beside a running node (which picks prefix changes up
-within a second). Registered from resolver/cli.py's parser by `register(sub)`.
+Their changes are entries of the store's write log: sent to the node's writer when a node serves the store
+(`writer.sock` in the data directory, or $IDNODE_WRITER_SOCKET), else appended and applied by the command
+itself with the same code (resolver/writer/client.py, `open_for_writes`). Workers pick prefix changes up
+within a second. Registered from resolver/cli.py's parser by `register(sub)`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -26,6 +29,21 @@ def _store(args: argparse.Namespace):
     from resolver.cli_store import open_store  # --data, --config or IDNODE_DATA_DIR, as every command
 
     return open_store(args)
+
+
+@contextlib.contextmanager
+def _writes(args: argparse.Namespace):
+    """(store to read, where writes go): the node's writer when one serves the store, else the store itself."""
+    from resolver.cli_store import store_dir
+    from resolver.writer.client import WriterUnavailable, open_for_writes, socket_for
+    from storage.store import StoreError
+
+    data_dir = store_dir(args)
+    try:
+        with open_for_writes(data_dir, socket_for(data_dir, getattr(args, "config", None))) as pair:
+            yield pair
+    except (StoreError, WriterUnavailable) as exc:
+        raise _fail(exc) from exc
 
 
 def _fail(exc: Exception):
@@ -62,9 +80,9 @@ def cmd_prefix_add(args: argparse.Namespace) -> int:
     from storage.enterprises import EnterpriseError, add_prefix, identifiers_held
 
     node_prefix = _node_prefix(args)
-    with _store(args) as store:
+    with _writes(args) as (store, target):
         try:
-            info = add_prefix(store, args.prefix, args.org, args.site, node_prefix=node_prefix, force=args.force,
+            info = add_prefix(target, args.prefix, args.org, args.site, node_prefix=node_prefix, force=args.force,
                               outside_node_prefix=args.outside_node_prefix)  # fmt: skip
         except EnterpriseError as exc:
             raise _fail(exc) from exc
@@ -103,9 +121,9 @@ def cmd_prefix_list(args: argparse.Namespace) -> int:
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     from storage.enterprises import EnterpriseError, set_prefix_enabled
 
-    with _store(args) as store:
+    with _writes(args) as (_, target):
         try:
-            info = set_prefix_enabled(store, args.prefix, enabled)
+            info = set_prefix_enabled(target, args.prefix, enabled)
         except EnterpriseError as exc:
             raise _fail(exc) from exc
     print(f"prefix {info.prefix}: {info.state}")
@@ -123,9 +141,9 @@ def cmd_prefix_enable(args: argparse.Namespace) -> int:
 def cmd_prefix_credential(args: argparse.Namespace) -> int:
     from storage.enterprises import EnterpriseError, issue_credential
 
-    with _store(args) as store:
+    with _writes(args) as (_, target):
         try:
-            user, secret = issue_credential(store, args.prefix)
+            user, secret = issue_credential(target, args.prefix)
         except EnterpriseError as exc:
             raise _fail(exc) from exc
     if args.json:
@@ -149,9 +167,9 @@ def cmd_operator_set_secret(args: argparse.Namespace) -> int:
         generated = False
     else:
         secret, generated = new_secret(), True
-    with _store(args) as store:
+    with _writes(args) as (_, target):
         try:
-            set_operator_secret(store, secret)
+            set_operator_secret(target, secret)
         except EnterpriseError as exc:
             raise _fail(exc) from exc
     if generated:
@@ -175,10 +193,10 @@ def cmd_template_set(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise _fail(f"{path}: {exc}") from exc
         documents += [(path, d) for d in (obj if isinstance(obj, list) else [obj])]
-    with _store(args) as store:
+    with _writes(args) as (_, target):
         for path, document in documents:
             try:
-                template_set = set_templates(store, document)
+                template_set = set_templates(target, document)
             except TemplateError as exc:
                 raise _fail(f"{path}: {exc}") from exc
             names = ", ".join(t.name for t in template_set.templates)
@@ -203,8 +221,8 @@ def cmd_template_show(args: argparse.Namespace) -> int:
 def cmd_template_delete(args: argparse.Namespace) -> int:
     from resolver.templates import delete_templates
 
-    with _store(args) as store:
-        if not delete_templates(store, args.prefix):
+    with _writes(args) as (_, target):
+        if not delete_templates(target, args.prefix):
             raise _fail(f"no templates for {args.prefix}")
     print(f"templates of {args.prefix} deleted")
     return 0
@@ -213,16 +231,17 @@ def cmd_template_delete(args: argparse.Namespace) -> int:
 # -- registering with checks, scenarios ----------------------------------------------------------------------
 
 
-def register_file(store, path: Path, atomic: bool) -> tuple[int, int, list[dict]]:
-    """Register the NDJSON records of `path` as `POST /api/batch` does (templates checked, one transaction per
-    2,000), as the operator: (created, replaced, failures). With `atomic`, a failure stops at its batch."""
+def register_file(store, path: Path, atomic: bool, target=None) -> tuple[int, int, list[dict]]:
+    """Register the NDJSON records of `path` as `POST /api/batch` does (templates checked, one entry per
+    2,000), as the operator: (created, replaced, failures). With `atomic`, a failure stops at its batch.
+    `target`: where the writes go (default: `store` itself)."""
     import orjson
 
-    from resolver.templates import TemplateChecker
     from storage.jsonvalues import ValueEncoder
     from storage.writes import MAX_BATCH_ITEMS, REGISTRATIONS_CLI, parse_batch_item, put_batch
 
-    checker, encoder = TemplateChecker(store), ValueEncoder(int(time.time()))
+    target = store if target is None else target
+    encoder = ValueEncoder(int(time.time()))
     created = replaced = 0
     failures: list[dict] = []
     with path.open("rb") as f:
@@ -235,7 +254,7 @@ def register_file(store, path: Path, atomic: bool) -> tuple[int, int, list[dict]
             except orjson.JSONDecodeError as exc:
                 obj = exc
             items.append(parse_batch_item(n, obj, encoder, store))
-        result = put_batch(store, items, atomic=atomic, checker=checker, counter_kind=REGISTRATIONS_CLI)
+        result = put_batch(target, items, atomic=atomic, checker=True, counter_kind=REGISTRATIONS_CLI)
         created += result.created
         replaced += result.replaced
         failures += [{"file": str(path), **r} for r in result.results if r["responseCode"] != 1]
@@ -252,11 +271,11 @@ def _print_failures(failures: list[dict]) -> None:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with _writes(args) as (store, target):
         total_created = total_replaced = 0
         failures: list[dict] = []
         for path in args.files:
-            created, replaced, failed = register_file(store, Path(path), args.atomic)
+            created, replaced, failed = register_file(store, Path(path), args.atomic, target)
             total_created, total_replaced, failures = (
                 total_created + created,
                 total_replaced + replaced,
@@ -269,21 +288,23 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def load_scenario(store, directory: Path) -> tuple[str, int, list[dict]]:
+def load_scenario(store, directory: Path, target=None) -> tuple[str, int, list[dict]]:
     """Install a scenario directory (scenario.json: prefixes, template documents, data file): register its
-    prefixes, set its templates, register its data all or nothing. Safe to repeat."""
+    prefixes, set its templates, register its data all or nothing. Safe to repeat. `target`: where the
+    writes go (default: `store` itself)."""
     from resolver.templates import set_templates
     from storage.enterprises import add_prefix
 
+    target = store if target is None else target
     manifest = json.loads((directory / "scenario.json").read_text(encoding="utf-8"))
     for entry in manifest.get("prefixes", []):
-        add_prefix(store, entry["prefix"], entry["org"], entry.get("site"))
+        add_prefix(target, entry["prefix"], entry["org"], entry.get("site"))
     for document in manifest.get("templates", []):
-        set_templates(store, document)
+        set_templates(target, document)
     created = replaced = 0
     failures: list[dict] = []
     if manifest.get("data"):
-        created, replaced, failures = register_file(store, directory / manifest["data"], atomic=True)
+        created, replaced, failures = register_file(store, directory / manifest["data"], True, target)
     return manifest.get("name", directory.name), created + replaced, failures
 
 
@@ -291,10 +312,10 @@ def cmd_scenario_load(args: argparse.Namespace) -> int:
     from resolver.templates import TemplateError
     from storage.enterprises import EnterpriseError
 
-    with _store(args) as store:
+    with _writes(args) as (store, target):
         for directory in args.dirs:
             try:
-                name, count, failures = load_scenario(store, Path(directory))
+                name, count, failures = load_scenario(store, Path(directory), target)
             except (OSError, ValueError, KeyError, TemplateError, EnterpriseError) as exc:
                 raise _fail(f"{directory}: {exc}") from exc
             if failures:

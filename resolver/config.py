@@ -36,6 +36,10 @@ TCP_IDLE_TIMEOUT_S = 60.0  #: ID-SDK keeps one connection for all its requests; 
 COUNTER_FLUSH_INTERVAL_S = 2.0  #: resolution counts reach the store this often (and at shutdown)
 PREFIX_RELOAD_INTERVAL_S = 1.0  #: how soon a prefix added or changed elsewhere is seen by every worker
 STOP_GRACE_S = 10.0  #: how long a stopping or replaced worker may drain and flush before SIGKILL
+#: Write-log retention (storage/log.py keeps the same defaults; config does not import the store): applied
+#: entries stay for IXFR and catching-up members, at most this many and at most this long.
+LOG_RETENTION_ENTRIES = 1_000_000
+LOG_RETENTION_S = 7 * 86_400.0
 LOG_LEVELS = ("debug", "info", "warning", "error")  #: accepted `log_level` values
 LOG_FORMATS = ("text", "json")  #: `text` for a terminal, `json` (an object a line) for journald and shippers
 
@@ -101,6 +105,9 @@ class ServeConfig:
     http_idle_timeout_s: float = HTTP_IDLE_TIMEOUT_S
     http_max_connections: int = HTTP_MAX_CONNECTIONS  # per worker
     http_max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
+    writer_socket: str = ""  # the writer's Unix socket; empty: writer.sock in the data directory
+    log_retention_entries: int = LOG_RETENTION_ENTRIES  # applied write-log entries kept, at most
+    log_retention_s: float = LOG_RETENTION_S  # ... and for at most this long
     # the [security_log] table: upload of security events to the regional platform (off without a collector)
     security_log: SecurityLogConfig = field(default_factory=SecurityLogConfig)
 
@@ -148,6 +155,8 @@ class ServeConfig:
             raise ValueError("udp_amplification_factor: must be 0 (off) or positive")
         if self.tcp_max_connections < 1 or self.tcp_max_connections_per_source < 1:
             raise ValueError("tcp_max_connections, tcp_max_connections_per_source: at least 1")
+        if self.log_retention_entries < 0 or self.log_retention_s < 0:
+            raise ValueError("log_retention_entries, log_retention_s: must not be negative")
         if self.http_idle_timeout_s <= 0:
             raise ValueError("http_idle_timeout_s: must be positive")
         if self.http_max_connections < 1 or self.http_max_connections_per_source < 1:

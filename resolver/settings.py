@@ -81,6 +81,9 @@ HELP: dict[str, str] = {
     "http_idle_timeout_s": "seconds before an idle HTTP connection (or one slow to send its request head) closes",
     "http_max_connections": "open HTTP connections per worker (more get 503)",
     "http_max_connections_per_source": "open HTTP connections per worker from one address (more get 503)",
+    "writer_socket": "Unix socket of the node's writer (default: writer.sock in the data directory)",
+    "log_retention_entries": "applied write-log entries kept for IXFR and catching-up members, at most",
+    "log_retention_s": "seconds applied write-log entries are kept, at most",
 }
 
 

@@ -31,6 +31,7 @@ from storage.enterprises import add_prefix, issue_credential
 from storage.keys import handle_key
 from storage.store import Store
 from tests.http_helpers import basic, http_node
+from tests.processes import is_writer
 from tests.servers import idnode
 
 pytestmark = pytest.mark.slow
@@ -50,11 +51,11 @@ def children(pid: int) -> list[int]:
 
 
 def node_workers(pid: int) -> list[int]:
-    """The worker processes of `idnode serve` `pid`: its forked children (same command line), not helpers
-    it may spawn (the security log exporter)."""
+    """The worker processes of `idnode serve` `pid`: its forked children (same command line), not its writer
+    nor helpers it may spawn (the security log exporter)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return [c for c in children(pid) if Path(f"/proc/{c}/cmdline").read_bytes() == command]
+        return [c for c in children(pid) if Path(f"/proc/{c}/cmdline").read_bytes() == command and not is_writer(c)]
     except FileNotFoundError:
         return []
 

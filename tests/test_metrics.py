@@ -178,28 +178,46 @@ def test_readyz_follows_listening_draining_and_the_store(store):
 
 
 def test_a_worker_keeps_counts_it_cannot_flush_logs_once_and_reports_recovery(tmp_path, caplog):
+    import asyncio
+
+    import lmdb
+
     from resolver.config import ServeConfig
     from resolver.server.worker import Worker
+    from resolver.writer.client import WriterUnavailable
+    from storage.entries import decode_entry, ok
 
     Store(tmp_path / "store", create=True).close()
     worker = Worker(ServeConfig(tmp_path / "store", workers=1))
     try:
+        with pytest.raises(lmdb.ReadonlyError):  # a worker never writes the store itself
+            worker.store.env.begin(write=True)
+        sent: list[bytes] = []
+
+        class Writer:  # the writer's client: down, then back
+            down = True
+
+            async def submit(self, entries, payloads=None):
+                sent.append(entries[0])
+                if self.down:
+                    raise WriterUnavailable("writer unavailable, retry: not running")
+                return [ok("applied")]
+
+        writer = worker.counts.client = Writer()
         worker.service.counter.count(b"88.100.1")
-        real_add = worker.store.add_counts
-
-        def disk_full(counts):
-            raise OSError(28, "No space left on device")
-
-        worker.store.add_counts = disk_full
-        worker.flush()
-        worker.flush()
-        assert worker.health.flush_error.endswith("No space left on device")
-        assert worker.service.counter.pending == 1  # kept for the next flush
+        asyncio.run(worker.flush())
+        worker.service.counter.count(b"88.100.1")
+        asyncio.run(worker.flush())
+        assert worker.health.flush_error.startswith("writer unavailable")
+        assert worker.counts.unsent == 2  # kept for the next flush
         assert [r.event for r in caplog.records].count("flush_failed") == 1  # not once per pass
-        worker.store.add_counts = real_add
-        worker.flush()
-        assert worker.health.flush_error == "" and worker.service.counter.pending == 0
+        writer.down = False
+        asyncio.run(worker.flush())
+        assert worker.health.flush_error == "" and worker.counts.unsent == 0
         assert [r.event for r in caplog.records if hasattr(r, "event")][-1] == "flush_recovered"
-        assert sum(worker.store.counters().values()) >= 1
+        # The delta that was not acknowledged went again as the same entry (the writer counts it once), then
+        # what was counted meanwhile as the next one.
+        assert sent[0] == sent[1] == sent[2] != sent[3]
+        assert [decode_entry(e)[1]["seq"] for e in sent] == [1, 1, 1, 2]
     finally:
         worker.store.close()

@@ -23,6 +23,7 @@ from resolver.handle.message import (
     encode_request,
     encode_resolution_request,
 )
+from tests.processes import child_pids, is_writer
 from tests.servers import running_node
 
 DATASET = Dataset(2000, 1, "88.100", 8)
@@ -37,19 +38,8 @@ def store_dir(demo_store_copy) -> Path:
 
 
 def children(pid: int) -> set[int]:
-    """Pids whose parent is `pid` (the workers of a supervisor)."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.add(int(entry))
-    return out
+    """The workers of a supervisor: its children but its writer."""
+    return {c for c in child_pids(pid) if not is_writer(c)}
 
 
 def wait_for_workers(

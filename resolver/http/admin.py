@@ -84,8 +84,8 @@ async def add_prefix_route(request: web.Request) -> web.Response:
             raise HttpError(400, ResponseCode.INVALID_VALUE, f"{name}: must be true or false", field=name)
     try:
         # the same checks as `idnode prefix add` (storage.enterprises.check_prefix_change)
-        info = add_prefix(
-            ctx.store, obj.get("prefix") or "", obj.get("org") or "", obj.get("site"), actor=actor,
+        info = await ctx.write(
+            add_prefix, obj.get("prefix") or "", obj.get("org") or "", obj.get("site"), actor=actor,
             node_prefix=ctx.service.node_prefix.decode(), force=obj.get("force", False),
             outside_node_prefix=obj.get("outsideNodePrefix", False),
         )  # fmt: skip
@@ -100,7 +100,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     ctx = request.app[CONTEXT]
     actor = actor_of(await ctx.auth.require_operator(request), request)
     try:
-        info = set_prefix_enabled(ctx.store, request.match_info["prefix"], enabled, actor=actor)
+        info = await ctx.write(set_prefix_enabled, request.match_info["prefix"], enabled, actor=actor)
     except EnterpriseError as exc:
         raise HttpError(
             404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
@@ -122,7 +122,7 @@ async def credential(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     actor = actor_of(await ctx.auth.require_operator(request), request)
     try:
-        user, secret = issue_credential(ctx.store, request.match_info["prefix"], actor=actor)
+        user, secret = await ctx.write(issue_credential, request.match_info["prefix"], actor=actor)
     except EnterpriseError as exc:
         raise HttpError(
             404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
@@ -142,7 +142,7 @@ async def put_templates(request: web.Request) -> web.Response:
             400, ResponseCode.INVALID_VALUE, f"prefix: the document is for another prefix than {prefix}"
         )
     try:
-        template_set = set_templates(ctx.store, document, actor=actor)
+        template_set = await ctx.write(set_templates, document, actor=actor)
     except TemplateError as exc:
         raise _bad(exc) from exc
     _reported(ctx, actor, audit.TEMPLATE_SET, template_set.prefix)
@@ -164,7 +164,7 @@ async def delete_templates_route(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     actor = actor_of(await ctx.auth.require_operator(request), request)
     prefix = request.match_info["prefix"]
-    if not delete_templates(ctx.store, prefix, actor=actor):
+    if not await ctx.write(delete_templates, prefix, actor=actor):
         raise HttpError(404, ResponseCode.VALUES_NOT_FOUND, f"no templates for {prefix}")
     _reported(ctx, actor, audit.TEMPLATE_DELETE, prefix)
     return json_response({"responseCode": 1, "prefix": prefix})

@@ -5,7 +5,8 @@ Every error leaves as JSON `{"responseCode", "message", ...}` with a 4xx/5xx sta
 excepted); nothing escapes a handler. Access logging is off: nothing is logged per request at INFO. Refusals
 for credentials or rights (401, 403) and login throttling (429) are reported to the security log here.
 Requests the parser refuses are 400 without a traceback (badrequests.py); a write refused for want of disk
-space is 507, logged once per episode (storefull.py).
+space is 507, logged once per episode (storefull.py); a write the node's writer cannot take in time (down,
+restarting, stuck) is 503 "writer unavailable, retry" with Retry-After.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from resolver.metrics import WorkerHealth
 from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.limits import ConnectionLimiter
 from resolver.server.sockets import tcp_socket
+from resolver.writer.client import WriterUnavailable
 from storage.store import StoreFullError
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         return exc.response()
     except StoreFullError as exc:
         return request.app[CONTEXT].store_full.refused(exc).response()
+    except WriterUnavailable as exc:
+        log.debug("a write was refused: %s", exc)  # the writer's outage is logged by the supervisor, once
+        return HttpError(503, ResponseCode.SERVER_TOO_BUSY, str(exc), headers={"Retry-After": "1"}).response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects
@@ -233,10 +238,14 @@ async def start_http(
     max_connections: int = HTTP_MAX_CONNECTIONS,
     max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE,
     events: SecurityEvents | None = None,
+    writer=None,
+    seen=None,
 ) -> web.AppRunner:
     """Serve HTTP (HTTPS with `ssl_context`) on `port` of every bind address; the caller awaits
     `runner.cleanup()` when stopping. The connection caps count across the binds of this worker."""
-    ctx = HttpContext(store, service, frontend, health or WorkerHealth(), events or NO_EVENTS)
+    ctx = HttpContext(
+        store, service, frontend, health or WorkerHealth(), events or NO_EVENTS, writer=writer, seen=seen
+    )
     # keepalive_timeout also runs from the moment a connection opens until its first request head is read.
     handler_settings = {"access_log": None, "keepalive_timeout": idle_timeout_s}
     runner = web.AppRunner(build_app(ctx), handle_signals=False, **handler_settings)

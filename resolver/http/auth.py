@@ -25,6 +25,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -107,9 +108,17 @@ def source_of(request: web.Request) -> str:
 
 
 class Authenticator:
-    def __init__(self, store: Store, clock=time.monotonic, memory: SharedMemory | None = None):
-        """`memory`: where failed logins are counted, by default the node's (shared by its workers)."""
+    def __init__(
+        self,
+        store: Store,
+        clock=time.monotonic,
+        memory: SharedMemory | None = None,
+        seen: Callable[[bytes], None] | None = None,
+    ):
+        """`memory`: where failed logins are counted, by default the node's (shared by its workers). `seen`:
+        where last-seen marks go (a worker's feed to the writer), by default written to `store` here."""
         self.store = store
+        self.seen = seen or (lambda prefix: mark_seen(store, prefix))
         self.clock = clock
         self._pepper = secrets.token_bytes(32)  # the cache keys secrets by HMAC under this per-process key
         self._verified: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
@@ -200,7 +209,7 @@ class Authenticator:
             return
         self._seen_written[prefix] = now
         try:
-            mark_seen(self.store, prefix)
+            self.seen(prefix)
         except StoreFullError as exc:  # the writes report a full disk, once per episode; retried in a minute
             log.debug("could not record that %s was seen: %s", prefix.decode(), exc)
         except Exception:  # being seen is bookkeeping; the request itself must not fail for it

@@ -1,6 +1,6 @@
 """Batch registration: `POST /api/batch` with up to 2,000 identifiers as NDJSON (one record a line) or a JSON
-array, in the record form of `idnode load`. The batch is one LMDB transaction; the answer says per item what
-happened. `?atomic=true` makes it all or nothing: one bad item and nothing is written. `?overwrite=false`
+array, in the record form of `idnode load`. The batch is one entry of the write log, applied by the node's
+writer in one transaction; the answer says per item what happened. `?atomic=true` makes it all or nothing: one bad item and nothing is written. `?overwrite=false`
 refuses identifiers that exist already. Parsing uses the bulk loader's value encoder (shapes built once)."""
 
 from __future__ import annotations
@@ -80,13 +80,13 @@ async def post_batch(request: web.Request) -> web.Response:
                     f"{identity.user} may write only under {identity.prefix.decode()}/",
                 )
     actor = actor_of(identity, request)
-    result = put_batch(
-        ctx.store,
+    result = await ctx.write(
+        put_batch,
         items,
         atomic=atomic,
         overwrite=overwrite,
         allowed_prefix=identity.prefix,
-        checker=ctx.checker,
+        checker=True,
         actor=actor,
     )
     if result.written:

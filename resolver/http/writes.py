@@ -1,8 +1,8 @@
 """Writes over HTTP, as the Handle.Net REST API takes them: `PUT /api/handles/{handle}` creates or replaces
 (`?overwrite=false` refuses an existing handle; `?index=` sets only the listed values) and
 `DELETE /api/handles/{handle}` deletes (`?index=` removes only those values). HTTP Basic credentials of the
-prefix's administrator (or the operator) are required. The write is one LMDB transaction (storage/writes.py)
-with its audit entry; a refused one stores nothing. Both are reported to the security log (`write` events,
+prefix's administrator (or the operator) are required. The write is one entry of the write log, applied by the
+node's writer with its audit entry (storage/writes.py) before it is answered; a refused one stores nothing. Both are reported to the security log (`write` events,
 outcome `ok` or `refused`)."""
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ async def put_handle(request: web.Request) -> web.Response:
         indexes = [v.index for v in values]
     actor = actor_of(identity, request)
     try:
-        outcome = put_identifier(
-            ctx.store, handle, values, overwrite=overwrite, indexes=indexes, allowed_prefix=allowed,
-            checker=ctx.checker, actor=actor,
+        outcome = await ctx.write(
+            put_identifier, handle, values, overwrite=overwrite, indexes=indexes, allowed_prefix=allowed,
+            checker=True, actor=actor,
         )  # fmt: skip
     except WriteError as exc:
         _refused(ctx, actor, "put", handle, exc)
@@ -113,8 +113,8 @@ async def delete_handle(request: web.Request) -> web.Response:
     indexes = query_indexes(request)
     actor = actor_of(identity, request)
     try:
-        outcome = delete_identifier(
-            ctx.store, handle, indexes=indexes, allowed_prefix=allowed, checker=ctx.checker, actor=actor
+        outcome = await ctx.write(
+            delete_identifier, handle, indexes=indexes, allowed_prefix=allowed, checker=True, actor=actor
         )
     except WriteError as exc:
         _refused(ctx, actor, "delete", handle, exc)

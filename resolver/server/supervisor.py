@@ -6,6 +6,11 @@ SIGHUP with the configuration read again, and stops them all on SIGTERM/SIGINT. 
 A replacement never leaves a port without a listener: the new worker binds and reports READY before the
 old one is told to drain (see resolver.server.lifecycle for how a draining worker loses nothing).
 
+Beside the workers it runs the node's one writer (resolver/writer/server.py), the only process that writes the
+store: started first (it opens the store read-write, so the read-only workers find every database), restarted
+like a worker when it dies (workers' writes wait for it, bounded), replaced on a reload only when its own
+settings changed, and stopped last, after the workers have sent it their last counts.
+
 With a security log collector configured it also runs the exporter (`idnode seclog export`, a child process
 of its own that drains the security event queue to the collector), restarts it when it exits, and stops it
 after the workers so that their last events are sent; a reload reports each changed setting to the security
@@ -34,6 +39,7 @@ from resolver.server import shared, systemd
 from resolver.server.lifecycle import HEARTBEAT, READY, DataDirLock
 from resolver.server.sockets import free_udp_tcp_port
 from resolver.server.worker import run_worker
+from resolver.writer.server import run_writer, socket_path
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,7 @@ HEARTBEAT_TIMEOUT_S = 30.0  #: a ready worker silent this long has a stuck event
 WAIT_POLL_S = 0.2  #: the longest the parent sleeps between looks at its workers
 STOP_WAIT_AFTER_KILL_S = 5.0  #: SIGKILL takes effect at once; this only bounds a wait that cannot be long
 EXPORTER_STOP_WAIT_S = DRAIN_TIMEOUT_S + 3.0  #: the exporter sends what is queued for 2 s after SIGTERM
+WRITER_SLOT = -1  #: the slot of the writer process among the supervisor's children (workers have 0..N-1)
 
 
 class SupervisorError(Exception):
@@ -66,6 +73,16 @@ class WorkerProc:
     started_s: float = field(default_factory=time.monotonic)
     beat_s: float = field(default_factory=time.monotonic)
     exit_status: int | None = None
+
+    @property
+    def is_writer(self) -> bool:
+        return self.slot == WRITER_SLOT
+
+
+def _writer_settings(config: ServeConfig) -> tuple:
+    """What the writer depends on: a reload that changes none of it keeps the running writer."""
+    return (config.data_dir.resolve(), socket_path(config), config.log_retention_entries, config.log_retention_s,
+            config.log_level, config.log_format)  # fmt: skip
 
 
 def resolve_port(config: ServeConfig) -> int:
@@ -128,10 +145,10 @@ class Supervisor:
                 log.info("using sockets from systemd: %s", names, extra={"event": "socket_activation"})
             if not self._start_all():
                 return 1
-            status = f"serving with {len(self.workers)} workers"
+            status = f"serving with {len(self._serving())} workers"
             systemd.ready(status)
-            metrics.set_workers(len(self.workers))
-            log.info("%s: %s", status, ", ".join(str(p) for p in self.workers), extra={"event": "started"})
+            metrics.set_workers(len(self._serving()))
+            log.info("%s: %s", status, ", ".join(str(p.pid) for p in self._serving()), extra={"event": "started"})
             while not self.stop_requested:
                 self._pump(WAIT_POLL_S)
                 self._restart_due()
@@ -142,7 +159,7 @@ class Supervisor:
             return 0
         finally:
             systemd.stopping()
-            log.info("stopping %d workers", len(self.workers), extra={"event": "stopping"})
+            log.info("stopping %d workers", len(self._serving()), extra={"event": "stopping"})
             self._stop_all()
             self._stop_exporter()  # after the workers: their last events (summaries) are queued by now
             self._restore_signals()
@@ -288,9 +305,13 @@ class Supervisor:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's business
                 os.set_blocking(write_fd, False)
-                run_worker(config, write_fd, self.inherited)
+                if slot == WRITER_SLOT:
+                    run_writer(config, write_fd)
+                else:
+                    run_worker(config, write_fd, self.inherited)
             except BaseException:
-                log.exception("worker %d failed", os.getpid(), extra={"event": "worker_failed"})
+                what = "writer" if slot == WRITER_SLOT else "worker"
+                log.exception("%s %d failed", what, os.getpid(), extra={"event": f"{what}_failed"})
                 code = 1
             finally:
                 logging.shutdown()
@@ -303,9 +324,33 @@ class Supervisor:
         return proc
 
     def _serving(self) -> list[WorkerProc]:
-        return sorted((p for p in self.workers.values() if not p.retiring), key=lambda p: p.slot)
+        """The workers that serve (not the writer, not those retiring), by slot."""
+        return sorted(
+            (p for p in self.workers.values() if not p.retiring and not p.is_writer), key=lambda p: p.slot
+        )
+
+    def _writer(self) -> WorkerProc | None:
+        return next((p for p in self.workers.values() if p.is_writer and not p.retiring), None)
+
+    def _start_writer(self, config: ServeConfig) -> WorkerProc | None:
+        """Start the writer and wait until it listens; None (logged) when it does not."""
+        proc = self._spawn(WRITER_SLOT, config, restart_on_exit=False)
+        if not self._await_ready([proc], START_TIMEOUT_S):
+            if proc.exit_status is None:
+                self._kill(proc.pid, signal.SIGKILL)
+                self._await_exit(proc, STOP_WAIT_AFTER_KILL_S)
+            log.error("the writer did not start", extra={"event": "writer_start_failed"})
+            return None
+        proc.restart_on_exit = True
+        log.info("writer %d listens on %s", proc.pid, socket_path(config), extra={"event": "writer_started"})
+        return proc
 
     def _start_all(self) -> bool:
+        # The writer first: it opens the store read-write (creating what a new version adds), the workers
+        # then open it read-only.
+        if self._start_writer(self.config) is None:
+            log.error("the writer failed to start; stopping", extra={"event": "start_failed"})
+            return False
         procs = [self._spawn(slot, self.config, restart_on_exit=False) for slot in range(self.config.workers)]
         if not self._await_ready(procs, START_TIMEOUT_S):
             log.error("workers failed to start; stopping", extra={"event": "start_failed"})
@@ -419,9 +464,11 @@ class Supervisor:
             if proc.retiring or self.stop_requested:
                 log.debug("worker %d exited (%s)", pid, _describe_exit(status))
                 continue
+            what = "writer" if proc.is_writer else "worker"
             if not proc.restart_on_exit:
                 log.error(
-                    "worker %d exited before it was ready (%s)",
+                    "%s %d exited before it was ready (%s)",
+                    what,
                     pid,
                     _describe_exit(status),
                     extra={"event": "worker_start_failed"},
@@ -430,16 +477,18 @@ class Supervisor:
             lived = time.monotonic() - proc.started_s
             failures, delay = _restart_backoff(lived, proc.failures)
             log.warning(
-                "worker %d exited (%s) after %.0f s; restarting in %.1f s",
+                "%s %d exited (%s) after %.0f s; restarting in %.1f s",
+                what,
                 pid,
                 _describe_exit(status),
                 lived,
                 delay,
-                extra={"event": "worker_exited", "worker": pid, "restart_in_s": delay},
+                extra={"event": f"{what}_exited", what: pid, "restart_in_s": delay},
             )
-            metrics.worker_restarted("hung" if proc.hung else "exited")
+            if not proc.is_writer:
+                metrics.worker_restarted("hung" if proc.hung else "exited")
             self.restarts.append((time.monotonic() + delay, proc.slot, failures))
-            metrics.set_workers(len(self.workers))
+            metrics.set_workers(len(self._serving()))
 
     def _check_hung(self, now: float) -> None:
         limit = max(HEARTBEAT_TIMEOUT_S, 10 * self.config.prefix_reload_interval_s)
@@ -462,8 +511,11 @@ class Supervisor:
         self.restarts = [r for r in self.restarts if r[0] > now]
         for _, slot, failures in due:
             proc = self._spawn(slot, self.config, failures)
-            log.info("worker %d started in slot %d", proc.pid, slot, extra={"event": "worker_restarted"})
-        metrics.set_workers(len(self.workers))
+            if slot == WRITER_SLOT:
+                log.info("writer %d started again", proc.pid, extra={"event": "writer_restarted"})
+            else:
+                log.info("worker %d started in slot %d", proc.pid, slot, extra={"event": "worker_restarted"})
+        metrics.set_workers(len(self._serving()))
 
     # -- reload -----------------------------------------------------------------------------------------------
 
@@ -497,7 +549,14 @@ class Supervisor:
                 return
         if (new.log_level, new.log_format) != (old_config.log_level, old_config.log_format):
             logs.setup(new.log_level, new.log_format)
+        old_writer = self._replace_writer(old_config, new)
         ok = self._replace_workers(new)
+        if old_writer is not None:
+            # Two writers on two sockets: the one the serving workers do not use goes.
+            keep = old_writer if not ok else None
+            for proc in [p for p in self.workers.values() if p.is_writer and not p.retiring and p is not keep]:
+                if proc is old_writer or not ok:
+                    self._retire(proc)
         if ok:
             self.config = new
             if new_lock is not None and self._lock is not None:
@@ -527,7 +586,7 @@ class Supervisor:
             if new_lock is not None:
                 new_lock.release()
             metrics.reloaded(False)
-        metrics.set_workers(len(self.workers))
+        metrics.set_workers(len(self._serving()))
         systemd.ready(f"serving with {len(self._serving())} workers" + ("" if ok else "; last reload failed"))
 
     def _reload_refused(self, what: str, exc: Exception) -> None:
@@ -535,6 +594,22 @@ class Supervisor:
         log.error("%s: %s", what, exc, extra={"event": "reload_failed"})
         metrics.reloaded(False)
         systemd.ready(f"serving with {len(self._serving())} workers; last reload failed: {exc}")
+
+    def _replace_writer(self, old: ServeConfig, new: ServeConfig) -> WorkerProc | None:
+        """A new writer when its settings changed: on the same socket the old one stops first (the workers'
+        writes wait for the new one, bounded); on another socket the new one starts first and the old one is
+        returned, to retire once the workers are replaced."""
+        running = self._writer()
+        if running is not None and _writer_settings(old) == _writer_settings(new):
+            return None
+        if running is not None and socket_path(old) == socket_path(new):
+            self._retire(running)
+            running = None
+        if self._start_writer(new) is None:
+            log.error("the writer with the new configuration did not start; restarting it with it",
+                      extra={"event": "reload_partial"})  # fmt: skip
+            self.restarts.append((time.monotonic() + RESTART_BACKOFF_S[0], WRITER_SLOT, 1))
+        return running
 
     def _replace_workers(self, new: ServeConfig) -> bool:
         """One slot at a time: start a worker with `new`, wait until it is ready, then drain the old one.
@@ -575,11 +650,18 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         self.restarts.clear()
-        procs = list(self.workers.values())
+        # Workers first: their last counts go to the writer, which stops after them.
+        procs = [p for p in self.workers.values() if not p.is_writer]
         for proc in procs:
             proc.retiring = True
             self._kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + max((p.config.stop_grace_s for p in procs), default=0)
+        while any(not p.is_writer for p in self.workers.values()) and time.monotonic() < deadline:
+            self._pump(0.05)
+        for proc in [p for p in self.workers.values() if p.is_writer]:
+            proc.retiring = True
+            self._kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + max((p.config.stop_grace_s for p in self.workers.values()), default=0)
         while self.workers and time.monotonic() < deadline:
             self._pump(0.05)
         for proc in list(self.workers.values()):

@@ -1,5 +1,8 @@
-"""One worker process: opens the store (after fork), binds the Handle UDP and TCP listeners with SO_REUSEPORT,
-answers until SIGTERM/SIGINT, then flushes its counts and closes cleanly. It opens its own SecurityEvents
+"""One worker process: opens the store read-only (after fork), binds the Handle UDP and TCP listeners with
+SO_REUSEPORT, answers until SIGTERM/SIGINT, then sends its last counts and closes cleanly. It never writes the
+store: HTTP writes, counter deltas (every flush interval) and last-seen marks go to the node's writer
+(resolver/writer/), and its read snapshot is renewed every housekeeping pass even when no request comes, so an
+idle worker does not pin old pages. It opens its own SecurityEvents
 (the security log's queue, after fork): its listeners report rate-limit refusals and malformed requests, the
 HTTP API failed logins and writes, and every counter flush adds to the resolution summaries."""
 
@@ -43,6 +46,9 @@ from resolver.server.systemd import InheritedSocket
 from resolver.server.tcp import HandleTcpProtocol
 from resolver.server.udp import HandleUdpProtocol
 from resolver.service import ResolutionService
+from resolver.writer.client import WriterClient
+from resolver.writer.feed import CountFeed, SeenFeed
+from resolver.writer.server import socket_path
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,7 @@ log = logging.getLogger(__name__)
 TCP_BACKLOG = 1024  #: pending connections per listener
 HANDLE_SOCKET_NAMES = ("handle", "idnode.socket", "unknown")  #: FileDescriptorName= of activated Handle sockets
 FLUSH_ERROR_LOG_EVERY_S = 60.0  #: a flush that keeps failing (disk full) is logged this often, not every pass
+LAST_FLUSH_TIMEOUT_S = 3.0  #: at stop, the last counts get this long to reach the writer (within stop_grace_s)
 
 
 def node_site(config: ServeConfig) -> bytes:
@@ -79,8 +86,11 @@ def open_events(config: ServeConfig) -> SecurityEvents:
 class Worker:
     def __init__(self, config: ServeConfig, inherited: list[InheritedSocket] | None = None):
         self.config = config
-        self.store = Store(config.data_dir)
+        self.store = Store(config.data_dir, readonly=True)  # the writer writes; a worker never takes the lock
         self.service = ResolutionService(self.store, config.node_prefix, node_site(config))
+        self.writer = WriterClient(socket_path(config))
+        self.counts = CountFeed(self.writer, self.service.counters)
+        self.seen = SeenFeed(self.writer)
         self.frontend = HandleFrontend(self.service)
         self.events = open_events(config)
         self._closers: list = []
@@ -171,7 +181,7 @@ class Worker:
                 idle_timeout_s=self.config.http_idle_timeout_s,
                 max_connections=self.config.http_max_connections,
                 max_connections_per_source=self.config.http_max_connections_per_source,
-                events=self.events,
+                events=self.events, writer=self.writer, seen=self.seen.add,
             )  # fmt: skip
         self.health.listening = True
 
@@ -216,13 +226,14 @@ class Worker:
         await drain_udp(self._udp_socks, leave_group=not any(s.name in HANDLE_SOCKET_NAMES for s in self.inherited))
         await close_connections(self.connections, deadline)
 
-    def flush(self) -> None:
-        """Persist resolution counts, keeping the health state and a rate-limited log of failures; hand what
-        was written to the security log's resolution summary and let it send what is due."""
+    async def flush(self) -> None:
+        """Send resolution counts to the writer, keeping the health state and a rate-limited log of failures
+        (counts not acknowledged stay and go again); hand what was written to the security log's resolution
+        summary and let it send what is due."""
         now = time.monotonic()
         flushed: dict[bytes, int] = {}
         try:
-            self.service.flush_counts(flushed)
+            await self.counts.flush(flushed)
         except Exception as exc:
             self.health.flush_error = str(exc) or type(exc).__name__
             metrics.flush_result(False)
@@ -236,7 +247,7 @@ class Worker:
             self._flush_failing_since = self._flush_failing_since or now
             return
         finally:
-            self.events.add_resolutions(flushed)  # counts written by protocols before a failing one too
+            self.events.add_resolutions(flushed)
             self.events.tick()
         if self._flush_failing_since is not None:
             log.warning(
@@ -249,7 +260,8 @@ class Worker:
         metrics.flush_result(True)
 
     async def housekeeping(self) -> None:
-        """Every second: pick up prefix changes; every flush interval: persist resolution counts."""
+        """Every second: renew the read snapshot (an idle worker must not pin old pages, and sees writes made
+        elsewhere), pick up prefix changes, send last-seen marks; every flush interval: send resolution counts."""
         loop = asyncio.get_running_loop()
         next_flush = loop.time() + self.config.counter_flush_interval_s
         while True:
@@ -257,24 +269,36 @@ class Worker:
             self.health.housekeeping_s = time.monotonic()
             self.link.heartbeat()
             try:
+                self.service.refresh()
                 metrics.publish(self.stats)
                 metrics.publish_security(self.events)
                 self.service.reload_prefixes()
                 if loop.time() >= next_flush:
-                    self.flush()
+                    await self.flush()
                     next_flush = loop.time() + self.config.counter_flush_interval_s
             except Exception:
                 log.exception("housekeeping failed; trying again in a second")
+            try:
+                await self.seen.flush()
+            except Exception as exc:  # bookkeeping: kept and sent with the next pass
+                log.debug("last-seen marks not sent: %s", exc)
+
+    async def last_flush(self) -> None:
+        """At stop: the counts and marks not yet acknowledged go to the writer, bounded in time."""
+        try:
+            async with asyncio.timeout(LAST_FLUSH_TIMEOUT_S):
+                await self.flush()
+                await self.seen.flush()
+        except Exception as exc:
+            log.error("%d resolutions counted by worker %d could not be written at stop: %s", self.counts.unsent,
+                      os.getpid(), exc, extra={"event": "flush_failed"})  # fmt: skip
 
     def close(self) -> None:
         for closer in self._closers:
             closer.close()
-        flushed: dict[bytes, int] = {}
         try:
-            self.service.flush_counts(flushed)
-        finally:
-            self.events.add_resolutions(flushed)
             self.events.close()  # sends pending window counts and the last, partial resolution summary
+        finally:
             self.store.close()
             try:
                 metrics.publish(self.stats)
@@ -297,6 +321,8 @@ async def _serve(config: ServeConfig, link: WorkerLink, inherited: list[Inherite
         await worker.drain()
     finally:
         housekeeping.cancel()
+        await worker.last_flush()
+        await worker.writer.close()
         worker.close()
 
 
