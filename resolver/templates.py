@@ -19,15 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import lmdb
-
 from resolver.handle.describe import describe_data, value_lines
 from resolver.handle.values import HandleValue
 from storage import audit, entries
 from storage.audit import Actor
 from storage.entries import encode_entry, submit_one, unwrap
 from storage.keys import InvalidHandle, handle_key, normalize_prefix
-from storage.store import Store
+from storage.store import Store, Transaction
 from storage.writes import TemplateViolation, decode_record_values
 
 MIN_FIELD_INDEX = 2000  #: template fields sit above the conventional indexes (URL 1, HS_ADMIN 100, keys 300)
@@ -231,7 +229,7 @@ def _compile(raw: bytes) -> TemplateSet:
     return found
 
 
-def template_set_in(store: Store, txn: lmdb.Transaction, prefix_key: bytes) -> TemplateSet | None:
+def template_set_in(store: Store, txn: Transaction, prefix_key: bytes) -> TemplateSet | None:
     raw = txn.get(prefix_key, db=store.templates_db)
     return _compile(raw) if raw is not None else None
 
@@ -253,7 +251,7 @@ def set_templates(target: Any, document: Any, actor: Actor | None = None) -> Tem
     return template_set
 
 
-def apply_set_templates(store: Store, txn: lmdb.Transaction, args: dict) -> None:
+def apply_set_templates(store: Store, txn: Transaction, args: dict) -> None:
     """Applied in the writer: the document was checked when its entry was made."""
     prefix = args["prefix"]
     key = normalize_prefix(prefix.encode())
@@ -279,7 +277,7 @@ def delete_templates(target: Any, prefix: str, actor: Actor | None = None) -> bo
     return unwrap(submit_one(target, entry))
 
 
-def apply_delete_templates(store: Store, txn: lmdb.Transaction, args: dict) -> bool:
+def apply_delete_templates(store: Store, txn: Transaction, args: dict) -> bool:
     prefix = args["prefix"]
     actor = Actor(*args["actor"])
     if not txn.delete(normalize_prefix(prefix.encode()), db=store.templates_db):
@@ -370,7 +368,7 @@ class TemplateChecker:
     def __init__(self, store: Store):
         self.store = store
 
-    def wants(self, txn: lmdb.Transaction, prefix_key: bytes) -> bool:
+    def wants(self, txn: Transaction, prefix_key: bytes) -> bool:
         return txn.get(prefix_key, db=self.store.templates_db) is not None
 
     def check(self, txn, handle: str, values: Sequence[HandleValue], exists: Callable[[bytes], bool]) -> None:

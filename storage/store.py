@@ -54,6 +54,7 @@ _U64 = struct.Struct(">Q")
 REGISTRATIONS = "registrations"  #: counter kind: identifiers created, per prefix and day
 
 T = TypeVar("T")
+Transaction = lmdb.Transaction  #: a store transaction's type, for code outside storage/ (only storage/ imports lmdb)
 
 
 class StoreError(Exception):
