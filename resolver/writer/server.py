@@ -41,7 +41,7 @@ from resolver.writer.protocol import (
     encode_answer,
     frame_length,
 )
-from storage.entries import FAILED, STORE_FULL, Result, refusal
+from storage.entries import FAILED, STORE_FULL, Result, Submitter, refusal
 from storage.log import LocalLog, Retention
 from storage.store import Store, StoreFullError
 
@@ -79,10 +79,14 @@ def _check_path(path: Path) -> None:
 
 
 class WriterServer:
-    def __init__(self, store: Store, path: Path, retention: Retention | None = None):
+    def __init__(
+        self, store: Store, path: Path, retention: Retention | None = None, log: Submitter | None = None
+    ):
+        """`log`: what appends and applies a group (default: the embedded log, storage/log.py); a cluster log
+        that publishes entries and answers once they are applied here can take its place."""
         self.store = store
         self.path = path
-        self.log = LocalLog(store, retention)
+        self.log = log or LocalLog(store, retention)
         self._queue: list[tuple[list[bytes], list[Any] | None, asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="commit")
