@@ -188,3 +188,11 @@ def test_a_credential_entry_carries_the_hash_never_the_secret(store):
     with store.env.begin(write=True) as txn:  # the admin identity is a noted identifier change
         assert any(n.key == b"88.100.7/ADMIN" for n in zonejournal.notes_after(store, txn, 0))
         assert apply_batch_in(store, txn, []) == []
+
+
+def test_the_settings_default_to_the_logs_retention():
+    from resolver.config import ServeConfig
+    from storage.log import LOG_RETENTION_ENTRIES, LOG_RETENTION_S
+
+    config = ServeConfig(data_dir="x")
+    assert (config.log_retention_entries, config.log_retention_s) == (LOG_RETENTION_ENTRIES, LOG_RETENTION_S)
