@@ -24,7 +24,7 @@ from resolver.frontend import HandleFrontend
 from resolver.handle.constants import OpCode
 from resolver.handle.message import ResolutionRequest, encode_request, encode_resolution_request
 from resolver.handle.values import HandleValue
-from resolver.http.auth import MAX_AUTH_FAILURES
+from resolver.http.throttle import MAX_AUTH_FAILURES
 from resolver.security.config import SecurityLogConfig
 from resolver.security.events import EventKind, SecurityEvents
 from resolver.security.queue import SecurityQueue
