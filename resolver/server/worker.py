@@ -105,6 +105,7 @@ class Worker:
         self._tcp_servers: list = []
         self._flush_failing_since: float | None = None
         self._flush_logged_s = 0.0
+        self._flushing: asyncio.Task | None = None  # the counts being sent
         self._build_limits(config)
 
     def _build_limits(self, config: ServeConfig) -> None:
@@ -261,7 +262,8 @@ class Worker:
 
     async def housekeeping(self) -> None:
         """Every second: renew the read snapshot (an idle worker must not pin old pages, and sees writes made
-        elsewhere), pick up prefix changes, send last-seen marks; every flush interval: send resolution counts."""
+        elsewhere), pick up prefix changes, send last-seen marks; every flush interval: send resolution counts.
+        Sends run in tasks of their own, so a writer that is slow to answer never delays the heartbeat."""
         loop = asyncio.get_running_loop()
         next_flush = loop.time() + self.config.counter_flush_interval_s
         while True:
@@ -273,20 +275,20 @@ class Worker:
                 metrics.publish(self.stats)
                 metrics.publish_security(self.events)
                 self.service.reload_prefixes()
-                if loop.time() >= next_flush:
-                    await self.flush()
+                if loop.time() >= next_flush and (self._flushing is None or self._flushing.done()):
+                    self._flushing = asyncio.create_task(self.flush())  # its failures are its own business
                     next_flush = loop.time() + self.config.counter_flush_interval_s
+                self.seen.kick()
             except Exception:
                 log.exception("housekeeping failed; trying again in a second")
-            try:
-                await self.seen.flush()
-            except Exception as exc:  # bookkeeping: kept and sent with the next pass
-                log.debug("last-seen marks not sent: %s", exc)
 
     async def last_flush(self) -> None:
-        """At stop: the counts and marks not yet acknowledged go to the writer, bounded in time."""
+        """At stop: the counts and marks not yet acknowledged go to the writer, bounded in time (after a send
+        still in flight: the same delta is sent again, and counted once)."""
         try:
             async with asyncio.timeout(LAST_FLUSH_TIMEOUT_S):
+                if self._flushing is not None:
+                    await self._flushing  # one send at a time
                 await self.flush()
                 await self.seen.flush()
         except Exception as exc:

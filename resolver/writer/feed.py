@@ -88,7 +88,11 @@ class SeenFeed:
 
     def add(self, prefix_key: bytes, now_s: int | None = None) -> None:
         self._marks[prefix_key] = int(time.time()) if now_s is None else now_s
-        if self._sending is None or self._sending.done():
+        self.kick()
+
+    def kick(self) -> None:
+        """Send what is pending in the background, unless a send is in flight (its caller never waits)."""
+        if self._marks and (self._sending is None or self._sending.done()):
             self._sending = asyncio.get_running_loop().create_task(self._send_quietly())
 
     async def _send_quietly(self) -> None:
