@@ -44,6 +44,7 @@ AUTH_CACHE_ENTRIES = 4096  #: verified (user, secret) pairs remembered per worke
 IPV6_SOURCE_PREFIX = 64  #: IPv6 failures count per /64: one client can rotate addresses within it
 SEEN_WRITE_INTERVAL_S = 60.0  #: last-seen times are persisted at most this often per enterprise per worker
 MAX_AUTH_HEADER_BYTES = 4096  #: an Authorization header longer than this is not a Basic credential
+CREDENTIAL_TAG_BYTES = 8  #: of a credential's digest a page session keeps to notice a rotated secret
 REALM = 'Basic realm="idnode", charset="UTF-8"'
 
 
@@ -140,6 +141,14 @@ class Authenticator:
         except HttpError:
             self.throttle.fail(source)
             raise
+        return await self.verify(request, user, secret)
+
+    async def verify(self, request: web.Request, user: str, secret: str) -> Identity:
+        """The identity of (`user`, `secret`) sent by `request`, however they came (Basic header, the pages'
+        login form): the same throttle, checks and errors as `identify`."""
+        source = source_of(request)
+        if self.throttle.source_throttled(source):
+            raise _throttled()
         key = user_key(user)
         if key is None:
             self.throttle.fail(source)
@@ -165,6 +174,29 @@ class Authenticator:
         self.throttle.succeeded(source, key, attempt)
         if prefix is not None:
             self._check_prefix(prefix, known=True)  # removed since its credential was issued
+            self._mark_seen(prefix)
+        return Identity(user, prefix)
+
+    def credential_tag(self, user: str) -> bytes | None:
+        """A short digest of `user`'s stored credential (None: none issued). A page session keeps it, so
+        rotating the secret ends the user's sessions at their next request."""
+        key = user_key(user)
+        credential = get_credential(self.store, key) if key is not None else None
+        if credential is None:
+            return None
+        return hashlib.sha256(credential.digest).digest()[:CREDENTIAL_TAG_BYTES]
+
+    def resume(self, user: str, tag: bytes) -> Identity | None:
+        """The identity of a page session opened as `user` when its credential had `tag`; None when the
+        secret was rotated since, or the prefix disabled or removed. An enterprise is marked seen, as by an
+        API call."""
+        key = user_key(user)
+        if key is None or self.credential_tag(user) != tag:
+            return None
+        prefix = prefix_of_user(key)
+        if prefix is not None:
+            if self._prefix_state(prefix) in (None, "disabled"):
+                return None
             self._mark_seen(prefix)
         return Identity(user, prefix)
 

@@ -24,7 +24,7 @@ from resolver.http.context import CONTEXT, actor_of
 from storage import audit
 from storage.jsonvalues import ValueEncoder
 from storage.keys import normalize_prefix
-from storage.writes import MAX_BATCH_ITEMS, WriteError, parse_batch_item, put_batch
+from storage.writes import MAX_BATCH_ITEMS, BatchResult, WriteError, parse_batch_item, put_batch
 
 
 def split_records(body: bytes) -> list[tuple[int, Any]]:
@@ -68,30 +68,8 @@ async def post_batch(request: web.Request) -> web.Response:
     atomic = query_bool(request, "atomic", False)
     overwrite = query_bool(request, "overwrite", True)
     records = split_records(await read_body(request, MAX_BATCH_BODY_BYTES))
-    encoder = ValueEncoder(int(time.time()))
-    items = [parse_batch_item(position, obj, encoder, ctx.store) for position, obj in records]
-    if identity.prefix is not None:
-        for item in items:
-            if item.error is None and not identity.administers(
-                normalize_prefix(item.key[: item.key.find(b"/")])
-            ):
-                item.error = WriteError(
-                    ResponseCode.INSUFFICIENT_PERMISSIONS,
-                    f"{identity.user} may write only under {identity.prefix.decode()}/",
-                )
-    actor = actor_of(identity, request)
-    result = await ctx.write(
-        put_batch,
-        items,
-        atomic=atomic,
-        overwrite=overwrite,
-        allowed_prefix=identity.prefix,
-        checker=True,
-        actor=actor,
-    )
-    if result.written:
-        ctx.after_write()
-    _report(ctx, actor, result)
+    result = await write_batch(ctx, identity, actor_of(identity, request), records, atomic=atomic,
+                               overwrite=overwrite)  # fmt: skip
     body = {
         "responseCode": 1 if result.written else 2,
         "atomic": atomic,
@@ -105,8 +83,36 @@ async def post_batch(request: web.Request) -> web.Response:
         return json_response(body)
     error = error_from_write(result.first_error)
     body["responseCode"] = int(error.code)
-    body["message"] = f"atomic batch refused, nothing written: {result.failed} of {len(items)} items failed"
+    body["message"] = f"atomic batch refused, nothing written: {result.failed} of {len(records)} items failed"
     return json_response(body, error.status)
+
+
+async def write_batch(
+    ctx, identity, actor, records: list[tuple[int, Any]], *, atomic: bool = False, overwrite: bool = True
+) -> BatchResult:
+    """The API's batch write, for `POST /api/batch` and the enterprise pages' uploads alike: (position, parsed
+    record or its parse error) items, at most MAX_BATCH_ITEMS, parsed by the bulk loader's encoder, refused
+    outside the writer's prefix, written as one entry through the node's writer with template checks, and
+    reported to the security log."""
+    encoder = ValueEncoder(int(time.time()))
+    items = [parse_batch_item(position, obj, encoder, ctx.store) for position, obj in records]
+    if identity.prefix is not None:
+        for item in items:
+            if item.error is None and not identity.administers(
+                normalize_prefix(item.key[: item.key.find(b"/")])
+            ):
+                item.error = WriteError(
+                    ResponseCode.INSUFFICIENT_PERMISSIONS,
+                    f"{identity.user} may write only under {identity.prefix.decode()}/",
+                )
+    result = await ctx.write(
+        put_batch, items, atomic=atomic, overwrite=overwrite, allowed_prefix=identity.prefix, checker=True,
+        actor=actor,
+    )  # fmt: skip
+    if result.written:
+        ctx.after_write()
+    _report(ctx, actor, result)
+    return result
 
 
 def _report(ctx, actor, result) -> None:

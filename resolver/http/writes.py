@@ -91,7 +91,26 @@ async def put_handle(request: web.Request) -> web.Response:
     values = values_from_body(await read_body(request, MAX_RECORD_BODY_BYTES), handle, int(time.time()))
     if various:
         indexes = [v.index for v in values]
-    actor = actor_of(identity, request)
+    try:
+        outcome = await write_identifier(
+            ctx, identity, actor_of(identity, request), handle, values, overwrite=overwrite, indexes=indexes,
+            allowed=allowed,
+        )  # fmt: skip
+    except WriteError as exc:
+        raise error_from_write(exc, handle) from exc
+    return json_response({"responseCode": 1, "handle": handle}, 201 if outcome == "created" else 200)
+
+
+async def write_identifier(
+    ctx, identity, actor, handle: str, values: list[HandleValue], *, overwrite: bool = True,
+    indexes: list[int] | None = None, allowed: bytes | None = None,
+) -> str:  # fmt: skip
+    """The API's write of one identifier, for `PUT /api/handles` and the enterprise pages alike: the writer's
+    rights (HttpError 403 outside its prefix), the write policy with template checks through the node's
+    writer, the security log. Returns the outcome ("created", "replaced", "updated"); raises the WriteError
+    of a refusal, which is reported first."""
+    if allowed is None:
+        allowed = _allowed(identity, handle)
     try:
         outcome = await ctx.write(
             put_identifier, handle, values, overwrite=overwrite, indexes=indexes, allowed_prefix=allowed,
@@ -99,10 +118,10 @@ async def put_handle(request: web.Request) -> web.Response:
         )  # fmt: skip
     except WriteError as exc:
         _refused(ctx, actor, "put", handle, exc)
-        raise error_from_write(exc, handle) from exc
+        raise
     ctx.after_write()
     ctx.events.write(actor.identity, actor.source, AUDIT_OPERATIONS[outcome], handle)
-    return json_response({"responseCode": 1, "handle": handle}, 201 if outcome == "created" else 200)
+    return outcome
 
 
 async def delete_handle(request: web.Request) -> web.Response:
