@@ -5,9 +5,11 @@ share one parser and its checks."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from resolver.handle.errors import HandleProtocolError
 from storage.chunks import Chunk, validate_handle
@@ -89,3 +91,30 @@ def _int(text: str, name: str) -> int:
         return int(text)
     except ValueError as exc:
         raise ValueFormatError(f"{name}: {text!r} is not an integer") from exc
+
+
+def csv_records(text: str) -> list[tuple[int, Any]]:
+    """The identifiers of a CSV document as batch records: (line of the identifier's first row, `{"handle",
+    "values"}` in the JSON form, or the error of its first bad row), so an upload of CSV is checked by the
+    same batch parser as NDJSON. A document without the required header is one error at line 1."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        return [(1, ValueFormatError(f"CSV header lacks {', '.join(missing)}"))]
+    out: list[tuple[int, Any]] = []
+    current: dict | None = None
+    try:
+        for row_no, row in enumerate(reader, 2):
+            handle = row.get("handle") or ""
+            if current is None or current["handle"] != handle:
+                current = {"handle": handle, "values": []}
+                out.append((row_no, current))
+            if isinstance(out[-1][1], Exception):
+                continue  # the rest of an identifier whose row failed
+            try:
+                current["values"].append(_row_as_value(row))
+            except (ValueError, TypeError) as exc:
+                out[-1] = (out[-1][0], ValueFormatError(f"line {row_no}: {exc}"))
+    except csv.Error as exc:
+        out.append((reader.line_num, ValueFormatError(f"not CSV: {exc}")))
+    return out

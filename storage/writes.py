@@ -29,7 +29,7 @@ from storage import audit, entries
 from storage.audit import Actor
 from storage.enterprises import ADMIN_SUFFIX
 from storage.entries import encode_entry, submit_one, unwrap
-from storage.jsonvalues import ValueEncoder, encoded_record_from_json
+from storage.jsonvalues import ValueEncoder, ValueFormatError, encoded_record_from_json
 from storage.keys import InvalidHandle, written_handle_key
 from storage.records import RecordError, SharedLookup, pack_encoded, pack_record, split_values, unpack_record
 from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
@@ -642,8 +642,9 @@ def parse_batch_item(position: int, obj: Any, encoder: ValueEncoder, store: Stor
     """One record `{"handle", "values"}` of a batch (parsed JSON, or the exception that parsing raised) as a
     BatchItem: its key and stored record, or the error that names what is wrong."""
     item = BatchItem(position)
-    if isinstance(obj, Exception):
-        item.error = WriteError(ResponseCode.PROTOCOL_ERROR, f"not JSON: {obj}")
+    if isinstance(obj, Exception):  # a line that is not JSON, or a CSV row that is no value (csvinput)
+        text = str(obj) if isinstance(obj, ValueFormatError) else f"not JSON: {obj}"
+        item.error = WriteError(ResponseCode.PROTOCOL_ERROR, text)
         return item
     try:
         if type(obj) is dict and type(obj.get("values")) is list:
