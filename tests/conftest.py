@@ -10,6 +10,7 @@ import pytest
 from bench.datagen import generate_lines, write_ndjson
 from storage.loader import load_files
 from storage.store import Store
+from tests.browser import browser, chromium, pages_node  # noqa: F401  (the browser tests' fixtures)
 from tests.vectors import VECTORS
 
 
