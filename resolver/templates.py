@@ -4,7 +4,8 @@ walk (`idnode trace`) that follows identifier references from one record to the 
 A prefix has one template document: a scenario name and a list of templates. A template applies to the
 identifiers whose suffix matches its `suffixPattern` (the first that matches wins); its fields sit at value
 indexes from 2000 up, each with a type, a required flag and constraints (length, pattern, enum, identifier
-reference). An identifier no template applies to is not checked. Template documents are stored as JSON in
+reference), and optional labels for people (`"label": {"zh": "批次", "en": "Batch"}`, on templates and fields:
+the identifier pages show them in the reader's language). An identifier no template applies to is not checked. Template documents are stored as JSON in
 the store's `templates` database, keyed by prefix, and read inside each write transaction, so a check always
 uses the current templates. Setting and deleting a document are entries of the write log (storage/entries.py),
 applied by `apply_*` in the writer's transaction. Pure logic plus those reads; never imports the servers.
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from resolver.handle.constants import Permission
 from resolver.handle.describe import describe_data, value_lines
 from resolver.handle.values import HandleValue
 from storage import audit, entries
@@ -35,13 +37,16 @@ MAX_FIELDS = 128  #: fields per template
 MAX_PATTERN_CHARS = 512  #: regular expressions stay short enough to read (and to bound their cost)
 MAX_ENUM_VALUES = 1024  #: allowed values of an enum field
 MAX_DOCUMENT_BYTES = 256 * 1024  #: one prefix's template document
+MAX_LABEL_CHARS = 64  #: a label names a field for a person: a few words, not a description
+MAX_LABEL_LANGUAGES = 16  #: languages per label; a node speaks a handful
 MAX_TRACE_DEPTH = 12  #: `idnode trace` follows references this deep
 MAX_TRACE_NODES = 500  #: and visits at most this many identifiers
 _COMPILED_CACHE = 256  #: compiled template documents kept per process
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{1,8})*")  # BCP 47 tags as Accept-Language carries them
 _FIELD_KEYS = {"name", "index", "type", "required", "description", "minLength", "maxLength", "pattern", "enum",
-               "reference"}  # fmt: skip
+               "reference", "label"}  # fmt: skip
 _REFERENCE_KEYS = {"prefixes", "template", "mustExist"}
 
 
@@ -67,6 +72,7 @@ class Field:
     pattern: re.Pattern | None = None
     enum: frozenset[str] | None = None
     reference: Reference | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # (language, label) pairs, as the document gives them
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,7 @@ class Template:
     name: str
     suffix_pattern: re.Pattern
     fields: tuple[Field, ...]
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,22 @@ def _regex(text: Any, where: str) -> re.Pattern:
         return re.compile(text)
     except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296} overflows, not a re.error
         raise _fail(where, f"not a regular expression: {exc}") from exc
+
+
+def _parse_labels(obj: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if obj is None:
+        return ()
+    if not isinstance(obj, dict) or not 0 < len(obj) <= MAX_LABEL_LANGUAGES:
+        raise _fail(
+            where,
+            f'an object of 1..{MAX_LABEL_LANGUAGES} labels by language, e.g. {{"zh": "批次", "en": "Batch"}}',
+        )
+    for language, text in obj.items():
+        if not _LANGUAGE_RE.fullmatch(language):
+            raise _fail(f"{where}.{language}", "a language tag such as zh, en or zh-CN")
+        if not isinstance(text, str) or not 0 < len(text) <= MAX_LABEL_CHARS or not text.isprintable():
+            raise _fail(f"{where}.{language}", f"a label of 1..{MAX_LABEL_CHARS} printable characters")
+    return tuple(obj.items())
 
 
 def _parse_reference(obj: Any, where: str) -> Reference:
@@ -172,6 +195,7 @@ def _parse_field(obj: Any, where: str) -> Field:
         pattern=_regex(obj["pattern"], f"{where}.pattern") if "pattern" in obj else None,
         enum=frozenset(enum) if enum is not None else None,
         reference=_parse_reference(obj["reference"], f"{where}.reference") if "reference" in obj else None,
+        labels=_parse_labels(obj.get("label"), f"{where}.label"),
     )
 
 
@@ -192,7 +216,7 @@ def _parse_template(obj: Any, where: str) -> Template:
                 raise _fail(f"{where}.fields[{n}].{attr}", f"{getattr(f, attr)!r} is used by another field")
             seen.add(getattr(f, attr))
     pattern = _regex(obj.get("suffixPattern", ".*"), f"{where}.suffixPattern")
-    return Template(name, pattern, parsed)
+    return Template(name, pattern, parsed, _parse_labels(obj.get("label"), f"{where}.label"))
 
 
 def parse_document(obj: Any) -> TemplateSet:
@@ -400,9 +424,10 @@ class TraceNode:
     values: Sequence[HandleValue] = ()  # every value, for `idnode trace --values`
 
 
-def trace(store: Store, handle: str) -> TraceNode:
+def trace(store: Store, handle: str, public_only: bool = False) -> TraceNode:
     """The tree of identifiers reachable from `handle` through template reference fields and the values'
-    Handle references, read from the store. Each identifier is expanded once (later mentions say so)."""
+    Handle references, read from the store. Each identifier is expanded once (later mentions say so). With
+    `public_only` (a page for anyone), values without PUBLIC_READ are left out of summaries and links."""
     expanded: set[bytes] = set()
     with store.env.begin() as txn:
 
@@ -425,6 +450,8 @@ def trace(store: Store, handle: str) -> TraceNode:
                 return node
             expanded.add(key)
             values = decode_record_values(raw, store.shared_value)
+            if public_only:
+                values = tuple(v for v in values if v.permissions & Permission.PUBLIC_READ)
             template_set = templates_of(key[: key.find(b"/")])
             template = template_set.template_for(target[target.find("/") + 1 :]) if template_set else None
             node.template = template.name if template else None
