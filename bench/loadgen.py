@@ -132,11 +132,15 @@ def _collect(
 
 
 def run_load(
-    spec: LoadSpec, server_pids: Sequence[int] = (), progress: Callable[[str], None] | None = None
-) -> dict:
+    spec: LoadSpec, server_pids: Sequence[int] = (), progress: Callable[[str], None] | None = None,
+    stop=None, raw: bool = False,
+) -> dict:  # fmt: skip
     """Run ``spec`` and return the merged result. ``server_pids``: processes (and their children) whose CPU share
     over the measured period goes into the result as ``server_cpu`` (1.0 = one core busy). ``progress``: called
-    with a line of live figures about once a second."""
+    with a line of live figures about once a second. ``stop``: an event of the spawn context
+    (``multiprocessing.get_context("spawn").Event()``) another thread may set to end the measurement early (the
+    processes see it within a second). ``raw``: also return each process's own report (raw latencies in arrival
+    order, timeline, ``measure_start_ns``) as ``process_reports``, for callers that cut the run into periods."""
     spec.check()
     plans = [ProcessPlan(spec, index, *spec.share(index)) for index in range(spec.processes)]
     # spawn, not fork: the caller may hold threads, an event loop or an LMDB environment.
@@ -148,7 +152,10 @@ def run_load(
         for plan in plans:
             parent_end, child_end = ctx.Pipe(duplex=False)
             process = ctx.Process(
-                target=process_main, args=(plan, child_end, go), name=f"loadgen-{plan.index}", daemon=True
+                target=process_main,
+                args=(plan, child_end, go, stop),
+                name=f"loadgen-{plan.index}",
+                daemon=True,
             )
             process.start()
             child_end.close()
@@ -174,6 +181,8 @@ def run_load(
             conn.close()
     result = merge(reports, spec, cpu["server_cpu"], cpu["other_load"])
     result["machine_busy"] = cpu["machine_busy"]
+    if raw:
+        result["process_reports"] = sorted(reports, key=lambda r: r["index"])
     return result
 
 

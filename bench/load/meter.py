@@ -29,16 +29,17 @@ class Meter:
 
     __slots__ = (
         "_cpu_start", "_end", "_index", "_next_progress", "_next_tick", "_parent", "_progress", "_sent_start",
-        "_timeline", "_warm_end", "codes", "count", "duration_ns", "late", "latencies", "lost", "malformed",
+        "_should_stop", "_timeline", "_warm_end", "codes", "count", "duration_ns", "late", "latencies", "lost", "malformed",
         "measure_start", "measuring", "receive_errors", "reconnects", "send_errors", "send_lag_max_ns",
         "stop_after", "stopped_by", "warmup_ns",
     )  # fmt: skip
 
     def __init__(
         self, index: int, warmup_s: float, duration_s: float, count: int | None,
-        progress: Callable[[dict], None] | None = None,
+        progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
     ) -> None:  # fmt: skip
         self._index = index
+        self._should_stop = should_stop  #: asked at each progress report: the parent may end the run early
         self.warmup_ns = int(warmup_s * _NS)
         self.duration_ns = int(duration_s * _NS)
         self.count = count
@@ -96,6 +97,9 @@ class Meter:
             if os.getppid() != self._parent:
                 self.stopped_by = "parent gone"  # killed: nobody will read the figures
                 return 0
+            if self._should_stop is not None and self._should_stop():
+                self.stopped_by = "stopped"  # the parent's word: what was measured so far is the result
+                return 0
             if self._progress is not None:
                 self._progress(self.snapshot(now))
         if not self.measuring and now >= self._warm_end:
@@ -140,6 +144,9 @@ class Meter:
         return {
             "index": self._index,
             "elapsed_s": (now - self.measure_start) / _NS if self.measuring else 0.0,
+            # perf_counter_ns is CLOCK_MONOTONIC on Linux, the same clock in every process: the parent can place
+            # the timeline's intervals against its own events (bench/writeplane_load.py).
+            "measure_start_ns": self.measure_start if self.measuring else 0,
             "cpu_s": time.process_time() - self._cpu_start,
             "sent": sent - self._sent_start if self.measuring else 0,
             "answers": len(self.latencies) if self.measuring else 0,

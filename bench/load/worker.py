@@ -27,7 +27,7 @@ class ProcessPlan:
     count: int | None
 
 
-def generate(plan: ProcessPlan, conn, go) -> dict:
+def generate(plan: ProcessPlan, conn, go, stop=None) -> dict:
     spec = plan.spec
     protocol = PROTOCOLS[spec.protocol]
     options = {"host": spec.host, "port": spec.port, "dns_zone": spec.dns_zone, "dns_qtype": spec.dns_qtype}
@@ -41,6 +41,7 @@ def generate(plan: ProcessPlan, conn, go) -> dict:
         spec.duration_s,
         plan.count,
         progress=lambda snap: conn.send(("progress", snap)),
+        should_stop=stop.is_set if stop is not None else None,
     )
 
     def wait_for_go() -> None:
@@ -52,9 +53,10 @@ def generate(plan: ProcessPlan, conn, go) -> dict:
     return loop(spec, plan.rate, protocol, pool, meter, wait_for_go)
 
 
-def process_main(plan: ProcessPlan, conn, go) -> None:
+def process_main(plan: ProcessPlan, conn, go, stop=None) -> None:
+    """``stop``: an event the parent may set to end the measurement early (seen within a progress interval)."""
     try:
-        conn.send(("result", generate(plan, conn, go)))
+        conn.send(("result", generate(plan, conn, go, stop)))
     except KeyboardInterrupt:
         pass  # the parent stops everyone
     except BaseException:
