@@ -6,8 +6,9 @@ the enterprises' pages) and by `make screenshots` (bench/screenshots.py).
   the reason printed (pytest -rs), when selenium, chromium or chromedriver is missing.
 - `pages_node` (session): `idnode serve` (one worker, HTTP on a free 127.0.0.1 port) over a store holding the
   2,000 generated demo identifiers, both application scenarios of deploy/scenarios (templates, references),
-  a few records whose handles and values carry markup and script (`HOSTILE_*`), the operator's secret and an
-  administrator credential for each scenario prefix.
+  a few records whose handles and values carry markup and script (`HOSTILE_*`), a prefix its enterprise's own
+  node serves (REFERRAL_PREFIX), the operator's secret and an administrator credential for each scenario
+  prefix.
 - `browser` (per test): the session's chromium reset to a phone viewport (390x844) in Chinese, with `open()`,
   `use()` (a viewport and a language) and the layout measurements the tests assert on.
 
@@ -28,7 +29,7 @@ import pytest
 
 from resolver.cli_admin import load_scenario
 from resolver.handle.values import HandleValue
-from storage.enterprises import issue_credential, set_operator_secret
+from storage.enterprises import add_prefix, issue_credential, set_operator_secret
 from storage.keys import handle_key
 from storage.loader import load_files
 from storage.records import pack_record
@@ -45,6 +46,7 @@ PAGE_LOAD_TIMEOUT_S = 20  #: a page of the node loads in milliseconds; far above
 SCRIPT_TIMEOUT_S = 10  #: the measurements are tiny synchronous scripts
 COMMAND_TIMEOUT_S = 60  #: one WebDriver command's HTTP round trip to chromedriver, whatever it is
 OPERATOR_SECRET = "operator-secret-for-the-browser-tests"
+REFERRAL_PREFIX = "88.100.50"  #: a prefix served by its enterprise's own node (HS_SITE 127.0.0.1:2700)
 
 #: Records whose handles and values carry markup and script: every page must show them as text.
 HOSTILE_HANDLE = '88.100.1/<script>alert("h")</script>'
@@ -154,6 +156,7 @@ def build_pages_store(path: Path, demo_ndjson: Path) -> tuple[Path, dict[str, tu
             _name, _count, failures = load_scenario(store, directory)
             assert not failures, failures
         store.put_records([(handle_key(h.encode()), pack_record(list(v))) for h, v in HOSTILE_RECORDS])
+        add_prefix(store, REFERRAL_PREFIX, "Own Node Co", "127.0.0.1:2700")
         set_operator_secret(store, OPERATOR_SECRET)
         for prefix in ("88.100.101", "88.100.201"):
             admins[prefix] = issue_credential(store, prefix)

@@ -5,13 +5,12 @@ service and are counted as "http" (the tunnel's as "handle": it is the Handle pr
 
 from __future__ import annotations
 
-import html
+import logging
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from resolver.handle.constants import ResponseCode
-from resolver.handle.describe import describe_data, plain_text
+from resolver.handle.constants import MAX_HANDLE_BYTES, ResponseCode
 from resolver.handle.values import HandleValue, decode_values
 from resolver.handle.wire import Reader
 from resolver.http.common import (
@@ -25,8 +24,16 @@ from resolver.http.common import (
     read_body,
 )
 from resolver.http.context import CONTEXT
-from storage.jsonvalues import format_timestamp, value_to_json
+from resolver.pages import errors
+from resolver.pages.facts import gather
+from resolver.pages.i18n import LANGUAGES, negotiate
+from resolver.pages.identifier import render_identifier
+from resolver.pages.layout import Reader as PageReader
+from resolver.pages.response import page_response
+from storage.jsonvalues import value_to_json
 from storage.keys import NA_PREFIX, normalize_prefix
+
+log = logging.getLogger(__name__)
 
 HDL_MESSAGE_TYPE = (
     "application/x-hdl-message"  #: handle-protocol.md, transports: the tunnelled native message
@@ -155,102 +162,66 @@ def _first_url(values: tuple[HandleValue, ...]) -> str | None:
     return None
 
 
-_PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }}
-h1 {{ font-size: 1.3rem; word-break: break-all; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: .4rem; text-align: left; vertical-align: top; }}
-td.data {{ word-break: break-all; }}
-.note {{ color: #666; }}
-form input {{ width: 22rem; max-width: 80%; }}
-</style></head>
-<body>{body}</body></html>
-"""
-
-
-def _page(title: str, body: str, status: int = 200) -> web.Response:
-    text = _PAGE.format(title=html.escape(title), body=body)
-    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
-
-
-def _data_html(value: HandleValue) -> str:
-    shown = plain_text(value.type, value.data)
-    if shown is not None:
-        if value.type.upper() == "URL" and urlsplit(shown).scheme.lower() in REDIRECT_SCHEMES:
-            return f'<a href="{html.escape(shown)}" rel="noopener noreferrer">{html.escape(shown)}</a>'
-        if (
-            "/" in shown
-            and " " not in shown
-            and len(shown) < 256
-            and not shown.startswith(("http:", "https:"))
-        ):
-            return f'<a href="/{html.escape(quote(shown))}?noredirect">{html.escape(shown)}</a>'
-        return html.escape(shown)
-    # HS_ADMIN, HS_SITE, HS_VLIST and binary data: in words, as `idnode resolve` prints them
-    return "<br>".join(html.escape(line) for line in describe_data(value.type, value.data))
-
-
-def _values_page(handle: str, values: tuple[HandleValue, ...]) -> web.Response:
-    rows = "".join(
-        f"<tr><td>{v.index}</td><td>{html.escape(v.type)}</td><td class=data>{_data_html(v)}</td>"
-        f"<td>{format_timestamp(v.timestamp) if v.timestamp else ''}</td></tr>"
-        for v in values
-    )
-    body = (
-        f"<h1>{html.escape(handle)}</h1>"
-        "<table><tr><th>index</th><th>type</th><th>data</th><th>timestamp</th></tr>"
-        f"{rows}</table>"
-        f'<p class=note><a href="/api/handles/{html.escape(quote(handle))}">JSON</a> · 标识解析 idnode</p>'
-    )
-    return _page(handle, body)
+def _reader(request: web.Request) -> PageReader:
+    """The page's reader: language from `?lang=` or Accept-Language; the path and query for the switch."""
+    chosen = request.query.get("lang")
+    lang = negotiate(request.headers.get("Accept-Language"), chosen)
+    query = tuple((k, v) for k, v in request.query.items() if k != "lang")
+    return PageReader(lang, chosen == lang, request.path, query)
 
 
 async def browse(request: web.Request) -> web.Response:
     """`GET /{handle}`: a QR-code scan or a browser. Redirects (302) to the first http(s) URL value; shows the
-    values as a page when there is none, or with `?noredirect`."""
+    identifier's page (resolver/pages) when there is none, or with `?noredirect`; a page saying what happened
+    otherwise (invalid, not found, unknown prefix, referral)."""
     handle = request.match_info["handle"]
+    reader = _reader(request)
     try:
         check_handle(handle)
     except HttpError:
-        return _page(
-            "Invalid handle", f"<h1>Not a handle</h1><p>{html.escape(handle)} is not prefix/suffix.</p>", 404
-        )
+        return page_response(errors.invalid_page(reader, handle, MAX_HANDLE_BYTES))
     code, payload = _resolve(request, handle)
-    if code == ResponseCode.SUCCESS:
-        values = _values(payload)
-        url = None if "noredirect" in request.query else _first_url(values)
-        if url is not None:
-            raise web.HTTPFound(url)
-        return _values_page(handle, values)
-    if code == ResponseCode.VALUES_NOT_FOUND:
-        return _values_page(handle, ())
-    if code == ResponseCode.SERVICE_REFERRAL:
-        body = (
-            f"<h1>{html.escape(handle)}</h1><p>This identifier is served by its enterprise's own node. "
-            f'Its address is the HS_SITE of <a href="/0.NA/{html.escape(quote(handle.split("/", 1)[0]))}'
-            f'?noredirect">0.NA/{html.escape(handle.split("/", 1)[0])}</a>.</p>'
-        )
-        return _page(handle, body, 404)
-    message = _MESSAGES.get(code, "cannot be resolved")
-    return _page(handle, f"<h1>{html.escape(handle)}</h1><p>{html.escape(message)}.</p>", 404)
+    try:
+        if code == ResponseCode.SUCCESS:
+            values = _values(payload)
+            url = None if "noredirect" in request.query else _first_url(values)
+            if url is not None:
+                raise web.HTTPFound(url)
+            return page_response(_identifier_page(request, reader, handle, values))
+        if code == ResponseCode.VALUES_NOT_FOUND:
+            return page_response(_identifier_page(request, reader, handle, ()))
+        if code == ResponseCode.SERVICE_REFERRAL:
+            return page_response(errors.referral_page(reader, handle, _values(payload)))
+        if code == ResponseCode.HANDLE_NOT_FOUND:
+            return page_response(errors.not_found_page(reader, handle))
+        if code == ResponseCode.SERVER_NOT_RESP:
+            return page_response(errors.unknown_prefix_page(reader, handle))
+        if code == ResponseCode.INVALID_HANDLE:
+            return page_response(errors.invalid_page(reader, handle, MAX_HANDLE_BYTES))
+        return page_response(errors.unreadable_page(reader, handle))
+    except web.HTTPException:
+        raise
+    except Exception:  # a page that cannot be made is a page saying so, not a JSON 500 in a phone's browser
+        log.exception("the page of %r could not be made", handle)
+        return page_response(errors.unreadable_page(reader, handle, 500, "internal"))
+
+
+def _identifier_page(request: web.Request, reader: PageReader, handle: str, values: tuple[HandleValue, ...]):
+    return render_identifier(gather(request.app[CONTEXT].store, handle, values), reader)
 
 
 async def index_page(request: web.Request) -> web.Response:
-    """`GET /`: a form to look an identifier up (`/?handle=X` redirects to `/X`)."""
+    """`GET /`: a form to look an identifier up (`/?handle=X` redirects to `/X`; with `noredirect`, and
+    `lang`, to `/X?noredirect&lang=..`, as the pages' search box asks)."""
     wanted = request.query.get("handle", "").strip()
     if wanted:
-        raise web.HTTPFound("/" + quote(wanted))
-    body = (
-        "<h1>标识解析 · Identifier resolution</h1>"
-        '<form action="/" method="get"><input name="handle" placeholder="88.100.1/BATCH-2024-000001" autofocus>'
-        " <button>resolve</button></form>"
-        '<p class=note>REST API: <code>GET /api/handles/{handle}</code> · statistics: <a href="/api/stats">'
-        "/api/stats</a></p>"
-    )
-    return _page("idnode", body)
+        query = []
+        if "noredirect" in request.query:
+            query.append("noredirect")
+        if request.query.get("lang") in LANGUAGES:
+            query.append(f"lang={request.query['lang']}")
+        raise web.HTTPFound("/" + quote(wanted) + ("?" + "&".join(query) if query else ""))
+    return page_response(errors.home_page(_reader(request)))
 
 
 # -- the native protocol, tunnelled ---------------------------------------------------------------------------
@@ -279,6 +250,8 @@ async def tunnel(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     ctx.service.refresh()
     answer = ctx.frontend.answer_message(body)
+    if answer is not None and answer.__class__ is not bytes:  # a recursion to an enterprise node
+        answer = await answer
     if answer is None:
         raise HttpError(400, ResponseCode.PROTOCOL_ERROR, "the body is not a readable Handle message")
     return web.Response(body=answer, content_type=HDL_MESSAGE_TYPE)
