@@ -63,6 +63,8 @@ ADMIN_SUFFIX = (
 OPERATOR_USER = "operator"  #: the node operator's user name
 CONNECTED_WINDOW_S = 86_400  #: an enterprise seen (authenticated) within this window counts as connected
 MAX_PREFIX_CHARS = 64  #: longer is a typing mistake, not a prefix
+PUBLIC_KEY_INDEX_MIN = 301  #: HS_PUBKEY indexes of `<prefix>/ADMIN` (300 is the secret key's)
+PUBLIC_KEY_INDEX_MAX = 399  #: ... up to here, so that the HS_VLIST of the prefix handle names them all
 
 _CRED = b"cred/"
 _SEEN = b"seen/"
@@ -108,6 +110,11 @@ def user_key(user: str) -> bytes | None:
 def _admin_user_key(prefix: str) -> bytes:
     """The stored form of `enterprise_user(prefix)`: the prefix upper-cased like every prefix."""
     return f"{ADMIN_INDEX}:{prefix.upper()}/{ADMIN_SUFFIX}".encode()
+
+
+def admin_identity_key(prefix: str) -> bytes:
+    """`<PREFIX>/ADMIN` as the Handle secret keys are named (storage/handlekeys.py), whatever the store's case rule."""
+    return normalize_prefix(prefix.encode()) + b"/" + ADMIN_SUFFIX.encode()
 
 
 def prefix_of_user(key: bytes) -> bytes | None:
@@ -212,24 +219,58 @@ def apply_set_operator_secret(store: Store, txn: lmdb.Transaction, args: dict) -
 
 
 def issue_credential(
-    target: Any, prefix: str, now_s: int | None = None, actor: Actor | None = None
+    target: Any,
+    prefix: str,
+    now_s: int | None = None,
+    actor: Actor | None = None,
+    node_key: bytes | None = None,
 ) -> tuple[str, str]:
     """A new secret for the administrator of `prefix` (replacing any earlier one): (user, secret). The secret
-    is returned once and never stored (the log entry carries its salted hash). Registers `<prefix>/ADMIN` if
-    it is not there yet."""
+    is returned once; the log entry carries its salted hash (HTTP Basic) and, with `node_key`, the secret
+    encrypted with it (the HS_SECKEY at index 300 of `<prefix>/ADMIN` for the Handle protocol,
+    storage/handlekeys.py), never the secret in clear. Registers `<prefix>/ADMIN` if it is not there yet."""
     now_ns = time.time_ns() if now_s is None else now_s * 1_000_000_000
     now_s = now_ns // 1_000_000_000
     actor = actor or audit.cli_actor()
     validate_prefix(prefix)
     secret = new_secret()
     credential = hash_secret("", secret, now_s)  # the user is named when applied, from the stored prefix
-    entry = encode_entry(entries.ISSUE_CREDENTIAL, {
+    args = {
         "prefix": prefix, "salt": credential.salt, "hash": credential.digest, "n": credential.n,
         "r": credential.r, "p": credential.p, "issued": now_s, "time_ns": now_ns,
         "actor": entries.actor_args(actor),
-    })  # fmt: skip
-    user = unwrap(submit_one(target, entry))
+    }  # fmt: skip
+    if node_key is not None:
+        from storage.handlekeys import encrypt_secret
+
+        identity_key = admin_identity_key(prefix)
+        args["hs_seckey"] = encrypt_secret(node_key, identity_key, ADMIN_INDEX, secret.encode())
+    user = unwrap(submit_one(target, encode_entry(entries.ISSUE_CREDENTIAL, args)))
     return user, secret
+
+
+def register_public_key(
+    target: Any,
+    prefix: str,
+    index: int,
+    key_data: bytes,
+    now_s: int | None = None,
+    actor: Actor | None = None,
+) -> str:
+    """Make `key_data` (HS_PUBKEY data in the Handle key encoding) the value at `index` of `<prefix>/ADMIN`,
+    replacing what that index held: the enterprise proves itself over the Handle protocol by signing with
+    the private key. Returns the identity `index:<prefix>/ADMIN`. An ISSUE_CREDENTIAL entry, audited."""
+    validate_prefix(prefix)
+    if not PUBLIC_KEY_INDEX_MIN <= index <= PUBLIC_KEY_INDEX_MAX or index == ADMIN_INDEX:
+        raise EnterpriseError(
+            f"index: a key's index is {PUBLIC_KEY_INDEX_MIN}..{PUBLIC_KEY_INDEX_MAX} (not {ADMIN_INDEX}, the secret key's)"
+        )
+    now_ns = time.time_ns() if now_s is None else now_s * 1_000_000_000
+    entry = encode_entry(entries.ISSUE_CREDENTIAL, {
+        "prefix": prefix, "pubkey": key_data, "index": index, "issued": now_ns // 1_000_000_000,
+        "time_ns": now_ns, "actor": entries.actor_args(actor or audit.cli_actor()),
+    })  # fmt: skip
+    return unwrap(submit_one(target, entry))
 
 
 def apply_issue_credential(
@@ -241,18 +282,61 @@ def apply_issue_credential(
     info = _prefix_in(store, txn, key)
     if info.state == "disabled":
         raise EnterpriseError(f"prefix {info.prefix} is disabled; enable it before issuing a credential")
+    if "pubkey" in args:
+        return _apply_public_key(store, txn, args, info, changed)
     user = enterprise_user(info.prefix)
     credential = Credential(user, args["salt"], args["hash"], args["n"], args["r"], args["p"], now_s)
     txn.put(_CRED + _admin_user_key(info.prefix), credential.pack(), db=store.enterprises_db)
-    admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
-    created = txn.get(admin_key, db=store.handles) is None
-    if created:
-        changed(admin_key, None)
-        txn.put(admin_key, pack_record(_admin_identity_values(info.prefix, now_s)), db=store.handles)
-        store.add_counts_in(txn, {counter_key(REGISTRATIONS_ADMIN, today(now_s), key): 1})
+    created = _ensure_admin_record(store, txn, info, key, now_s, changed)
+    from storage.handlekeys import secret_key_name
+
+    name = secret_key_name(admin_identity_key(info.prefix), ADMIN_INDEX)
+    if args.get("hs_seckey") is not None:
+        txn.put(name, args["hs_seckey"], db=store.enterprises_db)
+    else:  # a rotated secret retires the Handle copy of the old one too
+        txn.delete(name, db=store.enterprises_db)
     audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, f"0.NA/{info.prefix}",
-                 {"user": user, "admin_created": created}, now_ns=args["time_ns"])  # fmt: skip
+                 {"user": user, "admin_created": created, "hs_seckey": args.get("hs_seckey") is not None},
+                 now_ns=args["time_ns"])  # fmt: skip
     return user
+
+
+def _ensure_admin_record(store: Store, txn: lmdb.Transaction, info: PrefixInfo, key: bytes, now_s: int,
+                         changed: Callable[[bytes, bytes | None], None]) -> bool:  # fmt: skip
+    """Register `<prefix>/ADMIN` if it is not there; whether it was made."""
+    admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
+    if txn.get(admin_key, db=store.handles) is not None:
+        return False
+    changed(admin_key, None)
+    txn.put(admin_key, pack_record(_admin_identity_values(info.prefix, now_s)), db=store.handles)
+    store.add_counts_in(txn, {counter_key(REGISTRATIONS_ADMIN, today(now_s), key): 1})
+    return True
+
+
+def _apply_public_key(store: Store, txn: lmdb.Transaction, args: dict, info: PrefixInfo,
+                      changed: Callable[[bytes, bytes | None], None]) -> str:  # fmt: skip
+    """An ISSUE_CREDENTIAL entry with a public key: the HS_PUBKEY value at its index of `<prefix>/ADMIN`."""
+    from resolver.handle.values import decode_value, encode_value
+    from resolver.handle.wire import Reader
+    from storage.records import split_values, unpack_record
+
+    key = normalize_prefix(info.prefix.encode())
+    now_s, index, actor = args["issued"], args["index"], Actor(*args["actor"])
+    _ensure_admin_record(store, txn, info, key, now_s, changed)
+    admin_key = store.key_of(f"{info.prefix}/{ADMIN_SUFFIX}")
+    old_raw = bytes(txn.get(admin_key, db=store.handles))
+    tail, _ = unpack_record(old_raw, store.shared_value)
+    values = [decode_value(Reader(encoded)) for encoded in split_values(tail)]
+    new = HandleValue(index, "HS_PUBKEY", args["pubkey"], now_s)
+    replaced = any(v.index == index for v in values)
+    values = [new if v.index == index else v for v in values] + ([] if replaced else [new])
+    encode_value(new)  # a value that cannot be encoded is refused before anything is put
+    changed(admin_key, old_raw)
+    txn.put(admin_key, pack_record(values), db=store.handles)
+    identity = f"{index}:{info.prefix}/{ADMIN_SUFFIX}"
+    audit.record(store, txn, actor.identity, actor.source, audit.CREDENTIAL_ISSUE, f"0.NA/{info.prefix}",
+                 {"user": identity, "hs_pubkey": True, "replaced": replaced}, now_ns=args["time_ns"])  # fmt: skip
+    return identity
 
 
 def _admin_identity_values(prefix: str, now_s: int) -> list[HandleValue]:

@@ -37,6 +37,7 @@ from storage.store import REGISTRATIONS, PrefixInfo, Store, counter_key, today
 MAX_BATCH_ITEMS = 2_000  #: identifiers per batch: one transaction stays short (~10 ms) for the other writers
 REGISTRATIONS_HTTP = f"{REGISTRATIONS}.http"  #: counter kind of identifiers created over the HTTP API
 REGISTRATIONS_CLI = f"{REGISTRATIONS}.cli"  #: ... created by `idnode register` and `idnode scenario load`
+REGISTRATIONS_HANDLE = f"{REGISTRATIONS}.handle"  #: ... created over the Handle protocol (CREATE_HANDLE)
 _RESERVED_SUFFIX = ADMIN_SUFFIX.encode()
 #: outcome of put_identifier / delete_identifier -> audit operation
 AUDIT_OPERATIONS = {
@@ -194,15 +195,19 @@ def put_identifier_entry(
     check: bool = False,
     now_s: float | None = None,
     actor: Actor | None = None,
+    counter_kind: str = REGISTRATIONS_HTTP,
 ) -> bytes:
     """The log entry of `put_identifier` (WriteError at once for what needs no store to refuse)."""
     check_handle_key(handle)
     _check_indexes_unique(values)
-    return encode_entry(entries.PUT_IDENTIFIER, {
+    args = {
         "handle": handle, "values": [encode_value(v) for v in values], "overwrite": overwrite,
         "indexes": list(indexes) if indexes is not None else None, "allowed": allowed_prefix, "check": check,
         "time_ns": _time_ns(now_s), "actor": entries.actor_args(actor or audit.cli_actor()),
-    })  # fmt: skip
+    }  # fmt: skip
+    if counter_kind != REGISTRATIONS_HTTP:  # entries of the HTTP API stay as they were
+        args["counter"] = counter_kind
+    return encode_entry(entries.PUT_IDENTIFIER, args)
 
 
 def put_identifier(
@@ -216,6 +221,7 @@ def put_identifier(
     checker: RecordChecker | bool | None = None,
     now_s: float | None = None,
     actor: Actor | None = None,
+    counter_kind: str = REGISTRATIONS_HTTP,
 ) -> str:
     """Create or replace `handle` with `values` ("created" or "replaced"), or with `indexes` set only the
     values at those indexes, adding the ones that are new ("updated"). `overwrite=False` refuses an existing
@@ -225,7 +231,7 @@ def put_identifier(
     a Submitter (the writer's client)."""
     entry = put_identifier_entry(
         handle, values, overwrite=overwrite, indexes=indexes, allowed_prefix=allowed_prefix,
-        check=bool(checker), now_s=now_s, actor=actor,
+        check=bool(checker), now_s=now_s, actor=actor, counter_kind=counter_kind,
     )  # fmt: skip
     return unwrap(submit_one(target, entry))
 
@@ -235,7 +241,7 @@ def apply_put_identifier(store: Store, txn: lmdb.Transaction, args: dict, change
     return put_identifier_in(
         store, txn, args["handle"], values, overwrite=args["overwrite"], indexes=args["indexes"],
         allowed_prefix=args["allowed"], checker=_checker(store, args["check"]), now_ns=args["time_ns"],
-        actor=Actor(*args["actor"]), changed=changed,
+        actor=Actor(*args["actor"]), changed=changed, counter_kind=args.get("counter", REGISTRATIONS_HTTP),
     )  # fmt: skip
 
 
@@ -260,6 +266,7 @@ def put_identifier_in(
     now_ns: int,
     actor: Actor,
     changed: Changed = _no_note,
+    counter_kind: str = REGISTRATIONS_HTTP,
 ) -> str:
     """The write policy of one identifier, in the applying transaction; raises WriteError before anything is
     put when it refuses."""
@@ -281,7 +288,7 @@ def put_identifier_in(
     txn.put(key, pack_record(result), db=store.handles)
     store.index_long_keys(txn, (key,))
     if outcome == "created":
-        store.add_counts_in(txn, _registrations([prefix], now_ns / 1e9))
+        store.add_counts_in(txn, _registrations([prefix], now_ns / 1e9, counter_kind))
     detail = {"indexes": sorted(indexes)} if indexes is not None else None
     audit.record(store, txn, actor.identity, actor.source, AUDIT_OPERATIONS[outcome], handle, detail,
                  now_ns=now_ns)  # fmt: skip
