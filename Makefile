@@ -93,5 +93,12 @@ fuzz: venv
 		grep -E "^(Done|#[0-9]+ *DONE)" build/fuzz/$$h.log; \
 	done
 
+# Screenshots of the pages (not part of `make test`): the browser tests' demo node in headless chromium, every
+# page at 390x844 and 1280x900, in Chinese and English, into bench/results/pages/ (README.md indexes them).
+# Needs, as root: apt-get install -y chromium chromium-driver fonts-wqy-microhei (.ci/run installs them).
+.PHONY: screenshots
+screenshots: venv
+	$(PY) -m bench.screenshots
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info
