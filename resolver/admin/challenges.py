@@ -97,7 +97,10 @@ class PendingChallenges:
         now = self.clock()
         live = self._sweep(now)
         tag = source_tag(source)
-        if len(live) >= self.max_pending or sum(1 for n in live if n.split(".")[1] == tag) >= self.max_per_source:
+        if (
+            len(live) >= self.max_pending
+            or sum(1 for n in live if n.split(".")[1] == tag) >= self.max_per_source
+        ):
             return None
         nonce = self.new_nonce()
         expires = now + self.ttl_s

@@ -36,7 +36,9 @@ from resolver.handle.keys import DSA_KEY_TYPE, RSA_KEY_TYPE, SM2_KEY_TYPE, Publi
 
 PBKDF2_ITERATIONS = 10_000  #: what the reference client uses (handle-admin.md §2a)
 PBKDF2_KEY_BITS = 160  #: handle-admin.md §2a: one SHA-1 output
-MAX_PBKDF2_ITERATIONS = 1_000_000  #: the client picks the count; above this an answer could pin a worker's CPU
+MAX_PBKDF2_ITERATIONS = (
+    1_000_000  #: the client picks the count; above this an answer could pin a worker's CPU
+)
 MAX_PBKDF2_KEY_BITS = 1024  #: the derived key is an HMAC key; longer buys nothing and costs time
 SM2_DEFAULT_USER_ID = b"1234567812345678"  #: GM/T 0009 default, tried after the identity handle
 # GM/T 0003 sm2p256v1: the curve's OID in DER, and a, b, G for Z_A.
@@ -129,7 +131,9 @@ def sm2_public_key(point: bytes) -> PublicKeyData:
     """Handle key data for an SM2 point, in id-pointer's encoding (PEM text of the SPKI)."""
     spki_der = bytes.fromhex("3059301306072a8648ce3d0201") + SM2_CURVE_OID_DER + b"\x03\x42\x00" + point
     pem = base64.encodebytes(spki_der).replace(b"\n", b"\r\n")
-    return PublicKeyData(SM2_KEY_TYPE, spki=b"-----BEGIN PUBLIC KEY-----\r\n" + pem + b"-----END PUBLIC KEY-----\r\n")
+    return PublicKeyData(
+        SM2_KEY_TYPE, spki=b"-----BEGIN PUBLIC KEY-----\r\n" + pem + b"-----END PUBLIC KEY-----\r\n"
+    )
 
 
 def _sm3(data: bytes) -> bytes:
@@ -180,7 +184,9 @@ def verify_signature(key: PublicKeyData, response: SignatureResponse, signed: by
         return False
     algorithm = _SHA.get(name)
     if algorithm is None:
-        raise KeyError_(f"hash {response.hash_name[:32]!r} is not one this node verifies (SHA-256, SHA1, SM3)")
+        raise KeyError_(
+            f"hash {response.hash_name[:32]!r} is not one this node verifies (SHA-256, SHA1, SM3)"
+        )
     try:
         if key.key_type == RSA_KEY_TYPE:
             e, n = key.integers

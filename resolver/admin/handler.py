@@ -81,7 +81,9 @@ from storage.writes import (
 
 log = logging.getLogger(__name__)
 
-AUTH_RATE_PER_S = 20.0  #: challenges and logins per second one address may cause (each costs a file and a check)
+AUTH_RATE_PER_S = (
+    20.0  #: challenges and logins per second one address may cause (each costs a file and a check)
+)
 AUTH_BURST = 60  #: ... in a burst: a client opening 16 logged-in connections at once is not refused
 MAX_LOGGED_IN = 4096  #: logged-in connections per worker
 MAX_LOGGED_IN_PER_SOURCE = 256  #: ... per address, so one client cannot take them all
@@ -145,7 +147,9 @@ class AdminService:
         self.max_logged_in = max_logged_in
         self.max_logged_in_per_source = max_logged_in_per_source
         self.logged_in: dict[str, int] = {}  # source -> logged-in connections
-        self._threads = concurrent.futures.ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="handle-write")
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            WRITE_THREADS, thread_name_prefix="handle-write"
+        )
         self._target: Any = None
         self._node_key: bytes | None = None
 
@@ -201,7 +205,9 @@ class AdminService:
         """402 with the digest of `request` and a new nonce; the pending challenge names the session."""
         if not self.limiter.allow(caller.source, time.monotonic()):
             self.events.rate_limited(caller.source, "handle-auth")
-            raise AdminError(ResponseCode.SERVER_TOO_BUSY, "too many authentication attempts from this address")
+            raise AdminError(
+                ResponseCode.SERVER_TOO_BUSY, "too many authentication attempts from this address"
+            )
         version = negotiate_version(request.envelope)
         digest = request_digest(digest_input(request), version)
         pending = self.challenges.issue(caller.source, encode_request_bytes(request), digest)
@@ -214,7 +220,9 @@ class AdminService:
 
     def _login(self, request: Message, caller: Caller) -> list[bytes]:
         if caller.transport != "tcp":
-            raise AdminError(ResponseCode.OPERATION_NOT_SUPPORTED, "op 2001 binds a login to a TCP connection")
+            raise AdminError(
+                ResponseCode.OPERATION_NOT_SUPPORTED, "op 2001 binds a login to a TCP connection"
+            )
         decode_login(request.body)
         return self._challenge(request, caller)
 
@@ -287,7 +295,9 @@ class AdminService:
             check = functools.partial(crypto.verify_signature, key, signature, pending.nonce + digest,
                                       response.identity)  # fmt: skip
         else:
-            raise AdminError(ResponseCode.AUTHENTICATION_FAILED, f"unknown authentication type {response.auth_type[:32]!r}")
+            raise AdminError(
+                ResponseCode.AUTHENTICATION_FAILED, f"unknown authentication type {response.auth_type[:32]!r}"
+            )
         try:
             ok = await loop.run_in_executor(self._threads, check)  # PBKDF2 and SM2 take milliseconds
         except crypto.KeyError_ as exc:
@@ -354,7 +364,9 @@ class AdminService:
         handle = f"0.NA/{info.prefix}"
         return [
             HandleValue(100, "HS_ADMIN", encode_admin(AdminData(handle, PREFIX_ADMIN_INDEX, 0x0FFF))),
-            HandleValue(PREFIX_ADMIN_INDEX, "HS_VLIST", encode_vlist([Reference(f"{info.prefix}/{ADMIN_SUFFIX}", 0)])),
+            HandleValue(
+                PREFIX_ADMIN_INDEX, "HS_VLIST", encode_vlist([Reference(f"{info.prefix}/{ADMIN_SUFFIX}", 0)])
+            ),
         ]
 
     # -- performing ----------------------------------------------------------------------------------------
@@ -377,7 +389,8 @@ class AdminService:
         else:
             governing = authorize.admin_values(current or ()) or prefix_values
         touches_admin = any(v.type == "HS_ADMIN" for v in request.values) or (
-            op == OpCode.REMOVE_VALUE and any(v.type == "HS_ADMIN" and v.index in request.indexes for v in current or ())
+            op == OpCode.REMOVE_VALUE
+            and any(v.type == "HS_ADMIN" and v.index in request.indexes for v in current or ())
         )
         self._authorize(governing, identity, index, op, touches_admin, handle)
         if op != OpCode.CREATE_HANDLE and current is None:
@@ -386,7 +399,9 @@ class AdminService:
             held = {v.index for v in current or ()}
             missing = sorted({v.index for v in request.values} - held)
             if missing:
-                raise AdminError(ResponseCode.VALUES_NOT_FOUND, f"{handle} has no value at index {missing[0]}")
+                raise AdminError(
+                    ResponseCode.VALUES_NOT_FOUND, f"{handle} has no value at index {missing[0]}"
+                )
         actor = Actor(f"{index}:{identity}", caller.where)
         allowed = normalize_prefix(identity.split("/", 1)[0].encode())
         try:
@@ -403,7 +418,9 @@ class AdminService:
         body = encode_created_body(handle) if op == OpCode.CREATE_HANDLE else b""
         return [self._reply(original, carrier, ResponseCode.SUCCESS, body)]
 
-    def _authorize(self, governing, identity: str, index: int, op: int, touches_admin: bool, handle: str) -> None:
+    def _authorize(
+        self, governing, identity: str, index: int, op: int, touches_admin: bool, handle: str
+    ) -> None:
         needed = authorize.needed_permission(op, touches_admin)
         if not authorize.is_authorized(governing, identity, index, needed, self._values):
             raise AdminError(ResponseCode.INVALID_ADMIN,
@@ -413,7 +430,9 @@ class AdminService:
         op = request.op_code
         now_s = int(self.clock())
         values = [  # a value sent without a time (CNRI sends 0) is stamped now, as over HTTP
-            HandleValue(v.index, v.type, v.data, v.timestamp or now_s, v.ttl_type, v.ttl, v.permissions, v.references)
+            HandleValue(
+                v.index, v.type, v.data, v.timestamp or now_s, v.ttl_type, v.ttl, v.permissions, v.references
+            )
             for v in request.values
         ]
         common = {"allowed_prefix": allowed, "checker": True, "actor": actor}
@@ -425,7 +444,9 @@ class AdminService:
             return await self._submit(put_identifier, request.handle, values, indexes=[v.index for v in values],
                                       overwrite=op == OpCode.MODIFY_VALUE, **common)  # fmt: skip
         if op == OpCode.REMOVE_VALUE:
-            return await self._submit(delete_identifier, request.handle, indexes=list(request.indexes), **common)
+            return await self._submit(
+                delete_identifier, request.handle, indexes=list(request.indexes), **common
+            )
         return await self._submit(delete_identifier, request.handle, **common)
 
     async def _submit(self, fn, *args, **kwargs):
