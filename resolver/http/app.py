@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from resolver.config import HTTP_IDLE_TIMEOUT_S, HTTP_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS_PER_SOURCE
+from resolver.console import routes as console
 from resolver.handle.constants import ResponseCode
 from resolver.http import admin, batch, health, resolve, stats, writes
 from resolver.http.auth import split_basic
@@ -113,6 +114,7 @@ def build_app(ctx: HttpContext) -> web.Application:
     admin.add_routes(app)
     health.add_routes(app)
     router.add_route("*", "/api/{tail:.*}", _no_such_api)
+    console.add_routes(app)  # /login, /admin, /ent: the signed-in pages (resolver/console)
     router.add_get("/", resolve.index_page)
     router.add_post("/", resolve.tunnel)
     router.add_get("/{handle:.+}", resolve.browse)
