@@ -52,7 +52,15 @@ REFERRAL_PREFIX = "88.100.50"  #: a prefix served by its enterprise's own node (
 HOSTILE_HANDLE = '88.100.1/<script>alert("h")</script>'
 HOSTILE_DESC = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
 HOSTILE_URL_HANDLE = "88.100.1/JS-LINK"
+#: A record whose handle, description and address are long and unbroken: pages must wrap, never widen.
+LONG_HANDLE = "88.100.1/LONG-" + "X" * 120
+LONG_VALUES = (
+    HandleValue(2, "DESC", ("零件" * 40 + "-" + "A" * 200).encode()),
+    HandleValue(3, "NOTE", ("B" * 300).encode()),
+    HandleValue(4, "REF", ("https://example.com/" + "c" * 280).encode()),
+)
 HOSTILE_RECORDS = (
+    (LONG_HANDLE, LONG_VALUES),
     (HOSTILE_HANDLE, (HandleValue(2, "DESC", HOSTILE_DESC.encode()),)),
     (
         HOSTILE_URL_HANDLE,
