@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     from resolver.cli_dns import register as register_dns
 
     register_dns(sub)  # export-zone, dns-name
+    from resolver.cli_key import register as register_key
+
+    register_key(sub)  # key show|rotate
     return parser
 
 

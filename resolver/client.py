@@ -220,8 +220,11 @@ class HandleClient:
                 future.set_exception(exc if isinstance(exc, ResolveError) else ResolveError(str(exc)))
         self._pending.clear()
 
-    async def request(self, op_code: int, body: bytes, op_flags: int = DEFAULT_FLAGS) -> Message:
-        """Send one request and wait for its answer (UDP: sent again when lost)."""
+    async def request(
+        self, op_code: int, body: bytes, op_flags: int = DEFAULT_FLAGS, recursion_count: int = 0
+    ) -> Message:
+        """Send one request and wait for its answer (UDP: sent again when lost). `recursion_count`: how many
+        servers passed the request on before (a recursing node counts up, resolver/recursion)."""
         request_id = next(self._ids) & 0xFFFFFFFF
         data = encode_request(
             op_code,
@@ -229,6 +232,7 @@ class HandleClient:
             request_id=request_id,
             op_flags=op_flags,
             expiration=int(time.time()) + REQUEST_LIFETIME_S,
+            recursion_count=recursion_count,
         )
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future

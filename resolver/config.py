@@ -40,6 +40,9 @@ STOP_GRACE_S = 10.0  #: how long a stopping or replaced worker may drain and flu
 #: entries stay for IXFR and catching-up members, at most this many and at most this long.
 LOG_RETENTION_ENTRIES = 1_000_000
 LOG_RETENTION_S = 7 * 86_400.0
+RECURSION_TIMEOUT_S = 3.0  #: an enterprise node's answer is awaited this long; the SDKs wait about 5 s
+PROBE_INTERVAL_S = 60.0  #: enterprise nodes are probed once a minute (issue 13)
+RECURSION_MODES = ("off", "on-request", "always")  #: accepted `recursion` values
 LOG_LEVELS = ("debug", "info", "warning", "error")  #: accepted `log_level` values
 LOG_FORMATS = ("text", "json")  #: `text` for a terminal, `json` (an object a line) for journald and shippers
 
@@ -108,6 +111,11 @@ class ServeConfig:
     writer_socket: str = ""  # the writer's Unix socket; empty: writer.sock in the data directory
     log_retention_entries: int = LOG_RETENTION_ENTRIES  # applied write-log entries kept, at most
     log_retention_s: float = LOG_RETENTION_S  # ... and for at most this long
+    # referred prefixes: "on-request" resolves REC requests at the enterprise node, "always" every request,
+    # "off" answers 302 (resolver/recursion)
+    recursion: str = "on-request"
+    recursion_timeout_s: float = RECURSION_TIMEOUT_S  # one question to an enterprise node, UDP then TCP
+    probe_interval_s: float = PROBE_INTERVAL_S  # GET_SITE_INFO to every enterprise node this often (0: never)
     # the [security_log] table: upload of security events to the regional platform (off without a collector)
     security_log: SecurityLogConfig = field(default_factory=SecurityLogConfig)
 
@@ -159,6 +167,12 @@ class ServeConfig:
             raise ValueError("log_retention_entries, log_retention_s: must not be negative")
         if self.http_idle_timeout_s <= 0:
             raise ValueError("http_idle_timeout_s: must be positive")
+        if self.recursion not in RECURSION_MODES:
+            raise ValueError(f"recursion: {self.recursion!r} is not one of {', '.join(RECURSION_MODES)}")
+        if not 0 < self.recursion_timeout_s <= 60:
+            raise ValueError("recursion_timeout_s: more than 0, at most 60 seconds")
+        if self.probe_interval_s < 0:
+            raise ValueError("probe_interval_s: 0 (no probing) or positive")
         if self.http_max_connections < 1 or self.http_max_connections_per_source < 1:
             raise ValueError("http_max_connections, http_max_connections_per_source: at least 1")
         if (self.http_tls_cert is None) != (self.http_tls_key is None):

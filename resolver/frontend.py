@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import time
 
-from resolver.handle.constants import ENVELOPE_BYTES, UDP_DATAGRAM_BYTES, EnvelopeFlag, OpCode, ResponseCode
+from resolver.handle.constants import (
+    ENVELOPE_BYTES,
+    UDP_DATAGRAM_BYTES,
+    EnvelopeFlag,
+    OpCode,
+    OpFlag,
+    ResponseCode,
+)
 from resolver.handle.errors import EnvelopeError, HandleProtocolError
 from resolver.handle.fastpath import encode_plain_answer, read_plain_resolution
 from resolver.handle.message import (
@@ -29,6 +36,7 @@ TOO_LARGE_FOR_UDP = "answer too large for UDP to an unverified address: ask over
 _TC = int(EnvelopeFlag.TC)
 _RESOLUTION = int(OpCode.RESOLUTION)
 _GET_SITE_INFO = int(OpCode.GET_SITE_INFO)
+_CT = int(OpFlag.CT)
 _SUCCESS = ResponseCode.SUCCESS
 _SERVICE_REFERRAL = ResponseCode.SERVICE_REFERRAL
 
@@ -47,6 +55,12 @@ class HandleFrontend:
         self.service = service
         self.clock = clock
         self.reassembler = Reassembler()
+        #: signs answers to CT requests (resolver.serverkey.ServerKey); None: answered unsigned
+        self.signer = None
+        #: resolves REC requests for referred prefixes at the enterprise's node (resolver.recursion); None: 302
+        self.recursor = None
+        #: answers handed back as awaitables (a recursion under way): transports compare it before and after
+        self.deferrals = 0
 
     def answer_message(self, data: bytes) -> bytes | None:
         """The answer to one whole request message, or None when it must be dropped."""
@@ -65,10 +79,13 @@ class HandleFrontend:
             request = decode_request(data)
             op_code = request.header.op_code
             if op_code == _RESOLUTION:
-                return self._resolve(request, expiration)
+                return self._certify(request, self._resolve(request, expiration))
             if op_code == _GET_SITE_INFO:
                 decode_site_info_request(request.body)  # validates the handle; any handle gets our site
-                return encode_response(request, _SUCCESS, self.service.site_data, expiration, authoritative=True)
+                site = encode_response(
+                    request, _SUCCESS, self.service.site_data, expiration, authoritative=True
+                )
+                return self._certify(request, site)
             return encode_error_response(
                 request,
                 ResponseCode.OPERATION_NOT_SUPPORTED,
@@ -82,13 +99,28 @@ class HandleFrontend:
         query = decode_resolution_request(request.body)
         # No credential is verified on this node, so every requester gets the public values, PO or not.
         code, payload = self.service.resolve(query.handle, query.indexes, query.types, True)
-        return self._resolution_answer(request, query.handle, code, payload, expiration)
+        return self._resolution_answer(request, query.handle, code, payload, expiration, query)
 
-    def _resolution_answer(self, request, handle: bytes, code, payload: bytes, expiration: int) -> bytes:
+    def _certify(self, request, answer):
+        """The answer signed when the request asked for a certified one (CT) and the node has a key."""
+        if request.header.op_flags & _CT and self.signer is not None and answer.__class__ is bytes:
+            return self.signer.sign_answer(answer)
+        return answer
+
+    def _resolution_answer(self, request, handle: bytes, code, payload: bytes, expiration: int, query=None):
         # AT only where the answer comes from what this node holds (resolver.service.AUTHORITATIVE).
         if code == _SUCCESS:
             return encode_resolution_response(request, handle, payload, expiration, authoritative=True)
         if code == _SERVICE_REFERRAL:
+            recursor = self.recursor
+            if recursor is not None and recursor.wanted(request.header.op_flags):
+                # Asked at the enterprise's node: bytes at once (cache, refusal) or an awaitable of them.
+                answer = recursor.answer(
+                    request, handle, query, expiration, lambda a: self._certify(request, a)
+                )
+                if answer.__class__ is not bytes:
+                    self.deferrals += 1
+                return answer
             referral = self.service.referral_handle(handle)
             return encode_resolution_response(request, referral, payload, expiration, _SERVICE_REFERRAL)
         return encode_error_response(
@@ -132,6 +164,8 @@ class HandleFrontend:
         answer = self.answer_message(data)
         if answer is None:
             return []
+        if answer.__class__ is not bytes:  # a recursion under way: the transport sends it when it ends
+            return [answer]
         if len(answer) <= UDP_DATAGRAM_BYTES:
             return [answer]
         return split_datagrams(answer)

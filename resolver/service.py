@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from resolver.handle.constants import ResponseCode
+from resolver.handle.signature import with_server_key
 from resolver.handle.values import AdminData, HandleValue, encode_admin, encode_values
 from storage.counters import PROTOCOLS, ResolutionCounter
 from storage.keys import NA_PREFIX, InvalidHandle, handle_key, normalize_prefix
@@ -38,6 +39,27 @@ AUTHORITATIVE = frozenset({SUCCESS, HANDLE_NOT_FOUND, VALUES_NOT_FOUND})
 
 class ResolutionService:
     """Resolves handles against a store for one worker. Not thread-safe; one per event loop."""
+
+    _server_key = b""  # the node's public key in its HS_SITE (publish_key); empty: none published
+    _raw_site = b""
+
+    @property
+    def site_data(self) -> bytes:
+        """The node's HS_SITE, with the server key published in it."""
+        return self._site_data
+
+    @site_data.setter
+    def site_data(self, raw: bytes) -> None:
+        self._raw_site = raw
+        self._site_data = with_server_key(raw, self._server_key) if raw and self._server_key else raw
+
+    def publish_key(self, public_key_hs: bytes) -> None:
+        """Publish the server key (Handle encoding) in the node's HS_SITE, now and after every rebuild;
+        the prefix handles' values are built again with it."""
+        self._server_key = public_key_hs
+        self.site_data = self._raw_site
+        self._prefixes_version = b"unset"
+        self.reload_prefixes()
 
     def __init__(self, store: Store, node_prefix: str, site_data: bytes):
         self.store = store

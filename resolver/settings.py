@@ -84,6 +84,9 @@ HELP: dict[str, str] = {
     "writer_socket": "Unix socket of the node's writer (default: writer.sock in the data directory)",
     "log_retention_entries": "applied write-log entries kept for IXFR and catching-up members, at most",
     "log_retention_s": "seconds applied write-log entries are kept, at most",
+    "recursion": "prefixes served by an enterprise node: on-request (REC requests are resolved there), always (every request), off (302)",
+    "recursion_timeout_s": "seconds an enterprise node's answer is awaited when resolving there (UDP, then TCP)",
+    "probe_interval_s": "seconds between GET_SITE_INFO probes of every enterprise node (0: no probing)",
 }
 
 

@@ -1,5 +1,5 @@
 """The common request read and answered without building message objects: an unchunked, uncompressed
-OC_RESOLUTION with no index or type filter, no RD, an ASCII handle and an empty (or absent) credential section.
+OC_RESOLUTION with no index or type filter, no RD or CT, an ASCII handle and an empty (or absent) credential section.
 That is what nearly every client sends, and reading it with one `unpack_from` instead of the general decoder
 saves about a microsecond an answer. Anything else returns None and takes the general path
 (resolver/handle/message.py), which gives byte-for-byte the same answer (tests/test_handle_fastpath.py).
@@ -22,7 +22,7 @@ _NO_FILTERS = bytes(8)  # index count 0, type count 0
 _NO_CREDENTIAL = bytes(4)
 _SERVER_MAJOR, _SERVER_MINOR = SERVER_VERSION
 _RESOLUTION = int(OpCode.RESOLUTION)
-_RD = int(OpFlag.RD)
+_RD = int(OpFlag.RD | OpFlag.CT)  # a digest to prepend or an answer to sign: the general path's work
 _AT = int(OpFlag.AT)
 _UNREADABLE = 0xE0  # CP, EC, TC: compressed, encrypted or truncated messages take the general path
 

@@ -10,6 +10,7 @@ by resolver.server.limits.PartialRequestBytes. Between requests only the idle ti
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from resolver.server.stats import (
 log = logging.getLogger(__name__)
 
 TCP_REQUEST_DEADLINE_S = 10.0  #: a request must arrive whole this long after its first byte, or the connection closes
+#: answers held behind a recursion under way (resolver/recursion) before the connection stops reading
+MAX_QUEUED_ANSWERS = 256
 
 
 class HandleTcpProtocol(asyncio.Protocol):
@@ -66,6 +69,9 @@ class HandleTcpProtocol(asyncio.Protocol):
         self._counts = self.stats.counts("handle-tcp")
         self._tick = self.stats.sample_every
         self._connections = connections  # the worker's open connections, so that a drain can close them
+        # While a recursion's answer is awaited, later answers wait behind it, in order (None: none waits).
+        self._queue: collections.deque | None = None
+        self._sender: asyncio.Task | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -99,16 +105,23 @@ class HandleTcpProtocol(asyncio.Protocol):
             self.renew_view()
         self._tick -= 1
         started = time.perf_counter() if not self._tick else 0.0
+        deferrals = self.frontend.deferrals
         try:
             answers = [a for a in map(self.frontend.answer_message, messages) if a]
+            later = 0  # answers of recursions under way: counted and sent by _send_queued
+            queued = self._queue is not None or self.frontend.deferrals != deferrals
+            if queued:
+                self._enqueue(answers)
+                now = [a for a in answers if a.__class__ is bytes]
+                later, answers = len(answers) - len(now), now
             counts = self._counts
             for answer in answers:
                 counts[answer[CODES_AT]] += 1
                 if answer[RCODE_LOW_BYTE_AT] == PROTOCOL_ERROR_LOW_BYTE and is_protocol_error(answer):
                     self.events.malformed(self._peer(), "tcp")
-            if len(answers) < len(messages):
-                counts[NO_ANSWER] += len(messages) - len(answers)
-                for _ in range(len(messages) - len(answers)):  # dropped: unreadable, or not a request
+            if len(answers) + later < len(messages):
+                counts[NO_ANSWER] += len(messages) - len(answers) - later
+                for _ in range(len(messages) - len(answers) - later):  # dropped: unreadable, or not a request
                     self.events.malformed(self._peer(), "tcp")
             if started and messages:
                 self._tick = self.stats.sample_every
@@ -119,10 +132,41 @@ class HandleTcpProtocol(asyncio.Protocol):
             log.exception("unexpected error answering over TCP from %s", self._peer())
             self.transport.close()
             return
-        if answers:
+        if answers and not queued:
             self.transport.write(b"".join(answers))
         if self._held or len(self._frames):  # rare: a request split over reads
             self._bound_partial(bool(messages))
+
+    def _enqueue(self, answers: list) -> None:
+        if self._queue is None:
+            self._queue = collections.deque()
+        self._queue.extend(answers)
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_queued())
+        if len(self._queue) > MAX_QUEUED_ANSWERS:
+            self.transport.pause_reading()  # flow control: the client waits for its answers
+
+    async def _send_queued(self) -> None:
+        """Write queued answers in request order, awaiting each recursion's in turn."""
+        queue = self._queue
+        try:
+            while queue:
+                answer = queue[0]
+                if answer.__class__ is not bytes:
+                    try:
+                        answer = await answer
+                    except Exception:
+                        log.exception("unexpected error in a recursion for %s", self._peer())
+                        answer = None
+                    if answer:
+                        self._counts[answer[CODES_AT]] += 1
+                queue.popleft()
+                if answer and not self.transport.is_closing():
+                    self.transport.write(answer)
+        finally:
+            self._queue = self._sender = None
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def _bound_partial(self, completed: bool) -> None:
         """Keep the deadline of the unfinished request and the source's count of buffered bytes current;
@@ -182,4 +226,6 @@ class HandleTcpProtocol(asyncio.Protocol):
             self._connections.discard(self)
         self.stats.tcp_connections -= 1
         self._idle.cancel()
+        if self._sender is not None:
+            self._sender.cancel()
         self._release()

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 
 from resolver.frontend import HandleFrontend
-from resolver.handle.udp import is_chunk
+from resolver.handle.constants import UDP_DATAGRAM_BYTES
+from resolver.handle.udp import is_chunk, split_datagrams
 from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.batching import BatchedDatagramProtocol
 from resolver.server.limits import UdpGuard
@@ -87,6 +88,9 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
             self.events.rate_limited(addr[0], "udp")
             return guard.refusal(data)
         answers = self.frontend.answer_datagram(data, addr)
+        if answers and answers[0].__class__ is not bytes:  # a recursion under way: sent when it ends
+            self._send_later(answers[0], data, addr)
+            return []
         if not answers:
             if not is_chunk(data):  # dropped: an unreadable envelope (a piece of a longer request waits)
                 self.events.malformed(addr[0], "udp")
@@ -97,6 +101,28 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
             return guard.bound(data, answers, addr[0], self._now)
         return answers
 
+
+    def _send_later(self, pending: asyncio.Future, data: bytes, addr: tuple) -> None:
+        """Send the answer of a recursion (resolver/recursion) when it ends, chunked and bounded like any
+        other answer. It was counted as no answer when handed back; that count moves to its code."""
+
+        def send(done: asyncio.Future) -> None:
+            if done.cancelled() or self.transport is None or self.transport.is_closing():
+                return
+            try:
+                answer = done.result()
+                answers = [answer] if len(answer) <= UDP_DATAGRAM_BYTES else split_datagrams(answer)
+                if self.guard is not None and len(answers) > 1:
+                    answers = self.guard.bound(data, answers, addr[0], asyncio.get_running_loop().time())
+                for datagram in answers:
+                    self._sendto(datagram, addr)
+                if answers:
+                    self._counts[NO_ANSWER] -= 1
+                    self._counts[answers[0][CODES_AT]] += 1
+            except Exception:
+                log.exception("unexpected error sending a recursive answer to %s", addr[0])
+
+        pending.add_done_callback(send)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)

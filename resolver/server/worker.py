@@ -29,6 +29,7 @@ from resolver.handle.values import (
     SiteInfo,
     encode_site,
 )
+from resolver.recursion.recursor import Recursor
 from resolver.security.events import SecurityEvents
 from resolver.security.queue import QueueError
 from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
@@ -45,6 +46,7 @@ from resolver.server.stats import QueryStats
 from resolver.server.systemd import InheritedSocket
 from resolver.server.tcp import HandleTcpProtocol
 from resolver.server.udp import HandleUdpProtocol
+from resolver.serverkey import ServerKey
 from resolver.service import ResolutionService
 from resolver.writer.client import WriterClient
 from resolver.writer.feed import CountFeed, SeenFeed
@@ -92,6 +94,7 @@ class Worker:
         self.counts = CountFeed(self.writer, self.service.counters)
         self.seen = SeenFeed(self.writer)
         self.frontend = HandleFrontend(self.service)
+        self._key_wiring(config)
         self.events = open_events(config)
         self._closers: list = []
         self._http = None  # the aiohttp runner when HTTP is served (resolver/http)
@@ -127,6 +130,23 @@ class Worker:
         )
         # DNS answers are bounded by the DNS view itself (TC past 512 bytes or the EDNS size): only the rate.
         self.dns_guard = UdpGuard(rate_limiter(), self.proven, 0.0, None, self.frontend.too_large_answer)
+
+    def _key_wiring(self, config: ServeConfig) -> None:
+        """The server key (made at first start) signs CT answers and is published in the node's HS_SITE;
+        referred prefixes are resolved at the enterprise's node unless `recursion` is off."""
+        self.server_key = ServerKey.for_store(config.data_dir)
+        self.frontend.signer = self.server_key
+        self.service.publish_key(self.server_key.public_key_hs)
+        if config.recursion != "off":
+            self.frontend.recursor = Recursor(self.service, config.recursion, config.recursion_timeout_s)
+
+    def _reload_key(self) -> None:
+        """After `idnode key rotate`: sign with and publish the new key."""
+        key = self.server_key.reloaded()
+        if key is not None:
+            self.server_key = self.frontend.signer = key
+            self.service.publish_key(key.public_key_hs)
+            log.info("server key %s reloaded", key.path, extra={"event": "server_key_reloaded"})
 
     def after_batch(self) -> None:
         self.service.refresh()
@@ -275,6 +295,7 @@ class Worker:
                 metrics.publish(self.stats)
                 metrics.publish_security(self.events)
                 self.service.reload_prefixes()
+                self._reload_key()
                 if loop.time() >= next_flush and (self._flushing is None or self._flushing.done()):
                     self._flushing = asyncio.create_task(self.flush())  # its failures are its own business
                     next_flush = loop.time() + self.config.counter_flush_interval_s
@@ -325,6 +346,8 @@ async def _serve(config: ServeConfig, link: WorkerLink, inherited: list[Inherite
         housekeeping.cancel()
         await worker.last_flush()
         await worker.writer.close()
+        if worker.frontend.recursor is not None:
+            await worker.frontend.recursor.close()
         worker.close()
 
 
