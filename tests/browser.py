@@ -222,6 +222,12 @@ class Browser:
     def path(self) -> str:
         return self.js("return location.pathname + location.search")
 
+    def wait_for_path(self, path: str, timeout_s: float = PAGE_LOAD_TIMEOUT_S) -> None:
+        """Wait (bounded) until the browser shows `path` (with its query): after a click or a form submission."""
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(self.driver, timeout_s).until(lambda d: self.path == path)
+
     def text(self, css: str = "body") -> str:
         from selenium.webdriver.common.by import By
 
