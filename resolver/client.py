@@ -221,7 +221,12 @@ class HandleClient:
         self._pending.clear()
 
     async def request(
-        self, op_code: int, body: bytes, op_flags: int = DEFAULT_FLAGS, recursion_count: int = 0
+        self,
+        op_code: int,
+        body: bytes,
+        op_flags: int = DEFAULT_FLAGS,
+        recursion_count: int = 0,
+        session_id: int = 0,
     ) -> Message:
         """Send one request and wait for its answer (UDP: sent again when lost). `recursion_count`: how many
         servers passed the request on before (a recursing node counts up, resolver/recursion)."""
@@ -233,6 +238,7 @@ class HandleClient:
             op_flags=op_flags,
             expiration=int(time.time()) + REQUEST_LIFETIME_S,
             recursion_count=recursion_count,
+            session_id=session_id,
         )
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -268,6 +274,41 @@ class HandleClient:
         )
         message = await self.request(OpCode.RESOLUTION, body, op_flags)
         return read_resolution(handle, message)
+
+    async def authenticated(
+        self, op_code: int, body: bytes, signer, op_flags: int = DEFAULT_FLAGS
+    ) -> Message:
+        """An administrative request (or op-2001 login) answered through the challenge: sent, and when the
+        server answers 402, the challenge is signed by `signer` (resolver.admin.crypto.Signer) and answered
+        with op 200; the final answer is returned (its response code says how it went)."""
+        from resolver.handle.admin import ChallengeAnswer, decode_challenge_body, encode_challenge_answer
+
+        first = await self.request(op_code, body, op_flags)
+        if first.header.response_code != ResponseCode.AUTHENTICATION_NEEDED:
+            return first
+        digest, nonce = decode_challenge_body(first.body)
+        auth_type, signed = signer.sign(nonce, digest[1:])
+        answer = encode_challenge_answer(ChallengeAnswer(auth_type, signer.identity, signer.index, signed))
+        return await self.request(
+            OpCode.RESPONSE_TO_CHALLENGE, answer, op_flags, session_id=first.envelope.session_id
+        )
+
+    async def login(self, signer) -> Message:
+        """The national op 2001: the identity is bound to this TCP connection (later writes need no challenge)."""
+        from resolver.handle.admin import Login, encode_login
+
+        body = encode_login(Login(signer.identity, signer.index))
+        return await self.authenticated(OpCode.LOGIN_ID_SYSTEM, body, signer, 0)
+
+    async def admin(self, request, signer=None, op_flags: int = DEFAULT_FLAGS) -> Message:
+        """CREATE/DELETE/ADD/REMOVE/MODIFY/LIST (`request`: resolver.handle.admin.AdminRequest), challenged and
+        answered with `signer` when given (else sent as is: on a logged-in connection)."""
+        from resolver.handle.admin import encode_admin_request
+
+        body = encode_admin_request(request)
+        if signer is None:
+            return await self.request(request.op_code, body, op_flags)
+        return await self.authenticated(request.op_code, body, signer, op_flags)
 
     async def get_site_info(self) -> SiteInfo:
         message = await self.request(OpCode.GET_SITE_INFO, encode_site_info_request(b"/"), 0)
