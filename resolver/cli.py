@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     from resolver.cli_key import register as register_key
 
     register_key(sub)  # key show|rotate
+    from resolver.cli_cluster import register as register_cluster
+
+    register_cluster(sub)  # cluster status|remove
     return parser
 
 

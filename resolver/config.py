@@ -40,6 +40,8 @@ STOP_GRACE_S = 10.0  #: how long a stopping or replaced worker may drain and flu
 #: entries stay for IXFR and catching-up members, at most this many and at most this long.
 LOG_RETENTION_ENTRIES = 1_000_000
 LOG_RETENTION_S = 7 * 86_400.0
+CLUSTER_REPLICAS = 3  #: the log survives the loss of one NATS server (a quorum of two stays)
+CLUSTER_STREAM = "IDNODE_LOG"  #: the JetStream stream of the cluster's write log
 RECURSION_TIMEOUT_S = 3.0  #: an enterprise node's answer is awaited this long; the SDKs wait about 5 s
 PROBE_INTERVAL_S = 60.0  #: enterprise nodes are probed once a minute (issue 13)
 RECURSION_MODES = ("off", "on-request", "always")  #: accepted `recursion` values
@@ -116,6 +118,12 @@ class ServeConfig:
     recursion: str = "on-request"
     recursion_timeout_s: float = RECURSION_TIMEOUT_S  # one question to an enterprise node, UDP then TCP
     probe_interval_s: float = PROBE_INTERVAL_S  # GET_SITE_INFO to every enterprise node this often (0: never)
+    # the [cluster] table (read as cluster_<name>): with `nats` set, the write log is a NATS JetStream stream
+    # shared by every member (resolver/cluster/); empty: one machine, the log in the node's own store
+    cluster_nats: list[str] = field(default_factory=list)  # nats://host:port of the NATS servers
+    cluster_node: str = ""  # this member's id, unique in the cluster; empty: the host name
+    cluster_replicas: int = CLUSTER_REPLICAS  # copies of the log JetStream keeps (created with the stream)
+    cluster_stream: str = CLUSTER_STREAM  # the stream's name: two clusters may share one NATS cluster
     # the [security_log] table: upload of security events to the regional platform (off without a collector)
     security_log: SecurityLogConfig = field(default_factory=SecurityLogConfig)
 
@@ -177,6 +185,13 @@ class ServeConfig:
             raise ValueError("http_max_connections, http_max_connections_per_source: at least 1")
         if (self.http_tls_cert is None) != (self.http_tls_key is None):
             raise ValueError("http_tls_cert: give http_tls_cert and http_tls_key together")
+        for url in self.cluster_nats:
+            if not url.startswith(("nats://", "tls://")) or "://" == url[-3:]:
+                raise ValueError(f"cluster.nats: {url!r} is not nats://host:port")
+        if self.cluster_nats and not 1 <= self.cluster_replicas <= 5:
+            raise ValueError("cluster.replicas: 1 to 5 (JetStream's limit); 3 survives the loss of one server")
+        if self.cluster_node and not all(c.isalnum() or c in "-_." for c in self.cluster_node):
+            raise ValueError(f"cluster.node: {self.cluster_node!r}: letters, digits, '-', '_' or '.'")
         zone = self.dns_zone.rstrip(".")
         if not zone or len(zone) > MAX_DNS_ZONE_BYTES or any(not 0 < len(label) < 64 for label in zone.split(".")):
             raise ValueError(f"dns_zone: {self.dns_zone!r} is not a DNS name of at most {MAX_DNS_ZONE_BYTES} bytes")
@@ -192,6 +207,17 @@ class ServeConfig:
                 raise ValueError(f"site_address: {self.site_address!r} is not an IP address") from exc
             if published.is_unspecified:
                 raise ValueError(f"site_address: {self.site_address} is no address a client can connect to")
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.cluster_nats)
+
+    @property
+    def node_id(self) -> str:
+        """This member's id in the cluster: `cluster_node`, else the host name."""
+        import socket
+
+        return self.cluster_node or socket.gethostname().split(".")[0]
 
     def check_site_address(self) -> None:
         """Refuse (ValueError naming `site_address`) a node that cannot tell clients where it is: one that

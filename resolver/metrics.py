@@ -288,6 +288,43 @@ class SecurityQueueCollector:
         )
 
 
+class ClusterCollector:
+    """A cluster member's place in the log, from the status its writer writes every second
+    (resolver/cluster/member.py): the position applied here, the stream's last, the lag between them, and
+    whether the member is applying (1) or not (0: NATS unreachable, or the apply loop stopped). Nothing for a
+    node on its own."""
+
+    STALE_S = 10.0  #: a status older than this (the writer hung or died) reports the member as not applying
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from resolver.cluster.status import READY, read_status
+
+        status = read_status(self.data_dir)
+        if status is None:
+            return
+        node = [status["node"]]
+        for name, help_text, key in (
+            ("idnode_cluster_applied_position", "Write-log position applied to this member's store", "applied"),
+            ("idnode_cluster_log_position", "Last position of the cluster's write log (JetStream stream)",
+             "stream_last"),
+            ("idnode_cluster_lag_entries", "Entries of the cluster's log not yet applied here", "lag"),
+        ):  # fmt: skip
+            family = GaugeMetricFamily(name, help_text, labels=["node"])
+            family.add_metric(node, status[key])
+            yield family
+        fresh = time.time() - status["time"] < self.STALE_S
+        applying = GaugeMetricFamily(
+            "idnode_cluster_applying", "1 while this member is connected to the log and applying it", labels=["node"]
+        )
+        applying.add_metric(node, 1 if fresh and status["state"] == READY else 0)
+        yield applying
+
+
 def store_sizes(store: Any) -> dict[str, int]:
     info, stat = store.env.info(), store.env.stat()
     data = Path(store.path) / "data.mdb"
@@ -316,6 +353,7 @@ def metrics_response(
     registry.register(BuildInfoCollector())
     if store is not None:
         registry.register(StoreCollector(store))
+        registry.register(ClusterCollector(Path(store.path)))
     if security_queue is not None:
         registry.register(SecurityQueueCollector(security_queue))
     return generate_latest(registry), CONTENT_TYPE_LATEST

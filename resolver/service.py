@@ -5,6 +5,7 @@ with counting on the way. Knows nothing of wire formats beyond the stored values
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from resolver.handle.constants import ResponseCode
 from resolver.handle.signature import with_server_key
@@ -61,11 +62,14 @@ class ResolutionService:
         self._prefixes_version = b"unset"
         self.reload_prefixes()
 
-    def __init__(self, store: Store, node_prefix: str, site_data: bytes):
+    def __init__(self, store: Store, node_prefix: str, site_data: bytes | Callable[[], bytes]):
+        """`site_data`: the node's HS_SITE, or what builds it from the store when the prefix table changes
+        (a cluster's members are kept in the store and change its version)."""
         self.store = store
         self.case_sensitive = store.case_sensitive
         self.node_prefix = node_prefix.upper().encode()
-        self.site_data = site_data
+        self._site_source = site_data if callable(site_data) else None
+        self.site_data = site_data if isinstance(site_data, bytes) else b""  # built by reload_prefixes
         # One counter per protocol, so the statistics can say where resolutions came from.
         self.counters = {protocol: ResolutionCounter(protocol) for protocol in PROTOCOLS}
         self.counter = self.counters["handle"]
@@ -91,6 +95,8 @@ class ResolutionService:
         if version == self._prefixes_version:
             return
         self._prefixes_version = version
+        if self._site_source is not None:
+            self.site_data = self._site_source()
         self._prefixes = self.store.prefixes()
         self._prefix_tails = {}
         self._referral_tails = {}

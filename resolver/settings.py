@@ -87,6 +87,10 @@ HELP: dict[str, str] = {
     "recursion": "prefixes served by an enterprise node: on-request (REC requests are resolved there), always (every request), off (302)",
     "recursion_timeout_s": "seconds an enterprise node's answer is awaited when resolving there (UDP, then TCP)",
     "probe_interval_s": "seconds between GET_SITE_INFO probes of every enterprise node (0: no probing)",
+    "cluster_nats": "NATS server of the cluster's write log, nats://host:port (repeatable; default: no cluster)",
+    "cluster_node": "this node's id in the cluster, unique among its members (default: the host name)",
+    "cluster_replicas": "copies of the cluster's log that JetStream keeps (when it creates the stream)",
+    "cluster_stream": "name of the cluster's JetStream stream",
 }
 
 
@@ -229,7 +233,7 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     known = fields()
     out = {}
-    for key, value in raw.items():
+    for key, value in _flatten(raw).items():
         if key in TABLES:
             out[key] = _read_table(path, key, value)
             continue
@@ -242,6 +246,21 @@ def read_file(path: Path) -> dict[str, Any]:
             out[key] = convert_value(key, known[key], value)
         except ValueError as exc:
             raise ConfigError(f"{path}: {key}: {exc}") from None
+    return out
+
+
+#: TOML tables whose settings are top-level settings named `<table>_<setting>` (`[cluster] nats = [...]`, or
+#: `cluster.nats = [...]`, is the setting cluster_nats: IDNODE_CLUSTER_NATS, --cluster-nats)
+FLAT_TABLES = ("cluster",)
+
+
+def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in raw.items():
+        if key in FLAT_TABLES and isinstance(value, dict):
+            out.update({f"{key}_{name}": inner for name, inner in value.items()})
+        else:
+            out[key] = value
     return out
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import lmdb
 
 from resolver import templates
-from storage import counters, enterprises, entries, loader, writes, zonejournal
+from storage import counters, enterprises, entries, loader, members, writes, zonejournal
 from storage.entries import EntryError, Result, decode_entry, ok, refusal_of
 from storage.keys import normalize_prefix
 from storage.store import Store
@@ -114,6 +114,8 @@ APPLY: dict[str, Apply] = {
         s, t, a, c.payload, lambda first, last: identifiers_loaded(s, t, c.position, first, last)
     ),
     entries.LOAD_DONE: lambda s, t, a, c: loader.apply_load_done(s, t, a),
+    entries.SET_MEMBER: lambda s, t, a, c: members.apply_set_member(s, t, a),
+    entries.REMOVE_MEMBER: lambda s, t, a, c: members.apply_remove_member(s, t, a),
 }
 assert set(APPLY) == entries.KINDS, "every entry kind has its apply function"
 

@@ -181,6 +181,7 @@ def _check_counters(txn, store: Store, report: CheckReport, today: datetime.date
             report.problem(f"counter {name}: key is not kind/day/prefix")
             continue
         kind, day, prefix = parts[0].decode("utf-8", "replace"), parts[1].decode("ascii", "replace"), parts[2]
+        kind = kind.partition("@")[0]  # a cluster member's counter: kind@node
         if len(raw) != 8:
             report.problem(f"counter {name}: value of {len(raw)} bytes, expected 8")
             continue

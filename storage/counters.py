@@ -102,8 +102,24 @@ def apply_add_counts(store: Store, txn: lmdb.Transaction, args: dict) -> str:
         if old is not None and _SOURCE_STATE.unpack(old)[0] >= seq:
             return DUPLICATE
         txn.put(key, _SOURCE_STATE.pack(seq, args["time"]), db=store.meta)
-    store.add_counts_in(txn, args["counts"])
+    node = args.get("node") or ""
+    counts = args["counts"] if not node else {node_counter_key(key, node): n for key, n in args["counts"].items()}
+    store.add_counts_in(txn, counts)
     return APPLIED
+
+
+def node_counter_key(key: bytes, node: str) -> bytes:
+    """A counter key of one cluster member: `kind@node/day/prefix`. Every member applies every member's
+    counts, so each store holds the whole cluster's counters, per node, and totals sum them."""
+    kind, rest = key.split(b"/", 1)
+    return kind + b"@" + node.encode() + b"/" + rest
+
+
+def split_counter_key(key: bytes) -> tuple[str, str, str, str]:
+    """(kind, node, day, prefix) of a counter key; node is "" for a node on its own."""
+    kind_node, day, prefix = key.decode().split("/", 2)
+    kind, _, node = kind_node.partition("@")
+    return kind, node, day, prefix
 
 
 def forget_sources_in(store: Store, txn: lmdb.Transaction, before_s: int) -> int:
@@ -131,7 +147,7 @@ def totals(
     per_protocol: defaultdict[str, int] = defaultdict(int)
     total = 0
     for key, n in store.counters().items():
-        key_kind, day, prefix = key.decode().split("/", 2)
+        key_kind, _, day, prefix = split_counter_key(key)
         base, _, protocol = key_kind.partition(".")
         if base != kind:
             continue
@@ -141,6 +157,16 @@ def totals(
             per_protocol[protocol] += n
         total += n
     return total, dict(per_prefix), dict(per_day), dict(per_protocol)
+
+
+def per_node(store: Store, kind: str = RESOLUTIONS) -> dict[str, int]:
+    """Totals of a counter kind per cluster member ("" for counts made before the node joined a cluster)."""
+    out: defaultdict[str, int] = defaultdict(int)
+    for key, n in store.counters().items():
+        key_kind, node, _, _ = split_counter_key(key)
+        if key_kind.partition(".")[0] == kind:
+            out[node] += n
+    return dict(out)
 
 
 def resolution_totals(store: Store) -> tuple[int, dict[str, int], dict[str, int]]:

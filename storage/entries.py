@@ -35,9 +35,12 @@ ADD_COUNTS = "add_counts"
 MARK_SEEN = "mark_seen"
 LOAD_CHUNK = "load_chunk"
 LOAD_DONE = "load_done"
+SET_MEMBER = "set_member"
+REMOVE_MEMBER = "remove_member"
 KINDS = frozenset({
     PUT_IDENTIFIER, DELETE_IDENTIFIER, PUT_BATCH, ADD_PREFIX, SET_PREFIX_ENABLED, ISSUE_CREDENTIAL,
     SET_OPERATOR_SECRET, SET_TEMPLATES, DELETE_TEMPLATES, ADD_COUNTS, MARK_SEEN, LOAD_CHUNK, LOAD_DONE,
+    SET_MEMBER, REMOVE_MEMBER,
 })  # fmt: skip
 
 OK = 0  #: result tag: applied, with a value
@@ -50,6 +53,7 @@ TEMPLATE = "template"  #: resolver.templates.TemplateError
 STORE_FULL = "store_full"  #: storage.store.StoreFullError: no room on the disk, nothing stored
 BAD_ENTRY = "bad_entry"  #: the entry cannot be decoded or names no known kind: refused before the log
 FAILED = "failed"  #: applying raised something unexpected; the entry was left out of the log
+LOG_UNAVAILABLE = "log_unavailable"  #: the cluster's log (NATS JetStream) cannot take writes now: retry
 
 Result = list  # [OK, value] or [REFUSED, kind, message, extra]
 
@@ -57,6 +61,16 @@ Result = list  # [OK, value] or [REFUSED, kind, message, extra]
 class EntryError(Exception):
     """A write could not be applied for a reason other than the store's rules (a bad entry, a failure in
     the writer); nothing of it was stored."""
+
+
+class WriterUnavailable(Exception):
+    """The writer did not take or did not answer the write in time (not running, restarting, stuck); the write
+    may or may not have been applied: retry it."""
+
+
+class LogUnavailable(WriterUnavailable):
+    """The cluster's log (NATS JetStream) cannot take writes now (unreachable, no quorum); nothing was logged.
+    The node keeps serving reads and takes writes again by itself once the log is back: retry."""
 
 
 class Submitter(Protocol):
@@ -136,7 +150,7 @@ def unwrap(result: Result) -> Any:
 
 def exception_of(result: Result) -> Exception:
     """The exception a refusal stands for: WriteError (TemplateViolation), EnterpriseError, TemplateError,
-    StoreFullError, or EntryError."""
+    StoreFullError, LogUnavailable, or EntryError."""
     from resolver.handle.constants import ResponseCode
     from resolver.templates import TemplateError
     from storage.enterprises import EnterpriseError
@@ -157,6 +171,8 @@ def exception_of(result: Result) -> Exception:
         return TemplateError(message)
     if kind == STORE_FULL:
         return StoreFullError(message)
+    if kind == LOG_UNAVAILABLE:
+        return LogUnavailable(message)
     return EntryError(message)
 
 

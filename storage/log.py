@@ -31,7 +31,8 @@ import lmdb
 from storage import zonejournal
 from storage.apply import EntryFailed, apply_batch_in
 from storage.counters import forget_sources_in
-from storage.entries import BAD_ENTRY, FAILED, EntryError, Result, decode_entry, refusal
+from storage.entries import BAD_ENTRY, FAILED, LOG_UNAVAILABLE, EntryError, Result, decode_entry, refusal
+from storage.members import cluster_node
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,11 @@ class LocalLog:
         """The result of every entry, in order. A bad entry is refused (BAD_ENTRY) without being logged; an
         entry whose apply raises is left out of the log and answered FAILED while the others commit. A
         failure of the transaction itself (StoreFullError, ...) raises."""
+        member = cluster_node(self.store)
+        if member is not None:
+            why = (f"this store is cluster member {member!r}: write through its running node (idnode serve), so "
+                   "that the write goes into the cluster's log and reaches every member")  # fmt: skip
+            return [refusal(LOG_UNAVAILABLE, why)] * len(entries)
         out: list[Result | None] = [None] * len(entries)
         pending: list[int] = []
         for n, entry in enumerate(entries):

@@ -337,6 +337,10 @@ class Store:
         txn.put(normalize_prefix(info.prefix.encode()), info.pack(), db=self.prefixes_db)
         self._bump_prefixes_version(txn)
 
+    def bump_prefixes_version_in(self, txn: lmdb.Transaction) -> None:
+        """Tell workers to rebuild their prefix handles' values (a prefix, or the cluster's members, changed)."""
+        self._bump_prefixes_version(txn)
+
     def _bump_prefixes_version(self, txn: lmdb.Transaction) -> None:
         old = txn.get(_META_PREFIXES_VERSION, db=self.meta)
         txn.put(_META_PREFIXES_VERSION, _U64.pack(_U64.unpack(old)[0] + 1 if old else 1), db=self.meta)

@@ -9,17 +9,19 @@ HTTP API failed logins and writes, and every counter flush adds to the resolutio
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 
 import uvloop
 
 from resolver import metrics
-from resolver.admin.transport import AdminTcpProtocol, build_admin
+from resolver.cluster.identity import this_member
 from resolver.config import ServeConfig
 from resolver.frontend import HandleFrontend
 from resolver.handle.values import (
@@ -52,6 +54,7 @@ from resolver.service import ResolutionService
 from resolver.writer.client import WriterClient
 from resolver.writer.feed import CountFeed, SeenFeed
 from resolver.writer.server import socket_path
+from storage.members import Member, members
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -62,17 +65,31 @@ FLUSH_ERROR_LOG_EVERY_S = 60.0  #: a flush that keeps failing (disk full) is log
 LAST_FLUSH_TIMEOUT_S = 3.0  #: at stop, the last counts get this long to reach the writer (within stop_grace_s)
 
 
-def node_site(config: ServeConfig) -> bytes:
-    """The node's own HS_SITE: TCP listed before UDP, because ID-SDK talks the first interface it sees."""
-    interfaces = (
-        Interface(InterfaceType.QUERY, InterfaceProtocol.TCP, config.handle_port),
-        Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, config.handle_port),
+def node_site(config: ServeConfig, cluster: list[Member] | None = None) -> bytes:
+    """The node's own HS_SITE: one server, or in a cluster one site with every member as a server (by node
+    id, this one included), so a client that gets no answer from one member asks another. TCP is listed
+    before UDP, because ID-SDK talks the first interface it sees."""
+    me = this_member(config)
+    listed = sorted({member.node: member for member in [*(cluster or []), me]}.values(), key=lambda m: m.node)
+    if not config.clustered:
+        listed = [me]
+    servers = tuple(
+        ServerInfo(n, ipaddress.ip_address(member.address), b"", _interfaces(member))
+        for n, member in enumerate(listed, start=1)
     )
-    if config.http_port:
-        http = InterfaceProtocol.HTTPS if config.http_tls_cert else InterfaceProtocol.HTTP
-        interfaces += (Interface(InterfaceType.BOTH, http, config.http_port),)
-    server = ServerInfo(1, ipaddress.ip_address(config.published_address), b"", interfaces)
-    return encode_site(SiteInfo(serial=1, attributes=(("desc", "idnode secondary node"),), servers=(server,)))
+    attributes = (("desc", "idnode secondary node" if not config.clustered else "idnode cluster"),)
+    return encode_site(SiteInfo(serial=1, attributes=attributes, servers=servers))
+
+
+def _interfaces(member: Member) -> tuple[Interface, ...]:
+    interfaces = (
+        Interface(InterfaceType.QUERY, InterfaceProtocol.TCP, member.handle_port),
+        Interface(InterfaceType.QUERY, InterfaceProtocol.UDP, member.handle_port),
+    )
+    if member.http_port:
+        http = InterfaceProtocol.HTTPS if member.http_tls else InterfaceProtocol.HTTP
+        interfaces += (Interface(InterfaceType.BOTH, http, member.http_port),)
+    return interfaces
 
 
 def open_events(config: ServeConfig) -> SecurityEvents:
@@ -90,9 +107,12 @@ class Worker:
     def __init__(self, config: ServeConfig, inherited: list[InheritedSocket] | None = None):
         self.config = config
         self.store = Store(config.data_dir, readonly=True)  # the writer writes; a worker never takes the lock
-        self.service = ResolutionService(self.store, config.node_prefix, node_site(config))
+        site: bytes | Callable[[], bytes] = node_site(config)
+        if config.clustered:
+            site = functools.partial(lambda store: node_site(config, members(store)), self.store)
+        self.service = ResolutionService(self.store, config.node_prefix, site)
         self.writer = WriterClient(socket_path(config))
-        self.counts = CountFeed(self.writer, self.service.counters)
+        self.counts = CountFeed(self.writer, self.service.counters, config.node_id if config.clustered else "")
         self.seen = SeenFeed(self.writer)
         self.frontend = HandleFrontend(self.service)
         self._key_wiring(config)
@@ -111,7 +131,6 @@ class Worker:
         self._flush_logged_s = 0.0
         self._flushing: asyncio.Task | None = None  # the counts being sent
         self._build_limits(config)
-        self.admin = build_admin(self)  # Handle administration and logins over TCP (resolver/admin)
 
     def _build_limits(self, config: ServeConfig) -> None:
         exempt = ExemptNetworks(config.rate_limit_exempt)
@@ -177,7 +196,7 @@ class Worker:
             self._udp_socks.append(sock)
         for sock in tcp_socks:
             tcp = await loop.create_server(
-                lambda: AdminTcpProtocol(
+                lambda: HandleTcpProtocol(
                     self.frontend,
                     self.after_batch,
                     self.config.tcp_idle_timeout_s,
@@ -187,7 +206,6 @@ class Worker:
                     self.proven,
                     self.events,
                     self.tcp_partial,
-                    admin=self.admin,
                 ),
                 sock=sock,
                 backlog=TCP_BACKLOG,

@@ -31,7 +31,7 @@ from resolver.writer.protocol import (
     encode_request,
     frame_length,
 )
-from storage.entries import Result
+from storage.entries import LogUnavailable, Result, WriterUnavailable  # noqa: F401  # callers catch them from here
 from storage.store import Store
 
 WRITE_TIMEOUT_S = 30.0  #: a group commits in milliseconds, behind a bulk-load chunk in a second; beyond, it is stuck
@@ -39,11 +39,6 @@ CONNECT_WAIT_S = 10.0  #: the supervisor restarts a dead writer after 0.5-10 s o
 CONNECT_RETRY_S = 0.05  #: between attempts to reach a writer that is not (yet) listening
 SYNC_TIMEOUT_S = 600.0  #: a command waits this long for one answer (a load chunk behind many others)
 _LENGTH = struct.Struct(">I")
-
-
-class WriterUnavailable(Exception):
-    """The writer did not take or did not answer the write in time (not running, restarting, stuck); the write
-    may or may not have been applied: retry it."""
 
 
 class WriterClient:

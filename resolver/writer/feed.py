@@ -30,9 +30,9 @@ class CountFeed:
     def __init__(self, client: Any, counters: dict[str, ResolutionCounter], node: str = ""):
         self.client = client
         self.counters = counters
-        self.node = node or socket.gethostname()
+        self.node = node  # the cluster member's id ("" on its own): counters are kept per member
         # One source per worker life: the writer remembers the last sequence applied for it.
-        self.source = f"{self.node}:{os.getpid()}:{secrets.token_hex(6)}"
+        self.source = f"{node or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         self.seq = 0
         self._pending: tuple[bytes, dict[bytes, int], int] | None = None  # entry, per prefix, how many
 

@@ -26,12 +26,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import uvloop
 
 from resolver.config import ServeConfig
+from resolver.recursion.probe import start_prober
 from resolver.server.lifecycle import WorkerLink
 from resolver.writer.protocol import (
     DEFAULT_SOCKET_NAME,
@@ -54,6 +56,13 @@ PROCESS_NAME = b"idnode-writer"  #: its name in ps and /proc/PID/comm (tests tel
 MAX_UNIX_PATH_BYTES = 107  #: sun_path holds 108 bytes with its NUL
 STANDBY_POLL_S = 0.2  #: a standby writer tries this often to take over from the one that serves
 _PR_SET_NAME = 15  #: prctl(2) option: the calling thread's name
+
+
+@runtime_checkable
+class AsyncSubmitter(Protocol):
+    """A log that takes a group in the event loop (the cluster's, resolver/cluster/member.py)."""
+
+    async def submit_async(self, entries: Sequence[bytes], payloads: Sequence[Any] | None = None) -> list[Result]: ...
 
 
 class WriterSetupError(Exception):
@@ -80,8 +89,9 @@ def _check_path(path: Path) -> None:
 
 class WriterServer:
     def __init__(
-        self, store: Store, path: Path, retention: Retention | None = None, log: Submitter | None = None
-    ):
+        self, store: Store, path: Path, retention: Retention | None = None,
+        log: Submitter | AsyncSubmitter | None = None,
+    ):  # fmt: skip
         """`log`: what appends and applies a group (default: the embedded log, storage/log.py); a cluster log
         that publishes entries and answers once they are applied here can take its place."""
         self.store = store
@@ -92,6 +102,7 @@ class WriterServer:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="commit")
         self._server: asyncio.AbstractServer | None = None
         self._committer: asyncio.Task | None = None
+        self.commit_thread = self._thread  # a cluster log applies in it too: one thread writes the store
         self._connections: set[asyncio.StreamWriter] = set()
         self.committed_groups = 0
         self.committed_entries = 0
@@ -198,7 +209,10 @@ class WriterServer:
                 payloads = None
                 if any(request[1] is not None for request in group):
                     payloads = [p for r in group for p in (r[1] if r[1] is not None else [None] * len(r[0]))]
-                results = await loop.run_in_executor(self._thread, self._commit, entries, payloads)
+                if isinstance(self.log, AsyncSubmitter):  # the cluster's log: publish, then wait for the apply
+                    results = await self.log.submit_async(entries, payloads)
+                else:
+                    results = await loop.run_in_executor(self._thread, self._commit, entries, payloads)
                 self.committed_groups += 1
                 self.committed_entries += len(entries)
                 start = 0
@@ -225,11 +239,20 @@ async def _serve(config: ServeConfig, link: WorkerLink) -> None:
     store = Store(config.data_dir)  # read-write: the only one while the node serves; creates missing databases
     retention = Retention(config.log_retention_entries, config.log_retention_s)
     server = WriterServer(store, socket_path(config), retention)
+    cluster = None
+    if config.clustered:
+        from resolver.cluster.setup import cluster_log  # nats-py is imported only by cluster members
+
+        cluster = server.log = cluster_log(config, store, server.commit_thread)
     try:
         await server.start()
     except (WriterSetupError, OSError):
         store.close()
         raise
+    if cluster is not None:
+        cluster.start()
+    # One prober per node: the enterprise nodes' GET_SITE_INFO probes (resolver/recursion/probe.py).
+    prober = start_prober(config, store, server._thread)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -246,7 +269,11 @@ async def _serve(config: ServeConfig, link: WorkerLink) -> None:
             except TimeoutError:
                 pass
     finally:
+        if prober is not None:
+            prober.cancel()
         await server.stop()
+        if cluster is not None:
+            await cluster.stop()
         store.close()
 
 

@@ -1,0 +1,272 @@
+"""The cluster's write log as a NATS JetStream stream: append entries, consume them in order.
+
+Cluster mode replaces the embedded log's local append with this: an entry is published to the stream (file
+storage, three replicas) and is part of the log once JetStream's quorum has acknowledged it; its stream
+sequence is its log position on every member. Every member consumes the whole stream in order through its own
+durable consumer and applies each entry into its own store (the apply itself is the writer's business, not
+this module's). Imports no lmdb: positions come in and go out as integers.
+
+Why one subject per prefix (``idnode.log.<prefix>``): an operator can see and mirror one enterprise's writes
+with the standard `nats` tools; node-wide entries (counters, the operator secret) go to ``idnode.log._node``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+STREAM_NAME = "IDNODE_LOG"
+SUBJECT_ROOT = "idnode.log"
+DEFAULT_REPLICAS = 3  #: survives the loss of one NATS server with a quorum of two
+DEFAULT_RETENTION_S = 7 * 86400  #: how long entries stay for catching-up members, IXFR and new nodes
+PUBLISH_TIMEOUT_S = 5.0  #: one quorum ack; beyond this the cluster is not answering and the write is refused
+PUBLISH_DEADLINE_S = (
+    10.0  #: retried with the same message id (the duplicate window drops a repeat) until then
+)
+FETCH_BATCH = 1000  #: entries pulled per round trip; applied in one store transaction
+FETCH_WAIT_S = 1.0  #: a fetch waits this long for new entries before the loop looks around again
+ACK_WAIT_S = (
+    60.0  #: an entry fetched but not acknowledged (a member died mid-apply) is redelivered after this
+)
+CONNECT_DEADLINE_S = 5.0  #: a first connection that has not succeeded by then is reported as unreachable
+RECONNECT_WAIT_S = 1.0  #: between attempts to reach NATS; the node keeps serving reads meanwhile
+
+
+class ClusterLogError(Exception):
+    """The cluster's log (NATS JetStream) cannot take the write now."""
+
+
+class LogGapError(ClusterLogError):
+    """The stream no longer holds the entries this member must apply next: restore a recent backup."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    servers: tuple[str, ...]
+    replicas: int = DEFAULT_REPLICAS
+    retention_s: float = DEFAULT_RETENTION_S
+    stream: str = STREAM_NAME
+    subject_root: str = SUBJECT_ROOT  #: two logs on one NATS cluster need two roots (the tests use that)
+
+
+def subject_for(prefix: str | None, root: str = SUBJECT_ROOT) -> str:
+    """The subject an entry goes to: its prefix's, or the node-wide one (wildcard characters made plain)."""
+    tokens = [token for token in (prefix or "").replace("*", "_").replace(">", "_").split(".") if token]
+    return ".".join([root, *tokens]) if tokens else f"{root}._node"
+
+
+MSG_ID = "Nats-Msg-Id"  #: JetStream's de-duplication header; also how a member finds its own entries
+ApplyBatch = Callable[[list[tuple[int, bytes, str]]], Awaitable[None]]
+
+
+def durable_name(node_id: str) -> str:
+    """The durable consumer of a member: its acknowledged floor is the position the member has applied."""
+    return f"idnode-{node_id}"
+
+
+class JetStreamLog:
+    """One member's connection to the replicated log: publish entries, consume the stream in order."""
+
+    def __init__(self, settings: StreamSettings, node_id: str):
+        self.settings = settings
+        self.node_id = node_id
+        self.durable = durable_name(node_id)
+        self._nc: nats.NATS | None = None
+        self._js = None
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self) -> None:
+        """Connect and make sure the stream exists; raises ClusterLogError when NATS cannot be reached."""
+        try:
+            # nats-py retries an unreachable first connection as it would a lost one (forever, with
+            # max_reconnect_attempts=-1): a deadline of our own turns that into an answer
+            self._nc = await asyncio.wait_for(self._open(), CONNECT_DEADLINE_S)
+            self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
+            await self._ensure_stream()
+        except (TimeoutError, NatsError, OSError) as error:
+            await self.close()
+            servers = ", ".join(self.settings.servers)
+            raise ClusterLogError(f"NATS unreachable at {servers}: {error!r}") from error
+
+    async def _open(self) -> nats.NATS:
+        return await nats.connect(
+            list(self.settings.servers),
+            name=f"idnode {self.node_id}",
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+            connect_timeout=2,
+            error_cb=self._on_error,
+        )
+
+    async def _on_error(self, error: Exception) -> None:
+        log.debug("NATS connection: %s", error)
+
+    async def _ensure_stream(self) -> None:
+        config = StreamConfig(
+            name=self.settings.stream,
+            subjects=[f"{self.settings.subject_root}.>"],
+            storage=StorageType.FILE,
+            num_replicas=self.settings.replicas,
+            max_age=self.settings.retention_s,
+        )
+        try:
+            await self._js.stream_info(self.settings.stream)
+        except NotFoundError:
+            await self._js.add_stream(config)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            try:
+                await self._nc.close()
+            except Exception:  # closing a half-open connection; nothing to keep
+                pass
+        self._nc = None
+        self._js = None
+
+    async def append(self, entries: Sequence[tuple[str | None, bytes, str]]) -> list[int]:
+        """Publish entries (prefix, payload, message id); their positions once the quorum has them, in order.
+
+        The entries go out pipelined, in order, on one connection, so the stream keeps their order; an entry
+        whose acknowledgement does not come is published again with the same message id (the stream's
+        duplicate window keeps it once) until PUBLISH_DEADLINE_S. ClusterLogError when the log cannot take
+        them; entries acknowledged before the failure stay in the log."""
+        if self._js is None or not self.connected:
+            raise ClusterLogError(
+                "not connected to NATS: writes are refused until the cluster log is reachable"
+            )
+        root = self.settings.subject_root
+        pending = []
+        try:
+            for prefix, payload, msg_id in entries:
+                future = await self._js.publish_async(
+                    subject_for(prefix, root), payload, wait_stall=PUBLISH_TIMEOUT_S, headers={MSG_ID: msg_id}
+                )
+                pending.append(future)
+        except (TimeoutError, NatsError) as error:
+            for future in pending:
+                future.cancel()
+            raise ClusterLogError(f"the cluster log did not take the write: {error!r}") from error
+        positions = []
+        for future, (prefix, payload, msg_id) in zip(pending, entries, strict=True):
+            try:
+                ack = await asyncio.wait_for(future, PUBLISH_TIMEOUT_S)
+                positions.append(ack.seq)
+            except (TimeoutError, NatsError):
+                positions.append(await self._publish_again(subject_for(prefix, root), payload, msg_id))
+        return positions
+
+    async def _publish_again(self, subject: str, payload: bytes, msg_id: str) -> int:
+        last_error: Exception | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_DEADLINE_S
+        while loop.time() < deadline:
+            try:
+                ack = await self._js.publish(subject, payload, headers={MSG_ID: msg_id})
+                return ack.seq
+            except (TimeoutError, NatsError) as error:
+                last_error = error
+                await asyncio.sleep(RECONNECT_WAIT_S / 4)
+        raise ClusterLogError(f"the cluster log did not acknowledge the write: {last_error!r}")
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the NATS servers take (their `max_payload`, 1 MiB unless configured)."""
+        return self._nc.max_payload if self._nc is not None else 0
+
+    async def last_position(self) -> int:
+        """The stream's last sequence: the position every member will reach."""
+        if self._js is None:
+            raise ClusterLogError("not connected to NATS")
+        info = await self._js.stream_info(self.settings.stream)
+        return info.state.last_seq
+
+    async def consumers(self) -> list:
+        """ConsumerInfo of every consumer of the stream (each member's durable one among them)."""
+        if self._js is None:
+            raise ClusterLogError("not connected to NATS")
+        return await self._js.consumers_info(self.settings.stream)
+
+    async def first_position(self) -> int:
+        if self._js is None:
+            raise ClusterLogError("not connected to NATS")
+        info = await self._js.stream_info(self.settings.stream)
+        return info.state.first_seq
+
+    async def _subscription(self, applied: int):
+        """This member's durable consumer, starting after what its store has applied.
+
+        A durable consumer that is ahead of the store (the store was restored from an older backup) is recreated
+        at the store's position, so no entry is skipped."""
+        try:
+            info = await self._js.consumer_info(self.settings.stream, self.durable)
+            if info.ack_floor.stream_seq > applied:
+                log.info(
+                    "consumer %s is ahead of the store (%d > %d); starting again at the store's position",
+                    self.durable,
+                    info.ack_floor.stream_seq,
+                    applied,
+                )
+                await self._js.delete_consumer(self.settings.stream, self.durable)
+        except NotFoundError:
+            pass
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=applied + 1,
+            ack_policy=AckPolicy.ALL,
+            ack_wait=ACK_WAIT_S,
+            max_ack_pending=-1,
+        )
+        return await self._js.pull_subscribe(
+            f"{self.settings.subject_root}.>",
+            durable=self.durable,
+            stream=self.settings.stream,
+            config=config,
+        )
+
+    async def consume(self, applied_position: Callable[[], int], apply_batch: ApplyBatch) -> None:
+        """Apply the stream in order, forever: fetch a batch, hand it over as (position, entry, message id),
+        acknowledge it once applied.
+
+        Entries at or below the applied position (redelivered after a crash between apply and ack) are
+        acknowledged and skipped; a gap (entries the stream no longer holds) raises LogGapError."""
+        subscription = await self._subscription(applied_position())
+        while True:
+            try:
+                messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
+            except TimeoutError:
+                continue
+            except NatsError as error:
+                log.debug("fetch: %s", error)
+                await asyncio.sleep(RECONNECT_WAIT_S)
+                continue
+            applied = applied_position()
+            batch = []
+            for message in messages:
+                position = message.metadata.sequence.stream
+                if position <= applied:
+                    continue
+                expected = applied + 1 + len(batch)
+                if position != expected:
+                    raise LogGapError(
+                        f"the log jumps from position {expected - 1} to {position}: entries were trimmed before "
+                        "this member applied them; restore a recent backup of another member"
+                    )
+                batch.append((position, message.data, (message.headers or {}).get(MSG_ID, "")))
+            if batch:
+                await apply_batch(batch)
+            if messages:
+                await messages[-1].ack()
