@@ -45,11 +45,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.compare import wait_for_quiet
 from bench.http_batch import BATCH_SIZE, make_bodies, post_all
 from bench.load.meter import TIMELINE_INTERVAL_S
 from bench.load.report import percentiles
 from bench.loadgen import DatasetSpec, LoadSpec, run_load
-from bench.procstat import descendants, process_ticks
+from bench.procstat import descendants, machine_ticks, process_ticks, tree_ticks
 from resolver.server.sockets import free_udp_tcp_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,6 +63,7 @@ P99_TARGET_RATIO = 2.0  #: issue 12: p99 while writing at most twice the idle p9
 START_TIMEOUT_S = 120.0  #: a node opens a store and binds its ports well within this
 WRITES_TIMEOUT_S = 1800.0  #: a 20M load into a serving node takes minutes, never half an hour
 GENERATOR_READY_TIMEOUT_S = 90.0  #: the stream's process builds its pool of requests and says go within this
+QUIET_WAIT_S = 120.0  #: before each run, wait at most this for the machine to be nearly idle (bench.compare)
 STOP_TIMEOUT_S = 30.0  #: a node stops (writes its counts) within this, else it is killed
 BATCH_PREFIX = "88.200"  #: the batches' identifiers go under BATCH_PREFIX.1, outside the node's 88.100
 BYTES_PER_NDJSON_LINE = 560  #: upper bound of a generated line, for the disk check
@@ -215,7 +217,9 @@ def _accepts(path: Path) -> bool:
 
 
 class CpuSampler:
-    """CPU ticks of the node's processes by role at named moments, to say who used the CPU in each period."""
+    """CPU ticks of the node's processes by role at named moments, to say who used the CPU in each period; also
+    `others`: what the machine did beyond everything this run started (other people's work on a shared
+    machine), from /proc/stat less this process tree."""
 
     def __init__(self, roles: dict[str, list[int]]):
         self.roles = roles
@@ -223,6 +227,9 @@ class CpuSampler:
 
     def mark(self, name: str) -> None:
         ticks = {role: sum(process_ticks(pid) for pid in pids) for role, pids in self.roles.items()}
+        # The loader and the stream are our children too; a process gone meanwhile (the loader) is missed
+        # here, so `others` is an upper bound while it ran.
+        ticks["others"] = machine_ticks()[0] - tree_ticks(os.getpid())
         self.marks.append((name, time.monotonic(), ticks))
 
     def cores(self, first: str, last: str) -> dict[str, float]:
@@ -317,6 +324,7 @@ def run_once(
                                   str(store)).stdout)  # fmt: skip
         user, secret = cred["user"], cred["secret"]
     probe = _first_handle(pristine_input(args))
+    waited_s = wait_for_quiet(args.quiet_wait_s)  # others' work on a shared machine skews every figure
     node = Node(args.tree, store, args.server_cpu, args.workdir / f"serve-{case}.log")
     stream_result: dict = {}
     stream_error: list[BaseException] = []
@@ -325,6 +333,10 @@ def run_once(
     try:
         node.wait_ready(probe, writer=True)
         roles = node.roles()
+        if args.writer_cpu is not None:  # a diagnosis: is it the writer's CPU on the worker's core?
+            for pid in roles["writer"]:
+                subprocess.run(["taskset", "-p", "-c", str(args.writer_cpu), str(pid)], check=True,
+                               capture_output=True)  # fmt: skip
         sampler = CpuSampler(roles)
         spec = LoadSpec(
             "udp", "127.0.0.1", node.handle_port, DatasetSpec(args.store_count, args.seed),
@@ -394,6 +406,7 @@ def run_once(
             round((write_end_ns - reports[0]["measure_start_ns"]) / _NS, 2),
         ],
         "node_argv": " ".join(node.argv),
+        "waited_for_quiet_s": waited_s,
     }
 
 
@@ -423,6 +436,13 @@ def do_load(args: argparse.Namespace, store: Path, load_file: Path | None, log) 
     argv = idnode(args.tree, "load", "--quiet", "--data", str(store), str(load_file))
     if args.loader_nice is not None:
         argv += ["--nice", str(args.loader_nice)]
+    cpus = args.loader_cpus or ",".join(str(c) for c in sorted(os.sched_getaffinity(0) | {args.server_cpu}))
+    argv = [
+        "taskset",
+        "-c",
+        cpus,
+        *argv,
+    ]  # this process is pinned to the client CPU: say where the loader runs
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     log(f"loading {args.load_count:,} identifiers into the serving node")
@@ -440,6 +460,7 @@ def do_load(args: argparse.Namespace, store: Path, load_file: Path | None, log) 
         "loader_cpu_s": round(cpu_s, 2),
         "loader_cores": round(cpu_s / seconds, 3),
         "loader_said": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "",
+        "loader_cpus": cpus,
         "loader_nice": args.loader_nice
         if args.loader_nice is not None
         else "default (10 into a served store)",
@@ -503,8 +524,8 @@ def markdown(result: dict) -> str:
         f"then {s['after_s']:g} s after. Target: p99 while writing <= {P99_TARGET_RATIO:g} x idle p99, none lost.",
         "",
         "| case | run | idle p50 / p99 / max ms | writing p50 / p99 / max ms | p99 ratio | after p99 ms | lost | "
-        "writes | CPU while writing: worker / writer / loader |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "writes | CPU while writing: worker / writer / loader | others' CPU idle / writing |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, run in enumerate(result["runs"]):
         p = run["periods"]
@@ -515,7 +536,8 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {run['case']} | {n + 1} | {_trio(p['idle'])} | {_trio(p['writing'])} | "
             f"**{run['p99_ratio']}** | {p['after'].get('p99_ms', '-')} | {run['lost']} | {what} | "
-            f"{cpu.get('worker')} / {cpu.get('writer')}{loader} |"
+            f"{cpu.get('worker')} / {cpu.get('writer')}{loader} | "
+            f"{run['cpu_cores']['idle'].get('others')} / {cpu.get('others')} |"
         )
     lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in result["machine"].items() if k != "commit")]
     return "\n".join(lines) + "\n"
@@ -583,6 +605,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-clients", type=int, default=4)
     p.add_argument(
         "--loader-nice", type=int, default=None, help="`idnode load --nice` (default: the loader's own)"
+    )
+    p.add_argument("--loader-cpus", default=None, help="taskset list for idnode load (default: every CPU)")
+    p.add_argument("--writer-cpu", type=int, default=None,
+                   help="move the node's writer to this CPU after start (a diagnosis; default: with the worker)")  # fmt: skip
+    p.add_argument(
+        "--quiet-wait-s", type=float, default=QUIET_WAIT_S, help="wait at most this for a quiet machine"
     )
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1, help="the stream and the batch clients")

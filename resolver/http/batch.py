@@ -5,7 +5,9 @@ refuses identifiers that exist already. Parsing uses the bulk loader's value enc
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -26,10 +28,39 @@ from storage.jsonvalues import ValueEncoder
 from storage.keys import normalize_prefix
 from storage.writes import MAX_BATCH_ITEMS, BatchResult, WriteError, parse_batch_item, put_batch
 
+#: Records decoded and parsed between two turns of the event loop (about 1.5 ms of work): a 2,000-record batch
+#: then never holds up the worker's resolutions for longer than that (bench/results/writeplane.md: parsed in
+#: one go, each batch stopped the loop for ~30 ms and full-speed batches starved Handle UDP of answers).
+PARSE_SLICE_RECORDS = 100
+
 
 def split_records(body: bytes) -> list[tuple[int, Any]]:
     """(position, parsed JSON or the exception) per record: a JSON array's items (positions from 1), or the
     non-empty lines of NDJSON (positions are line numbers)."""
+    numbered, decoded = _numbered(body)
+    return numbered if decoded else [(n, _decode_line(line)) for n, line in numbered]
+
+
+async def read_records(body: bytes) -> list[tuple[int, Any]]:
+    """split_records, letting the event loop run between slices of PARSE_SLICE_RECORDS lines."""
+    numbered, decoded = _numbered(body)
+    if decoded:
+        return numbered
+    return await in_slices(numbered, lambda pair: (pair[0], _decode_line(pair[1])))
+
+
+async def in_slices(items: list, fn: Callable[[Any], Any]) -> list:
+    """[fn(item) for item in items], yielding to the event loop after every PARSE_SLICE_RECORDS items."""
+    out = []
+    for start in range(0, len(items), PARSE_SLICE_RECORDS):
+        if start:
+            await asyncio.sleep(0)  # resolutions that arrived meanwhile are answered now
+        out.extend(map(fn, items[start : start + PARSE_SLICE_RECORDS]))
+    return out
+
+
+def _numbered(body: bytes) -> tuple[list[tuple[int, Any]], bool]:
+    """(the records, whether they are decoded already): a JSON array's items, or NDJSON's (line number, line)."""
     stripped = body.lstrip()
     if stripped.startswith(b"["):
         try:
@@ -39,17 +70,18 @@ def split_records(body: bytes) -> list[tuple[int, Any]]:
         if not isinstance(items, list):
             raise HttpError(400, ResponseCode.PROTOCOL_ERROR, "the body is not a JSON array")
         _check_count(len(items))
-        return list(enumerate(items, 1))
+        return list(enumerate(items, 1)), True
     lines = body.split(b"\n")
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     _check_count(len(numbered))
-    out: list[tuple[int, Any]] = []
-    for n, line in numbered:
-        try:
-            out.append((n, orjson.loads(line)))
-        except orjson.JSONDecodeError as exc:
-            out.append((n, exc))
-    return out
+    return numbered, False
+
+
+def _decode_line(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return exc
 
 
 def _check_count(count: int) -> None:
@@ -67,7 +99,7 @@ async def post_batch(request: web.Request) -> web.Response:
     identity = await ctx.auth.require(request)
     atomic = query_bool(request, "atomic", False)
     overwrite = query_bool(request, "overwrite", True)
-    records = split_records(await read_body(request, MAX_BATCH_BODY_BYTES))
+    records = await read_records(await read_body(request, MAX_BATCH_BODY_BYTES))
     result = await write_batch(ctx, identity, actor_of(identity, request), records, atomic=atomic,
                                overwrite=overwrite)  # fmt: skip
     body = {
@@ -95,7 +127,9 @@ async def write_batch(
     outside the writer's prefix, written as one entry through the node's writer with template checks, and
     reported to the security log."""
     encoder = ValueEncoder(int(time.time()))
-    items = [parse_batch_item(position, obj, encoder, ctx.store) for position, obj in records]
+    items = await in_slices(
+        records, lambda record: parse_batch_item(record[0], record[1], encoder, ctx.store)
+    )
     if identity.prefix is not None:
         for item in items:
             if item.error is None and not identity.administers(
