@@ -103,3 +103,18 @@ def multipart(filename: str, content: bytes, **fields: str) -> aiohttp.FormData:
         data.add_field(name, value)
     data.add_field("file", content, filename=filename, content_type="application/octet-stream")
     return data
+
+
+def http_page(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> Page:
+    """One request to a running node on 127.0.0.1:`port`, every header kept (Set-Cookie may come twice)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return Page(response.status, response.getheaders(), response.read().decode())
+    finally:
+        conn.close()

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from resolver.console.layout import page
-from resolver.console.login import PageUser, redirect, signed_in
+from resolver.console.login import FORM, PageUser, redirect, signed_in
 from resolver.console.markup import Html, join, render
 from resolver.console.workspace import edit_href, public_href, template_set_of
 from resolver.handle.constants import ResponseCode
@@ -286,7 +286,7 @@ def _new_page(
 @signed_in(operator=False)
 async def create(request: web.Request, user: PageUser) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    form = request["form"]
+    form = request[FORM]
     prefix = user.identity.prefix.decode()
     template_set = template_set_of(ctx, user.identity.prefix)
     template = _template_named(template_set, str(form.get("template", "")))
@@ -374,7 +374,7 @@ async def edit_form(request: web.Request, user: PageUser) -> web.StreamResponse:
 @signed_in(operator=False)
 async def update(request: web.Request, user: PageUser) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    form = request["form"]
+    form = request[FORM]
     handle = request.match_info["handle"]
     key, old = _load(ctx, user, handle)
     template_set = template_set_of(ctx, user.identity.prefix)

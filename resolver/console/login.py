@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from resolver.console import session as sessions
 from resolver.console.layout import SECURITY_HEADERS, error_page, nav, page, page_errors
@@ -36,6 +37,8 @@ MAX_SECRET_CHARS = 1024  #: longer is not a secret this node issued; refused bef
 MAX_NEXT_CHARS = 2048  #: where to go after signing in: a path of this node, at most this long
 LOGIN_CSRF_BYTES = 16  #: randomness of the login form's own CSRF token
 SESSIONS = web.AppKey("console.sessions", sessions.SessionTable)
+FORM = web.RequestKey("console.form", MultiDictProxy)  #: the checked form of a POST
+NEXT = web.RequestKey("console.next", str)  #: where the login form goes after signing in
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,7 @@ Handler = Callable[[web.Request, PageUser], Awaitable[web.StreamResponse]]
 
 def signed_in(*, operator: bool, form_limit: int = MAX_FORM_BYTES):
     """A page for the operator (`operator=True`) or for an enterprise: handler(request, user). POSTs are
-    checked for origin and CSRF token first, and their form is read into request["form"]."""
+    checked for origin and CSRF token first, and their form is read into request[FORM]."""
 
     def wrap(handler: Handler):
         @page_errors
@@ -131,7 +134,7 @@ def signed_in(*, operator: bool, form_limit: int = MAX_FORM_BYTES):
                 if not sessions.same_token(user.csrf, form.get("csrf")):
                     return error_page(403, "the form's security token is missing or stale: reload the page "
                                       "and send it again (nothing was written)", header=user.header())  # fmt: skip
-                request["form"] = form
+                request[FORM] = form
             return await handler(request, user)
 
         return wrapped
@@ -157,7 +160,7 @@ def _login_page(request: web.Request, *, message: str = "", user: str = "", stat
                 headers: dict | None = None) -> web.Response:  # fmt: skip
     token = secrets.token_hex(LOGIN_CSRF_BYTES)
     shown = render('<p class="flash error">{}</p>', message) if message else Html("")
-    wanted = request.query.get("next") if request.method == "GET" else request.get("next")
+    wanted = request.query.get("next") if request.method == "GET" else request.get(NEXT)
     next_path = wanted if is_local_path(wanted) else ""
     body = render(_LOGIN, message=shown, csrf=token, next=next_path, user=user)
     response = page("登录 sign in", body, status=status, headers=headers)
@@ -179,7 +182,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not sessions.same_origin(request):
         return _login_page(request, message="a sign-in sent from another site is refused", status=403)
     form = await read_form(request)
-    request["next"] = str(form.get("next", ""))
+    request[NEXT] = str(form.get("next", ""))
     expected = sessions.read_cookie(request, sessions.LOGIN_COOKIE)
     if expected is None or not sessions.same_token(expected, form.get("csrf")):
         return _login_page(request, message="the sign-in form was stale; please try again", status=403)
@@ -205,7 +208,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if tag is None:  # the credential went away between the check and now
         return _login_page(request, message="wrong user or secret", user=user, status=401)
     token, _ = request.app[SESSIONS].open(identity.user, tag)
-    response = redirect(request["next"] if is_local_path(request["next"]) else home(identity))
+    response = redirect(request[NEXT] if is_local_path(request[NEXT]) else home(identity))
     sessions.set_cookie(response, request, sessions.COOKIE, token)
     sessions.clear_cookie(response, request, sessions.LOGIN_COOKIE)
     return response

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from resolver.console.layout import page
-from resolver.console.login import MAX_FORM_BYTES, PageUser, signed_in
+from resolver.console.login import FORM, MAX_FORM_BYTES, PageUser, signed_in
 from resolver.console.markup import Html, join, render
 from resolver.console.workspace import edit_href
 from resolver.http.batch import write_batch
@@ -70,7 +70,7 @@ def parse_upload(name: str, data: bytes) -> list[tuple[int, object]]:
 @signed_in(operator=False, form_limit=MAX_UPLOAD_BYTES + MAX_FORM_BYTES)
 async def upload(request: web.Request, user: PageUser) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    form = request["form"]
+    form = request[FORM]
     sent = form.get("file")
     if not isinstance(sent, web.FileField):
         return _form_page(user, "choose a file to upload", 400)
