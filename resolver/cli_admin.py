@@ -141,9 +141,13 @@ def cmd_prefix_enable(args: argparse.Namespace) -> int:
 def cmd_prefix_credential(args: argparse.Namespace) -> int:
     from storage.enterprises import EnterpriseError, issue_credential
 
-    with _writes(args) as (_, target):
-        try:
-            user, secret = issue_credential(target, args.prefix)
+    if args.public_key:
+        return _register_public_key(args)
+    from storage.handlekeys import load_node_key
+
+    with _writes(args) as (store, target):
+        try:  # the secret also serves the Handle protocol (HS_SECKEY 300), encrypted with the node key
+            user, secret = issue_credential(target, args.prefix, node_key=load_node_key(store.path, create=True))
         except EnterpriseError as exc:
             raise _fail(exc) from exc
     if args.json:
@@ -152,6 +156,35 @@ def cmd_prefix_credential(args: argparse.Namespace) -> int:
         print(f"user    {user}\nsecret  {secret}")
         print("the secret is shown this once; only its salted hash is stored (issue a new one to rotate)",
               file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _register_public_key(args: argparse.Namespace) -> int:
+    """`--public-key FILE`: an RSA, DSA or SM2 public key (PEM, DER, or the Handle HS_PUBKEY encoding) becomes
+    the HS_PUBKEY at `--index` of `<prefix>/ADMIN` (default 301 RSA, 302 DSA, 303 SM2)."""
+    from pathlib import Path
+
+    from resolver.admin.crypto import KeyError_, public_key_from_pem
+    from resolver.handle.errors import HandleProtocolError
+    from resolver.handle.keys import decode_public_key, encode_public_key
+    from storage.enterprises import EnterpriseError, register_public_key
+
+    raw = Path(args.public_key).read_bytes()
+    try:
+        key = public_key_from_pem(raw)
+    except KeyError_:
+        try:
+            key = decode_public_key(raw)
+        except HandleProtocolError as exc:
+            raise _fail(EnterpriseError(f"public key: {args.public_key} is not RSA, DSA or SM2 ({exc})")) from exc
+    index = args.index or {"RSA_PUB_KEY": 301, "DSA_PUB_KEY": 302, "SM2_PUB_KEY": 303}[key.key_type]
+    with _writes(args) as (_, target):
+        try:
+            identity = register_public_key(target, args.prefix, index, encode_public_key(key))
+        except EnterpriseError as exc:
+            raise _fail(exc) from exc
+    print(json.dumps({"identity": identity, "keyType": key.key_type}) if args.json else
+          f"identity  {identity}\nkey       {key.key_type}")  # fmt: skip
     return 0
 
 
@@ -398,6 +431,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         command.add_argument("prefix")
         if name == "credential":
             command.add_argument("--json", action="store_true", help="print {user, secret} as JSON")
+            command.add_argument("--public-key", metavar="FILE",
+                                 help="register this RSA/DSA/SM2 public key (PEM, DER or HS_PUBKEY data) instead")
+            command.add_argument("--index", type=int, help="its index in <prefix>/ADMIN (default 301/302/303)")
         _data(command)
         command.set_defaults(func=func)
 
