@@ -25,14 +25,14 @@ CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
 def build_console_store(path: Path, demo_ndjson: Path) -> dict[str, tuple[str, str]]:
-    """Demo identifiers, both scenarios, the operator's secret and credentials of 88.100.101 and 88.100.7."""
+    """Demo identifiers, both scenarios, the operator's secret and credentials of 88.100.101, 88.100.2 (329 identifiers: several pages) and 88.100.7."""
     with Store(path, create=True) as store:
         load_files(store, [demo_ndjson])
         for name in ("automotive", "equipment"):
             _, _, failures = load_scenario(store, SCENARIOS / name)
             assert not failures, failures
         set_operator_secret(store, OPERATOR_SECRET)
-        return {p: issue_credential(store, p) for p in ("88.100.101", "88.100.7")}
+        return {p: issue_credential(store, p) for p in ("88.100.101", "88.100.2", "88.100.7")}
 
 
 @dataclass
