@@ -24,13 +24,17 @@ STATUS_TIMEOUT_S = 5.0  #: NATS must answer the status questions within this
 def register(sub: argparse._SubParsersAction) -> None:
     from resolver.cli_store import add_store_arguments
 
-    cluster = sub.add_parser("cluster", help="members of this node's cluster and their place in the write log")
+    cluster = sub.add_parser(
+        "cluster", help="members of this node's cluster and their place in the write log"
+    )
     commands = cluster.add_subparsers(dest="cluster_command", required=True)
     status = commands.add_parser("status", help="members, applied log position, lag and health")
     add_store_arguments(status)
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(func=cmd_status)
-    remove = commands.add_parser("remove", help="take a member that is gone for good out of the cluster's HS_SITE")
+    remove = commands.add_parser(
+        "remove", help="take a member that is gone for good out of the cluster's HS_SITE"
+    )
     add_store_arguments(remove)
     remove.add_argument("node", help="the member's node id")
     remove.set_defaults(func=cmd_remove)
@@ -41,11 +45,15 @@ def _config(args: argparse.Namespace):
     from resolver.cli_store import store_dir
 
     try:
-        config = settings.build_config({"data_dir": store_dir(args)}, os.environ, settings.config_path(args, os.environ))
+        config = settings.build_config(
+            {"data_dir": store_dir(args)}, os.environ, settings.config_path(args, os.environ)
+        )
     except settings.ConfigError as exc:
         raise CliError(str(exc)) from None
     if not config.clustered:
-        raise CliError("this node is no cluster member: cluster.nats is not set (configuration file or IDNODE_CLUSTER_NATS)")
+        raise CliError(
+            "this node is no cluster member: cluster.nats is not set (configuration file or IDNODE_CLUSTER_NATS)"
+        )
     return config
 
 

@@ -141,7 +141,8 @@ def apply_load_chunk(
         items = [(key, record) for key, record in items]
     store.put_shared(txn, shared)
     new = store.put_records_in(txn, items, append=None, now_s=args["time"], register_prefixes=True)
-    txn.put(args["checkpoint_key"], args["checkpoint"], db=store.meta)
+    if args["checkpoint"] is not None:  # None: a part of a chunk, split by the cluster's log, not its last
+        txn.put(args["checkpoint_key"], args["checkpoint"], db=store.meta)
     if items:
         actor = Actor(*args["actor"])
         detail = {"count": len(items), "last": items[-1][0].decode(errors="replace"), "file": args["file"],

@@ -49,14 +49,12 @@ from storage.store import Store, StoreFullError
 
 log = logging.getLogger(__name__)
 
-APPLY_WAIT_S = (
-    25.0  #: a logged write waits this long for the local apply (the writer's client gives up at 30 s)
-)
+DEFAULT_MAX_PAYLOAD = 1 << 20  #: NATS's default max_payload, until the server says its own
+PART_FILL = 0.9  #: a load chunk's parts fill at most this share of a message (framing, headers)
+APPLY_WAIT_S = 25.0  #: a logged write waits this long for the local apply (the client gives up at 30 s)
 CONNECT_RETRY_S = 1.0  #: NATS unreachable at start: try again this often (reads are served meanwhile)
 STORE_FULL_RETRY_S = 5.0  #: the disk is full: the apply loop waits, then tries the same batch again
-STATUS_INTERVAL_S = (
-    1.0  #: the member's state (applied position, lag) is written this often for /metrics and CLI
-)
+STATUS_INTERVAL_S = 1.0  #: the member's state (applied position, lag) is written this often
 
 
 class ApplyStopped(Exception):
@@ -152,67 +150,57 @@ class ClusterLog:
     ) -> list[Result]:
         """The result of every entry of a group, in order, each once logged and applied here."""
         out: list[Result | None] = [None] * len(group)
-        chosen: list[tuple[int, str | None, bytes, str]] = []
-        limit = self.stream.max_payload
+        parts: dict[int, list[tuple[str | None, bytes, str]]] = {}  # entry -> what is published for it
+        limit = self.stream.max_payload or DEFAULT_MAX_PAYLOAD
         for n, entry in enumerate(group):
             try:
-                entry = self._replicable(entry, payloads[n] if payloads else None)
+                published = replicable(entry, payloads[n] if payloads else None, limit)
             except EntryError as exc:
                 out[n] = refusal(BAD_ENTRY, str(exc))
                 continue
-            if limit and len(entry) > limit:
-                out[n] = refusal(BAD_ENTRY, f"a write of {len(entry)} bytes is larger than the cluster log takes "
-                                            f"({limit} bytes, NATS max_payload): send it in smaller parts")  # fmt: skip
-                continue
-            chosen.append((n, entry_prefix(entry), entry, secrets.token_hex(12)))
-        if not chosen:
+            prefix = entry_prefix(entry)
+            parts[n] = [(prefix, part, secrets.token_hex(12)) for part in published]
+        if not parts:
             return out  # type: ignore[return-value]
         if self.state == STOPPED:
             return self._refuse_all(
-                out, chosen, refusal(FAILED, f"this node stopped applying: {self.problem}")
+                out, parts, refusal(FAILED, f"this node stopped applying: {self.problem}")
             )
         if not self.stream.connected:
             why = f"cluster log unreachable ({self.problem or 'NATS not connected'}): retry"
-            return self._refuse_all(out, chosen, refusal(LOG_UNAVAILABLE, why))
+            return self._refuse_all(out, parts, refusal(LOG_UNAVAILABLE, why))
         loop = asyncio.get_running_loop()
-        futures = {msg_id: loop.create_future() for _, _, _, msg_id in chosen}
+        futures = {msg_id: loop.create_future() for published in parts.values() for _, _, msg_id in published}
         self._waiting.update(futures)
         try:
             try:
                 positions = await self.stream.append(
-                    [(prefix, entry, msg_id) for _, prefix, entry, msg_id in chosen]
+                    [part for published in parts.values() for part in published]
                 )
             except ClusterLogError as error:
-                return self._refuse_all(out, chosen, refusal(LOG_UNAVAILABLE, f"{error}: retry"))
-            for (n, _, _, msg_id), position in zip(chosen, positions, strict=True):
-                try:
-                    out[n] = await asyncio.wait_for(asyncio.shield(futures[msg_id]), APPLY_WAIT_S)
-                except TimeoutError:
-                    out[n] = refusal(FAILED, f"the write is in the cluster's log (position {position}) but this "
-                                             "node has not applied it yet; it will be applied: read it back later")  # fmt: skip
+                return self._refuse_all(out, parts, refusal(LOG_UNAVAILABLE, f"{error}: retry"))
+            at = iter(positions)
+            for n, published in parts.items():
+                results = [await self._applied(futures[msg_id], next(at)) for _, _, msg_id in published]
+                out[n] = results[0] if len(results) == 1 else _joined(results)
             return out  # type: ignore[return-value]
         finally:
             for msg_id in futures:
                 self._waiting.pop(msg_id, None)
 
     @staticmethod
-    def _refuse_all(out: list, chosen: list, result: Result) -> list[Result]:
-        for n, *_ in chosen:
-            out[n] = result
-        return out
+    async def _applied(future: asyncio.Future, position: int) -> Result:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), APPLY_WAIT_S)
+        except TimeoutError:
+            return refusal(FAILED, f"the write is in the cluster's log (position {position}) but this node has "
+                                   "not applied it yet; it will be: read it back later")  # fmt: skip
 
     @staticmethod
-    def _replicable(entry: bytes, payload: Any) -> bytes:
-        """The entry as every member can apply it: a load chunk logged by reference gets its records in."""
-        kind, args = decode_entry(entry)
-        if kind != entries.LOAD_CHUNK or "ref" not in args:
-            return entry
-        if payload is None:
-            raise EntryError("a load chunk logged by reference came without its records")
-        items, shared = payload
-        inline = {key: value for key, value in args.items() if key != "ref"}
-        inline["items"], inline["shared"] = [list(item) for item in items], shared
-        return encode_entry(entries.LOAD_CHUNK, inline)
+    def _refuse_all(out: list, parts: dict, result: Result) -> list[Result]:
+        for n in parts:
+            out[n] = result
+        return out
 
     def _fail_waiting(self, result: Result) -> None:
         for future in self._waiting.values():
@@ -290,3 +278,56 @@ class ClusterLog:
     async def _write_status(self) -> None:
         """The status file (atomic replace): workers export it in /metrics, `idnode cluster status` reads it."""
         await asyncio.get_running_loop().run_in_executor(None, write_status, self._status_path, self.status())
+
+
+def replicable(entry: bytes, payload: Any, limit: int) -> list[bytes]:
+    """The entry as every member can apply it, in parts the log takes (each at most `limit` bytes).
+
+    A load chunk logged by reference (a file only this machine has) gets its records in, cut into parts when
+    they are too many for one message; only the last part carries the chunk's checkpoint, so a load that
+    stops between parts resumes at the chunk's start (records are replaced whole: a part applied twice is
+    harmless). Any other entry larger than `limit` is refused (EntryError)."""
+    kind, args = decode_entry(entry)
+    if kind == entries.LOAD_CHUNK and "ref" in args:
+        if payload is None:
+            raise EntryError("a load chunk logged by reference came without its records")
+        items, shared = payload
+        base = {key: value for key, value in args.items() if key != "ref"}
+        return _load_parts(base, [list(item) for item in items], shared, limit)
+    if len(entry) > limit:
+        raise EntryError(f"a write of {len(entry)} bytes is larger than the cluster log takes ({limit} bytes, "
+                         "NATS max_payload): send it in smaller parts")  # fmt: skip
+    return [entry]
+
+
+def _load_parts(base: dict, items: list, shared: dict, limit: int) -> list[bytes]:
+    budget = int(limit * PART_FILL) - len(
+        encode_entry(entries.LOAD_CHUNK, {**base, "items": [], "shared": {}})
+    )
+    groups: list[list] = [[]]
+    size = sum(len(k) + len(v) + 8 for k, v in shared.items())
+    for item in items:
+        item_size = len(item[0]) + len(item[1]) + 8
+        if groups[-1] and size + item_size > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += item_size
+    parts = []
+    for n, chunk in enumerate(groups):
+        args = {**base, "items": chunk, "shared": shared if n == 0 else {}, "count": len(chunk)}
+        if n < len(groups) - 1:
+            args["checkpoint"] = None  # the chunk is done only with its last part
+        part = encode_entry(entries.LOAD_CHUNK, args)
+        if len(part) > limit:
+            raise EntryError(f"one record of the load is larger than the cluster log takes ({limit} bytes)")
+        parts.append(part)
+    return parts
+
+
+def _joined(results: list[Result]) -> Result:
+    """One result for an entry published in parts: the first refusal, else the sum of the parts' values."""
+    for result in results:
+        if result[0] != entries.OK:
+            return result
+    return [entries.OK, sum(result[1] or 0 for result in results)]
