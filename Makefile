@@ -40,7 +40,7 @@ run: demo
 # The micro-benchmarks run once as plain tests (benchmarking disabled) so that they cannot rot. -rs lists every
 # skipped test with its reason (an external program not installed: README, Tests).
 test: venv
-	$(PY) -m pytest -q -rs tests bench/test_micro.py
+	$(PY) -m pytest -q -rs tests bench/test_micro.py bench/test_pages.py
 
 lint: venv
 	$(VENV)/bin/ruff check resolver storage bench tests
@@ -48,6 +48,12 @@ lint: venv
 bench-micro: venv
 	$(PY) -m pytest bench/test_micro.py --benchmark-enable --benchmark-autosave --benchmark-storage=bench/results/micro -q
 	$(PY) -m bench.micro
+
+# Page render time on the demo store (100k generated + both scenarios): resolve, chain, templates, HTML; and a
+# whole GET through the aiohttp app. Figures recorded in bench/results/pages.md (target: under 20 ms a page).
+.PHONY: bench-pages
+bench-pages: venv
+	$(PY) -m pytest bench/test_pages.py --benchmark-enable --benchmark-columns=min,median,mean,max,rounds -q
 
 # The acceptance volume (not part of `make test`): 20M identifiers loaded, 5M resolutions, a restart, the report;
 # results in bench/results/scale.{json,md,png} (the PNG needs matplotlib, the `bench` extra, installed here).

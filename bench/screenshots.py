@@ -14,10 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.datagen import generate_lines, write_ndjson
+from bench.datagen import Dataset, generate_lines, write_ndjson
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pages"
 DEMO_COUNT = 2000  #: generated identifiers beside the scenarios (the browser tests' store)
+GENERATED = Dataset(DEMO_COUNT, 1, "88.100", 8).handle_at(3)  #: one of them (tests/conftest.py's demo_ndjson)
 
 #: (name, path, what it shows)
 PAGES = (
@@ -30,7 +31,7 @@ PAGES = (
     ("batch", "/88.100.101/BATCH-2025-0701?noredirect", "a production batch and its supplier"),
     ("machine", "/88.100.201/EQP-CNC-0001", "a machine: its maintenance records as a timeline"),
     ("maintenance", "/88.100.201/MR-2025-0003", "a maintenance record"),
-    ("generated", "/88.100.3/BATCH-2024-000001?noredirect", "a generated identifier without a template"),
+    ("generated", f"/{GENERATED}?noredirect", "a generated identifier without a template"),
     ("prefix", "/0.NA/88.100.101?noredirect", "a prefix handle: HS_SITE and HS_ADMIN in words"),
     ("not-found", "/88.100.101/PART-999999", "an identifier not registered here"),
     ("unknown-prefix", "/86.200.1/X-1", "a prefix this node does not serve"),
