@@ -13,7 +13,8 @@ HTTP_PORT ?= 8000
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py and the C source too: a changed extension (resolver/server/_mmsg.c) is compiled again.
+$(STAMP): pyproject.toml setup.py resolver/server/_mmsg.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

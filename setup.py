@@ -1,11 +1,14 @@
-"""Only a build hook; the project is described in pyproject.toml. A built package (wheel, `pip install .`)
+"""Only build hooks; the project is described in pyproject.toml. A built package (wheel, `pip install .`)
 records the git commit it was built from in resolver/BUILD_COMMIT, for `idnode --version` and the
-idnode_build_info metric (resolver/buildinfo.py)."""
+idnode_build_info metric (resolver/buildinfo.py). On Linux it also compiles resolver/server/_mmsg.c, the
+recvmmsg/sendmmsg batches of the Handle UDP listener: optional, so a machine without a C compiler or Python
+headers still installs, and the worker then uses the event loop's datagram transport (one log line says so)."""
 
 import subprocess
+import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 
@@ -24,4 +27,6 @@ class BuildPyWithCommit(build_py):
             target.write_text(done.stdout.strip() + "\n", encoding="ascii")
 
 
-setup(cmdclass={"build_py": BuildPyWithCommit})
+MMSG = Extension("resolver.server._mmsg", ["resolver/server/_mmsg.c"], optional=True)
+
+setup(cmdclass={"build_py": BuildPyWithCommit}, ext_modules=[MMSG] if sys.platform.startswith("linux") else [])

@@ -27,3 +27,9 @@ class BatchedDatagramProtocol(asyncio.DatagramProtocol):
 
     def _end_batch(self) -> None:
         self._batch_pending = False
+
+    def start_batch_at(self, now: float) -> None:
+        """For a listener that reads its socket itself (resolver/server/udp_batch.py): one renewed view and one
+        clock reading for the datagrams of one readiness event, as `_start_batch` gives one loop iteration."""
+        self.renew_view()
+        self._now = now

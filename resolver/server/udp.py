@@ -68,19 +68,45 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
         except Exception:  # a bug must cost one answer, not the listener
             log.exception("unexpected error answering a UDP datagram from %s", addr[0])
 
-    def _answer_sampled(self, data: bytes, addr: tuple) -> None:
+    def _answer_sampled(self, data: bytes, addr: tuple, send: bool = True) -> list[bytes]:
         self._tick = self.stats.sample_every
         started = time.perf_counter()
         answers: list[bytes] = []
         try:
             answers = self._answer(data, addr)
-            for datagram in answers:
-                self._sendto(datagram, addr)
+            if send:
+                for datagram in answers:
+                    self._sendto(datagram, addr)
             self._counts[answers[0][CODES_AT] if answers else NO_ANSWER] += 1
         except Exception:
             log.exception("unexpected error answering a UDP datagram from %s", addr[0])
+            answers = []
         spent = time.perf_counter() - started
         self.stats.sample("handle-udp", spent, addr[0], data, answers[0] if answers else None)
+        return answers
+
+    def answer_batch(self, received: list[tuple[bytes, tuple]]) -> list[list[bytes]]:
+        """The answers to datagrams read together (resolver/server/udp_batch.py), one list per datagram in the
+        same order, for one sendmmsg. Each goes through the same chain as in `datagram_received` (rate limit,
+        dispatch, security events, amplification bound, counting, sampling); a sampled one is timed without
+        its send, which the batch makes later. The caller starts the batch (`start_batch_at`)."""
+        out: list[list[bytes]] = []
+        append = out.append
+        answer = self._answer
+        counts = self._counts
+        for data, addr in received:
+            self._tick -= 1
+            if not self._tick:
+                append(self._answer_sampled(data, addr, send=False))
+                continue
+            try:
+                answers = answer(data, addr)
+                counts[answers[0][CODES_AT] if answers else NO_ANSWER] += 1
+            except Exception:  # a bug must cost one answer, not the listener
+                log.exception("unexpected error answering a UDP datagram from %s", addr[0])
+                answers = []
+            append(answers)
+        return out
 
     def _answer(self, data: bytes, addr: tuple) -> list[bytes]:
         guard = self.guard
@@ -100,7 +126,6 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
         if guard is not None and len(answers) > 1:  # only a chunked answer can be many times its request
             return guard.bound(data, answers, addr[0], self._now)
         return answers
-
 
     def _send_later(self, pending: asyncio.Future, data: bytes, addr: tuple) -> None:
         """Send the answer of a recursion (resolver/recursion) when it ends, chunked and bounded like any

@@ -49,6 +49,7 @@ from resolver.server.stats import QueryStats
 from resolver.server.systemd import InheritedSocket
 from resolver.server.tcp import HandleTcpProtocol
 from resolver.server.udp import HandleUdpProtocol
+from resolver.server.udp_batch import batched_listener
 from resolver.serverkey import ServerKey
 from resolver.service import ResolutionService
 from resolver.writer.client import WriterClient
@@ -188,10 +189,13 @@ class Worker:
         loop = asyncio.get_running_loop()
         udp_socks, tcp_socks = self._handle_sockets()
         for sock in udp_socks:
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: HandleUdpProtocol(self.frontend, self.after_batch, self.stats, self.udp_guard, self.events),
-                sock=sock,
+            protocol = HandleUdpProtocol(
+                self.frontend, self.after_batch, self.stats, self.udp_guard, self.events
             )
+            # recvmmsg/sendmmsg batches where built (Linux), else the loop's transport: the same answers.
+            udp = batched_listener(loop, sock, protocol, self.config.udp_batch)
+            if udp is None:
+                udp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, sock=sock)
             self._closers.append(udp)
             self._udp_socks.append(sock)
         for sock in tcp_socks:
