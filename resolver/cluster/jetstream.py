@@ -55,7 +55,17 @@ class StreamSettings:
     replicas: int = DEFAULT_REPLICAS
     retention_s: float = DEFAULT_RETENTION_S
     stream: str = STREAM_NAME
-    subject_root: str = SUBJECT_ROOT  #: two logs on one NATS cluster need two roots (the tests use that)
+    subject_root: str = ""  #: default: subject_root_of(stream)
+
+    def __post_init__(self) -> None:
+        if not self.subject_root:
+            object.__setattr__(self, "subject_root", subject_root_of(self.stream))
+
+
+def subject_root_of(stream: str) -> str:
+    """The subjects a stream takes: `idnode.log.>` for the default one; another stream (a second cluster on
+    the same NATS servers) gets a root of its own, since two streams may not share subjects."""
+    return SUBJECT_ROOT if stream == STREAM_NAME else f"idnode_{stream.lower()}.log"
 
 
 def subject_for(prefix: str | None, root: str = SUBJECT_ROOT) -> str:
@@ -94,11 +104,17 @@ class JetStreamLog:
             # max_reconnect_attempts=-1): a deadline of our own turns that into an answer
             self._nc = await asyncio.wait_for(self._open(), CONNECT_DEADLINE_S)
             self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
-            await self._ensure_stream()
         except (TimeoutError, NatsError, OSError) as error:
             await self.close()
             servers = ", ".join(self.settings.servers)
             raise ClusterLogError(f"NATS unreachable at {servers}: {error!r}") from error
+        try:
+            await self._ensure_stream()
+        except (TimeoutError, NatsError) as error:
+            await self.close()
+            raise ClusterLogError(
+                f"the stream {self.settings.stream} cannot be found or made: {error!r}"
+            ) from error
 
     async def _open(self) -> nats.NATS:
         return await nats.connect(
@@ -206,20 +222,14 @@ class JetStreamLog:
         return info.state.first_seq
 
     async def _subscription(self, applied: int):
-        """This member's durable consumer, starting after what its store has applied.
+        """This member's durable consumer, made anew to start right after what its store has applied.
 
-        A durable consumer that is ahead of the store (the store was restored from an older backup) is recreated
-        at the store's position, so no entry is skipped."""
+        The store's applied position is the truth (it commits with the changes); the consumer's own state may
+        be behind it (a crash between apply and ack), ahead of it (the store was restored from an older
+        backup) or hold entries delivered to a process that died (redelivered only after ACK_WAIT_S), so it
+        is never trusted: it is replaced at the store's position whenever the member (re)starts consuming."""
         try:
-            info = await self._js.consumer_info(self.settings.stream, self.durable)
-            if info.ack_floor.stream_seq > applied:
-                log.info(
-                    "consumer %s is ahead of the store (%d > %d); starting again at the store's position",
-                    self.durable,
-                    info.ack_floor.stream_seq,
-                    applied,
-                )
-                await self._js.delete_consumer(self.settings.stream, self.durable)
+            await self._js.delete_consumer(self.settings.stream, self.durable)
         except NotFoundError:
             pass
         config = ConsumerConfig(
@@ -241,8 +251,9 @@ class JetStreamLog:
         """Apply the stream in order, forever: fetch a batch, hand it over as (position, entry, message id),
         acknowledge it once applied.
 
-        Entries at or below the applied position (redelivered after a crash between apply and ack) are
-        acknowledged and skipped; a gap (entries the stream no longer holds) raises LogGapError."""
+        Entries at or below the applied position are acknowledged and skipped. An entry out of order (a
+        redelivery) makes the consumer start again at the applied position; LogGapError when the stream no
+        longer holds the entries this member needs."""
         subscription = await self._subscription(applied_position())
         while True:
             try:
@@ -257,16 +268,25 @@ class JetStreamLog:
             batch = []
             for message in messages:
                 position = message.metadata.sequence.stream
-                if position <= applied:
+                if position <= applied + len(batch):
                     continue
-                expected = applied + 1 + len(batch)
-                if position != expected:
-                    raise LogGapError(
-                        f"the log jumps from position {expected - 1} to {position}: entries were trimmed before "
-                        "this member applied them; restore a recent backup of another member"
-                    )
+                if position != applied + 1 + len(batch):
+                    break
                 batch.append((position, message.data, (message.headers or {}).get(MSG_ID, "")))
             if batch:
                 await apply_batch(batch)
-            if messages:
+            if len(batch) < len([m for m in messages if m.metadata.sequence.stream > applied]):
+                subscription = await self._restart_after_gap(subscription, applied_position())
+            elif messages:
                 await messages[-1].ack()
+
+    async def _restart_after_gap(self, subscription, applied: int):
+        first = await self.first_position()
+        if first > applied + 1:
+            raise LogGapError(
+                f"the log now starts at position {first}, after {applied + 1}, the next this member must apply: "
+                "entries were trimmed before it applied them; restore a recent backup of another member"
+            )
+        log.info("cluster log: entries out of order after position %d; consuming again from there", applied)
+        await subscription.unsubscribe()
+        return await self._subscription(applied)
