@@ -106,7 +106,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(
         f"backed up {manifest['identifiers']:,} identifiers from {data_dir} to {args.dest} "
-        f"({manifest['bytes'] / 1e6:,.1f} MB, sha256 {manifest['sha256'][:16]}…)",
+        f"({manifest['bytes'] / 1e6:,.1f} MB, sha256 {manifest['sha256'][:16]}…, log position "
+        f"{manifest['log_position']:,})",
         file=sys.stderr,
     )
     return 0

@@ -62,13 +62,16 @@ def backup_store(store: Store, dest: Path) -> dict:
         started = datetime.datetime.now(datetime.UTC)
         store.env.copy(str(partial), compact=True)
         data = partial / "data.mdb"
-        identifiers, prefixes = _count(partial)
+        identifiers, prefixes, position = _count(partial)
         manifest = {
             "format": MANIFEST_FORMAT,
             "created": started.isoformat(timespec="seconds"),
             "source": str(Path(store.path).resolve()),
             "identifiers": identifiers,
             "prefixes": prefixes,
+            # the write-log position the copy holds everything up to: a new cluster member restored from it
+            # replays the log from the next position (README, "Cluster")
+            "log_position": position,
             "bytes": data.stat().st_size,
             "sha256": sha256_file(data),
         }
@@ -85,8 +88,8 @@ def backup_store(store: Store, dest: Path) -> dict:
     return manifest
 
 
-def _count(directory: Path) -> tuple[int, int]:
-    """(identifiers, prefixes) of an LMDB copy, read without creating a lock file next to it."""
+def _count(directory: Path) -> tuple[int, int, int]:
+    """(identifiers, prefixes, applied log position) of an LMDB copy, read without creating a lock file."""
     env = lmdb.open(str(directory), readonly=True, lock=False, max_dbs=MAX_DBS, readahead=False)
     try:
         with env.begin() as txn:
@@ -98,7 +101,9 @@ def _count(directory: Path) -> tuple[int, int]:
                     counts.append(0)
                     continue
                 counts.append(txn.stat(db)["entries"])
-        return counts[0], counts[1]
+            meta = env.open_db(b"meta", txn=txn, create=False)
+            raw = txn.get(b"applied_position", db=meta)
+        return counts[0], counts[1], int.from_bytes(raw, "big") if raw else 0
     finally:
         env.close()
 
@@ -155,7 +160,7 @@ def restore_store(src: Path, data_dir: Path, stamp: str | None = None) -> dict:
                     f"{data}: SHA-256 {actual} differs from the manifest's {manifest['sha256']}"
                 )
         try:
-            identifiers, _ = _count(incoming)
+            identifiers, _, _ = _count(incoming)
         except lmdb.Error as exc:
             raise BackupError(f"{data}: not a readable LMDB store: {exc}") from None
         _fsync_path(incoming / "data.mdb")

@@ -274,6 +274,8 @@ def test_nats_away_reads_are_served_writes_refused_and_the_member_recovers(nats,
     a, b, c = members
     backup = tmp_path / "backup-of-a"
     assert a.cli("backup", str(backup)).returncode == 0
+    recorded = json.loads((backup / "backup.json").read_text())["log_position"]
+    assert 0 < recorded <= a.status()["last_position"]  # where a member restored from it starts replaying
     nats.stop()
     try:
         assert a.get("88.100.7/REPLICATED-1").status == 200
