@@ -96,26 +96,38 @@ def cmd_prefix_add(args: argparse.Namespace) -> int:
 
 
 def cmd_prefix_list(args: argparse.Namespace) -> int:
+    from resolver.recursion.probe import annotate
     from storage.enterprises import enterprises
 
     with _store(args) as store:
-        listed = enterprises(store)
+        listed = annotate(enterprises(store), Path(store.path))
     if args.json:
         print(json.dumps(listed, ensure_ascii=False, indent=2))
         return 0
-    rows = [("prefix", "state", "credential", "last seen (UTC)", "connected", "site", "organisation")]
+    rows = [("prefix", "state", "credential", "last seen (UTC)", "connected", "node", "site", "organisation")]
     for e in listed:
         seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e["lastSeen"])) if e["lastSeen"] else "never"
         rows.append((e["prefix"], e["state"], "yes" if e["credential"] else "no", seen,
-                     "yes" if e["connected"] else "no", e["site"] or "-", e["org"]))  # fmt: skip
+                     "yes" if e["connected"] else "no", _node_cell(e["node"]), e["site"] or "-", e["org"]))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
     connected = sum(1 for e in listed if e["connected"])
     print(
-        f"\n{len(listed)} prefixes, {connected} enterprise nodes connected (authenticated in the last 24 h)"
+        f"\n{len(listed)} prefixes, {connected} enterprise nodes connected (authenticated in the last 24 h, "
+        "or answering the node's probes)"
     )
     return 0
+
+
+def _node_cell(node: dict | None) -> str:
+    """The probe result of an enterprise node: up and its latency, down since when, or '-' (not probed)."""
+    if not node:
+        return "-"
+    since = time.strftime("%m-%d %H:%M", time.gmtime(node["since"]))
+    if node["up"]:
+        return f"up {node['latency_ms']:.1f} ms"
+    return f"down since {since}"
 
 
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:

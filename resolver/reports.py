@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from pathlib import Path
 
 from resolver.templates import all_template_sets
 from storage.counters import RESOLUTIONS, totals
@@ -41,7 +42,9 @@ def _counter_block(store: Store, kind: str, per_prefix: bool) -> dict:
 
 def collect_stats(store: Store, per_prefix: bool = True, now_s: int | None = None) -> dict:
     """Everything counted, persisted: what `idnode stats` and `GET /api/stats` show."""
-    listed = enterprises(store, now_s)
+    from resolver.recursion.probe import annotate  # enterprise nodes answering probes count as connected
+
+    listed = annotate(enterprises(store, now_s), Path(store.path), now_s)
     return {
         "identifiers": store.count_identifiers(),
         "prefixes": len(listed),
@@ -53,6 +56,8 @@ def collect_stats(store: Store, per_prefix: bool = True, now_s: int | None = Non
             "own_nodes": sum(1 for e in listed if e["state"] == "referral"),
             "connected": sum(1 for e in listed if e["connected"]),
             "connected_window_s": CONNECTED_WINDOW_S,
+            "nodes_up": sum(1 for e in listed if e.get("node") and e["node"]["up"]),
+            "nodes_probed": sum(1 for e in listed if e.get("node")),
         },
     }
 
@@ -113,8 +118,10 @@ def acceptance_report(store: Store, now_s: int | None = None) -> dict:
             "threshold": ENTERPRISES_REQUIRED,
             "comparison": ">",
             "note": f"enabled prefixes whose enterprise authenticated in the last "
-            f"{CONNECTED_WINDOW_S // 3600} h; {stats['enterprises']['known']} prefixes known, "
-            f"{stats['enterprises']['own_nodes']} served by their own node",
+            f"{CONNECTED_WINDOW_S // 3600} h or whose node answers the probes; "
+            f"{stats['enterprises']['known']} prefixes known, "
+            f"{stats['enterprises']['own_nodes']} served by their own node "
+            f"({stats['enterprises']['nodes_up']} of {stats['enterprises']['nodes_probed']} probed up)",
         },
         {
             "name": "application scenarios (标识应用场景)",

@@ -116,17 +116,15 @@ class Recursor:
     # -- the dispatch's entry ---------------------------------------------------------------------------------
 
     def answer(self, request, handle: bytes, query: ResolutionRequest | None, expiration: int, finish):
-        """The answer to `request` for `handle` of a referred prefix: bytes, or a task of bytes. `finish`
-        turns the answer into what is sent (signing it for a CT request)."""
+        """The answer to `request` for `handle` of a referred prefix: bytes (the caller finishes them), or a
+        task of bytes already passed through `finish` (which signs the answer to a CT request)."""
         if request.header.recursion_count >= MAX_RECURSION_COUNT:
             self.counts["loop"] += 1
             text = f"passed on {request.header.recursion_count} times already: a referral loop?"
-            return finish(
-                self._encode(
-                    request,
-                    Outcome(ResponseCode.RECURSION_COUNT_TOO_HIGH, encode_error_body(text)),
-                    expiration,
-                )
+            return self._encode(
+                request,
+                Outcome(ResponseCode.RECURSION_COUNT_TOO_HIGH, encode_error_body(text)),
+                expiration,
             )
         indexes, types = (query.indexes, query.types) if query is not None else ((), ())
         try:
@@ -137,32 +135,32 @@ class Recursor:
         hit = self.cache.get(key, self.clock())
         if hit is not None:
             self.counts["hit"] += 1
-            return finish(self._encode(request, Outcome(hit.code, hit.body), expiration))
+            return self._encode(request, Outcome(hit.code, hit.body), expiration)
         prefix = normalized[: normalized.find(b"/")]
-        task = self._inflight.get(key)
+        # Shared only at the same depth: a question that comes back round a loop must not wait on itself.
+        flight = (key, request.header.recursion_count)
+        task = self._inflight.get(flight)
         if task is None:
             if self._waiting >= MAX_PENDING or self._per_prefix[prefix] >= self.max_per_enterprise:
                 self.counts["busy"] += 1
                 text = f"too many questions under way to the node of {prefix.decode(errors='replace')}: retry"
-                return finish(
-                    self._encode(
-                        request, Outcome(ResponseCode.SERVER_TOO_BUSY, encode_error_body(text)), expiration
-                    )
+                return self._encode(
+                    request, Outcome(ResponseCode.SERVER_TOO_BUSY, encode_error_body(text)), expiration
                 )
             self.counts["miss"] += 1
             task = asyncio.get_running_loop().create_task(
                 self._fetch(key, prefix, handle, indexes, types, request.header.recursion_count + 1)
             )
-            self._inflight[key] = task
+            self._inflight[flight] = task
             self._per_prefix[prefix] += 1
-            task.add_done_callback(lambda _t: self._done(key, prefix))
+            task.add_done_callback(lambda _t: self._done(flight, prefix))
         else:
             self.counts["joined"] += 1
         self._waiting += 1
         return asyncio.get_running_loop().create_task(self._reply(task, request, expiration, finish))
 
-    def _done(self, key: tuple, prefix: bytes) -> None:
-        self._inflight.pop(key, None)
+    def _done(self, flight: tuple, prefix: bytes) -> None:
+        self._inflight.pop(flight, None)
         self._per_prefix[prefix] -= 1
         if self._per_prefix[prefix] <= 0:
             del self._per_prefix[prefix]
@@ -231,3 +229,35 @@ class Recursor:
         for task in list(self._inflight.values()):
             task.cancel()
         await self.upstream.close()
+
+
+class RecursionMetrics:
+    """Moves a recursor's counts to Prometheus once a housekeeping pass (never per request):
+    idnode_recursions_total{outcome} and idnode_recursion_cache_entries (summed over workers)."""
+
+    def __init__(self, recursor: Recursor):
+        from prometheus_client import Counter as PromCounter
+        from prometheus_client import Gauge
+
+        self.recursor = recursor
+        self._sent: Counter[str] = Counter()
+        self.questions = PromCounter(
+            "idnode_recursions",
+            "Requests for prefixes of enterprise nodes resolved there, by outcome (hit: from the cache, miss: "
+            "asked, joined: shared a question under way, busy, loop, failed)",
+            ["outcome"],
+            registry=None,
+        )
+        self.entries = Gauge(
+            "idnode_recursion_cache_entries",
+            "Answers of enterprise nodes cached",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+
+    def publish(self) -> None:
+        for outcome, n in self.recursor.counts.items():
+            if n > self._sent[outcome]:
+                self.questions.labels(outcome).inc(n - self._sent[outcome])
+                self._sent[outcome] = n
+        self.entries.set(len(self.recursor.cache))

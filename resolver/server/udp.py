@@ -51,7 +51,12 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._sendto = transport.sendto  # type: ignore[attr-defined]
+        self._sendto = self._late_sendto = transport.sendto  # type: ignore[attr-defined]
+
+    def use_socket(self, sock) -> None:
+        """Where answers that come later (a recursion's) go when a listener without a transport serves the
+        socket (resolver/server/udp_batch.py)."""
+        self._late_sendto = sock.sendto
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         if not self._batch_pending:
@@ -132,7 +137,7 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
         other answer. It was counted as no answer when handed back; that count moves to its code."""
 
         def send(done: asyncio.Future) -> None:
-            if done.cancelled() or self.transport is None or self.transport.is_closing():
+            if done.cancelled() or (self.transport is not None and self.transport.is_closing()):
                 return
             try:
                 answer = done.result()
@@ -140,10 +145,12 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
                 if self.guard is not None and len(answers) > 1:
                     answers = self.guard.bound(data, answers, addr[0], asyncio.get_running_loop().time())
                 for datagram in answers:
-                    self._sendto(datagram, addr)
+                    self._late_sendto(datagram, addr)
                 if answers:
                     self._counts[NO_ANSWER] -= 1
                     self._counts[answers[0][CODES_AT]] += 1
+            except OSError as exc:  # a full send buffer or a closed socket: UDP, the client asks again
+                log.debug("recursive answer to %s not sent: %s", addr[0], exc)
             except Exception:
                 log.exception("unexpected error sending a recursive answer to %s", addr[0])
 

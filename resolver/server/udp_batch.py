@@ -82,6 +82,7 @@ class BatchedUdpListener:
         self._unsent_told_at = -UNSENT_WARNING_INTERVAL_S
         self._closed = False
         sock.setblocking(False)
+        protocol.use_socket(sock)  # for answers that come later than their batch (recursion)
         loop.add_reader(self._fd, self._on_readable)
 
     @property

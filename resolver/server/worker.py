@@ -32,7 +32,7 @@ from resolver.handle.values import (
     SiteInfo,
     encode_site,
 )
-from resolver.recursion.recursor import Recursor
+from resolver.recursion.recursor import RecursionMetrics, Recursor
 from resolver.security.events import SecurityEvents
 from resolver.security.queue import QueueError
 from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
@@ -159,8 +159,11 @@ class Worker:
         self.server_key = ServerKey.for_store(config.data_dir)
         self.frontend.signer = self.server_key
         self.service.publish_key(self.server_key.public_key_hs)
+        self.recursion_metrics = None
         if config.recursion != "off":
             self.frontend.recursor = Recursor(self.service, config.recursion, config.recursion_timeout_s)
+            if metrics.enabled():
+                self.recursion_metrics = RecursionMetrics(self.frontend.recursor)
 
     def _reload_key(self) -> None:
         """After `idnode key rotate`: sign with and publish the new key."""
@@ -321,6 +324,8 @@ class Worker:
                 metrics.publish_security(self.events)
                 self.service.reload_prefixes()
                 self._reload_key()
+                if self.recursion_metrics is not None:
+                    self.recursion_metrics.publish()
                 if loop.time() >= next_flush and (self._flushing is None or self._flushing.done()):
                     self._flushing = asyncio.create_task(self.flush())  # its failures are its own business
                     next_flush = loop.time() + self.config.counter_flush_interval_s
