@@ -146,6 +146,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             print(f"  {day}    {n:>14,}")
         for prefix, n in block["per_prefix"].items():
             print(f"  {prefix:<12}{n:>14,}")
+        for node, n in block.get("per_node", {}).items():
+            print(f"  node {node or '(alone)':<7}{n:>14,}")
     return 0
 
 

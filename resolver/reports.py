@@ -10,7 +10,7 @@ import unicodedata
 from pathlib import Path
 
 from resolver.templates import all_template_sets
-from storage.counters import RESOLUTIONS, totals
+from storage.counters import RESOLUTIONS, per_node, totals
 from storage.enterprises import ADMIN_SUFFIX, CONNECTED_WINDOW_S, enterprises
 from storage.keys import prefix_sort_key
 from storage.store import REGISTRATIONS, Store
@@ -37,6 +37,9 @@ def _counter_block(store: Store, kind: str, per_prefix: bool) -> dict:
     }
     if per_prefix:
         block["per_prefix"] = {p: prefixes[p] for p in sorted(prefixes, key=prefix_sort_key)}
+    nodes = per_node(store, kind)
+    if any(nodes):  # a cluster: every member's counts arrive through the log; "" is what was counted before
+        block["per_node"] = dict(sorted(nodes.items()))
     return block
 
 
