@@ -230,6 +230,9 @@ class CpuSampler:
         # The loader and the stream are our children too; a process gone meanwhile (the loader) is missed
         # here, so `others` is an upper bound while it ran.
         ticks["others"] = machine_ticks()[0] - tree_ticks(os.getpid())
+        # Time the workers were runnable but waited for a CPU (schedstat, ns): a stall from CPU contention shows
+        # here, one from waiting on something else (a lock, the disk, the writer) does not.
+        ticks["worker_runqueue_ns"] = sum(_runqueue_wait_ns(pid) for pid in self.roles["worker"])
         self.marks.append((name, time.monotonic(), ticks))
 
     def cores(self, first: str, last: str) -> dict[str, float]:
@@ -238,7 +241,28 @@ class CpuSampler:
         (t0, a), (t1, b) = by_name[first], by_name[last]
         hz = os.sysconf("SC_CLK_TCK")
         seconds = max(t1 - t0, 1e-9)
-        return {role: round((b[role] - a[role]) / hz / seconds, 3) for role in a}
+        out = {
+            role: round((b[role] - a[role]) / hz / seconds, 3) for role in a if role != "worker_runqueue_ns"
+        }
+        out["worker_runqueue_wait_ms_per_s"] = round(
+            (b["worker_runqueue_ns"] - a["worker_runqueue_ns"]) / 1e6 / seconds, 2
+        )
+        return out
+
+
+def _runqueue_wait_ns(pid: int) -> int:
+    """Nanoseconds `pid`'s threads have waited runnable on a run queue (/proc/PID/schedstat, second field)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 # --- the periods ----------------------------------------------------------------------------------------------
@@ -524,8 +548,9 @@ def markdown(result: dict) -> str:
         f"then {s['after_s']:g} s after. Target: p99 while writing <= {P99_TARGET_RATIO:g} x idle p99, none lost.",
         "",
         "| case | run | idle p50 / p99 / max ms | writing p50 / p99 / max ms | p99 ratio | after p99 ms | lost | "
-        "writes | CPU while writing: worker / writer / loader | others' CPU idle / writing |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "writes | CPU while writing: worker / writer / loader | others' CPU idle / writing | "
+        "worker's run-queue wait ms/s idle / writing |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, run in enumerate(result["runs"]):
         p = run["periods"]
@@ -537,7 +562,9 @@ def markdown(result: dict) -> str:
             f"| {run['case']} | {n + 1} | {_trio(p['idle'])} | {_trio(p['writing'])} | "
             f"**{run['p99_ratio']}** | {p['after'].get('p99_ms', '-')} | {run['lost']} | {what} | "
             f"{cpu.get('worker')} / {cpu.get('writer')}{loader} | "
-            f"{run['cpu_cores']['idle'].get('others')} / {cpu.get('others')} |"
+            f"{run['cpu_cores']['idle'].get('others')} / {cpu.get('others')} | "
+            f"{run['cpu_cores']['idle'].get('worker_runqueue_wait_ms_per_s')} / "
+            f"{cpu.get('worker_runqueue_wait_ms_per_s')} |"
         )
     lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in result["machine"].items() if k != "commit")]
     return "\n".join(lines) + "\n"
