@@ -21,6 +21,7 @@ from collections.abc import Callable
 import uvloop
 
 from resolver import metrics
+from resolver.admin.transport import AdminTcpProtocol, build_admin
 from resolver.cluster.identity import this_member
 from resolver.config import ServeConfig
 from resolver.frontend import HandleFrontend
@@ -132,6 +133,7 @@ class Worker:
         self._flush_logged_s = 0.0
         self._flushing: asyncio.Task | None = None  # the counts being sent
         self._build_limits(config)
+        self.admin = build_admin(self)  # Handle administration and logins over TCP (resolver/admin)
 
     def _build_limits(self, config: ServeConfig) -> None:
         exempt = ExemptNetworks(config.rate_limit_exempt)
@@ -203,7 +205,7 @@ class Worker:
             self._udp_socks.append(sock)
         for sock in tcp_socks:
             tcp = await loop.create_server(
-                lambda: HandleTcpProtocol(
+                lambda: AdminTcpProtocol(
                     self.frontend,
                     self.after_batch,
                     self.config.tcp_idle_timeout_s,
@@ -213,6 +215,7 @@ class Worker:
                     self.proven,
                     self.events,
                     self.tcp_partial,
+                    admin=self.admin,
                 ),
                 sock=sock,
                 backlog=TCP_BACKLOG,
