@@ -7,6 +7,7 @@ every wait polls what a user would look at (an HTTP answer, `idnode cluster stat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,10 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from resolver.admin.crypto import Signer
+from resolver.client import HandleClient
 from resolver.cluster.status import read_status
+from resolver.handle.admin import AdminRequest
+from resolver.handle.constants import OpCode, ResponseCode
+from resolver.handle.values import HandleValue
 from resolver.writer.client import SyncWriterClient
 from storage.enterprises import add_prefix, issue_credential
 from storage.entries import EntryError
+from storage.handlekeys import load_node_key
 from storage.store import Store
 from tests.http_helpers import call
 from tests.nats_cluster import nats_cluster, require_nats_server
@@ -131,9 +138,21 @@ def ent7(members):
     writer = members[0].writer()
     try:
         add_prefix(writer, "88.100.7", "Brake Co", None)
-        return issue_credential(writer, "88.100.7")
+        # with a's node key, the credential is a Handle secret key too (HS_SECKEY, decrypted by a alone)
+        return issue_credential(writer, "88.100.7", node_key=load_node_key(members[0].data, create=True))
     finally:
         writer.close()
+
+
+def handle_create(member: Member, handle: str, secret: str):
+    """CREATE_HANDLE over Handle TCP, authenticated with the enterprise's secret key: the answer message."""
+    request = AdminRequest(OpCode.CREATE_HANDLE, handle, (HandleValue(1, "URL", b"https://example.com/h"),))
+
+    async def go():
+        async with HandleClient("127.0.0.1", member.node.port, tcp=True, timeout_s=30) as client:
+            return await client.admin(request, Signer("88.100.7/ADMIN", 300, secret=secret.encode()))
+
+    return asyncio.run(go())
 
 
 def test_a_write_on_one_member_is_answered_by_the_others_within_a_second(members, ent7):
@@ -149,6 +168,11 @@ def test_a_write_on_one_member_is_answered_by_the_others_within_a_second(members
     assert put(b, "88.100.7/REPLICATED-2", "https://example.com/r2", ent7) == 201
     wait_until(
         lambda: a.get("88.100.7/REPLICATED-2").status == 200, "a answers b's write", timeout_s=REPLICATED_S
+    )
+    # a Handle-protocol write goes through the same log
+    assert handle_create(a, "88.100.7/HANDLE-1", ent7[1]).header.response_code == ResponseCode.SUCCESS
+    wait_until(
+        lambda: c.get("88.100.7/HANDLE-1").status == 200, "c answers a's Handle write", timeout_s=REPLICATED_S
     )
 
 
@@ -208,7 +232,9 @@ def test_a_member_stopped_for_100000_writes_is_reported_behind_and_catches_up(me
     loaded = a.cli("load", "--quiet", str(source))
     assert loaded.returncode == 0, loaded.stderr
     behind = {row["node"]: row for row in a.status()["members"]}["c"]
-    assert behind["lag"] > 0 and behind["applied"] < a.status()["last_position"]  # the load's entries, and more
+    assert (
+        behind["lag"] > 0 and behind["applied"] < a.status()["last_position"]
+    )  # the load's entries, and more
     assert behind["health"] == "not consuming"
     c.start()
     wait_until(lambda: c.get(f"88.100.7/BULK-{CATCH_UP_WRITES - 1:06d}").status == 200, "c catches up",
@@ -283,6 +309,9 @@ def test_nats_away_reads_are_served_writes_refused_and_the_member_recovers(nats,
                        body={"values": [{"index": 1, "type": "URL", "data": "https://example.com/away"}]})  # fmt: skip
         assert refused.status == 503 and "cluster log unreachable" in refused.json["message"]
         assert refused.headers.get("Retry-After")
+        answer = handle_create(a, "88.100.7/HANDLE-AWAY", ent7[1])
+        assert answer.header.response_code == ResponseCode.SERVER_TOO_BUSY
+        assert b"cluster log unreachable" in answer.body
         # a member started while NATS is away (from a's backup) serves what its store holds
         os.rename(backup, tmp_path / "e")
         e = Member(tmp_path, "e", a.nats_urls)

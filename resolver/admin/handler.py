@@ -68,6 +68,7 @@ from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.limits import ExemptNetworks, SourceRateLimiter
 from storage.audit import Actor
 from storage.enterprises import ADMIN_SUFFIX, admin_identity_key
+from storage.entries import WriterUnavailable
 from storage.handlekeys import NodeKeyError, decrypt_secret, load_node_key, secret_key_name
 from storage.keys import NA_PREFIX, normalize_prefix
 from storage.writes import (
@@ -410,7 +411,10 @@ class AdminService:
             self.events.write(actor.identity, actor.source, _OPERATION[op], handle, outcome="refused",
                               detail={"code": int(exc.code), "reason": exc.message})  # fmt: skip
             raise AdminError(exc.code, exc.message) from None
-        except Exception as exc:  # the writer down or the disk full: nothing promised
+        except WriterUnavailable as exc:  # the writer restarting, or a cluster member whose log is away: retry
+            log.debug("Handle write of %s not taken: %s", handle, exc)
+            raise AdminError(ResponseCode.SERVER_TOO_BUSY, f"the write was not taken: {exc}") from None
+        except Exception as exc:  # the disk full, an apply that failed: nothing promised
             log.debug("Handle write of %s failed: %s", handle, exc)
             raise AdminError(ResponseCode.ERROR, f"the write could not be applied: {exc}") from None
         self.service.refresh()
