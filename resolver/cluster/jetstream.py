@@ -32,7 +32,7 @@ PUBLISH_TIMEOUT_S = 5.0  #: one quorum ack; beyond this the cluster is not answe
 PUBLISH_DEADLINE_S = (
     10.0  #: retried with the same message id (the duplicate window drops a repeat) until then
 )
-FETCH_BATCH = 1000  #: entries pulled per round trip; applied in one store transaction
+FETCH_BATCH = 64  #: entries pulled per round trip, applied in one transaction: a load part is up to max_payload (1-8 MB), so this bounds a catching-up member's memory
 FETCH_WAIT_S = 1.0  #: a fetch waits this long for new entries before the loop looks around again
 ACK_WAIT_S = (
     60.0  #: an entry fetched but not acknowledged (a member died mid-apply) is redelivered after this
