@@ -16,18 +16,20 @@ def _fingerprint(public_key_hs: bytes) -> str:
 
 
 def cmd_key_show(args: argparse.Namespace) -> int:
-    from resolver.serverkey import ServerKey, ServerKeyError, key_path
+    """The key, made now when the store directory has none yet (as `idnode serve` would at first start), so
+    an operator can publish or register it before the node first serves."""
+    from resolver.serverkey import ServerKey, ServerKeyError, ensure_key, key_path
 
-    path = key_path(store_dir(args))
-    if not path.exists():
-        raise CliError(
-            f"{path} does not exist yet: `idnode serve` makes it at first start (or `idnode key rotate`)"
-        )
+    directory = store_dir(args)
+    path = key_path(directory)
+    made = not path.exists()
+    if made and not directory.is_dir():
+        raise CliError(f"{directory} is not a directory")
     try:
-        key = ServerKey(path)
+        key = ServerKey(ensure_key(directory))
     except ServerKeyError as exc:
         raise CliError(str(exc)) from None
-    print(f"server key: {path} (RSA, signs SHA256withRSA)")
+    print(f"server key: {path} (RSA, signs SHA256withRSA){' - made now' if made else ''}")
     print(f"HS_SITE fingerprint (SHA-256 of the published key): {_fingerprint(key.public_key_hs)}")
     print(key.public_pem().decode(), end="")
     return 0

@@ -217,3 +217,14 @@ def test_a_running_node_signs_over_udp_and_tcp_and_rotates_its_key(tmp_path, dem
         with pytest.raises(InvalidSignature):  # the old key no longer verifies what the node signs
             old_site = site.replace(decode_site(site).servers[0].public_key, keys[0])
             verify_with_site_key(rebuild(answer), old_site)
+
+
+def test_key_show_makes_the_key_before_first_start_and_refuses_a_missing_directory(tmp_path):
+    shown = idnode("key", "show", "--data", str(tmp_path))
+    assert shown.returncode == 0 and "made now" in shown.stdout and "BEGIN PUBLIC KEY" in shown.stdout
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    again = idnode("key", "show", "--data", str(tmp_path))
+    assert "made now" not in again.stdout and again.stdout.splitlines()[1] == shown.stdout.splitlines()[1]
+    missing = idnode("key", "show", "--data", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "not a directory" in missing.stderr
+    assert not (tmp_path / "nowhere").exists()

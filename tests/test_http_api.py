@@ -24,6 +24,7 @@ from resolver.handle.message import (
     encode_request,
     encode_resolution_request,
 )
+from resolver.handle.udp import Reassembler, is_chunk
 from resolver.handle.values import HandleValue, decode_site
 from storage.counters import totals
 from storage.enterprises import add_prefix, issue_credential, set_operator_secret
@@ -222,10 +223,16 @@ def test_native_protocol_tunnelled_over_http(node):
 
 
 def udp_answer(node, message: bytes) -> bytes:
+    """The whole answer, reassembled when it comes in pieces (a prefix handle's HS_SITE carries the server
+    key, so its answer takes two datagrams)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)
         sock.sendto(message, (node.host, node.port))
-        return sock.recv(65535)
+        reassembler, whole = Reassembler(), None
+        while whole is None:
+            datagram = sock.recv(65535)
+            whole = reassembler.feed("node", datagram, 0.0) if is_chunk(datagram) else datagram
+        return whole
 
 
 def without_expiration(answer: bytes) -> bytes:
