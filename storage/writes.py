@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import lmdb
+import orjson
 
 from resolver.handle.constants import ResponseCode
 from resolver.handle.errors import HandleProtocolError
@@ -470,9 +471,11 @@ def put_batch_entry(
     now_s: float | None = None,
     counter_kind: str = REGISTRATIONS_HTTP,
     actor: Actor | None = None,
+    lines: bytes | None = None,
 ) -> bytes:
     """The log entry of `put_batch`: every item as [position, handle, record], or [position, handle, code,
-    message, field] for one that could not be parsed."""
+    message, field] for one that could not be parsed; or, with `lines` (NDJSON as received, `items` empty),
+    the lines themselves, parsed where the entry is applied (`parse_batch_lines`)."""
     rows: list[list] = []
     for item in items:
         if item.error is not None:
@@ -482,7 +485,7 @@ def put_batch_entry(
         else:
             rows.append([item.position, item.handle, item.record])
     return encode_entry(entries.PUT_BATCH, {
-        "items": rows, "atomic": atomic, "overwrite": overwrite, "allowed": allowed_prefix, "check": check,
+        "items": rows, **({"lines": lines} if lines is not None else {}), "atomic": atomic, "overwrite": overwrite, "allowed": allowed_prefix, "check": check,
         "time_ns": _time_ns(now_s), "counter": counter_kind, "actor": entries.actor_args(actor or audit.cli_actor()),
     })  # fmt: skip
 
@@ -498,19 +501,21 @@ def put_batch(
     now_s: float | None = None,
     counter_kind: str = REGISTRATIONS_HTTP,
     actor: Actor | None = None,
+    lines: bytes | None = None,
 ) -> BatchResult:
     """Write every good item of a batch in one entry and say per item what happened. With `atomic`, one bad
     item refuses the whole batch: nothing is written and `written` is False. Every written item is audited as
-    `actor`'s (create or replace), in the same transaction."""
+    `actor`'s (create or replace), in the same transaction. `lines` (NDJSON, `items` empty) are parsed by
+    the writer, not by the caller: a serving worker hands a batch over without spending its CPU on it."""
     entry = put_batch_entry(
         items, atomic=atomic, overwrite=overwrite, allowed_prefix=allowed_prefix, check=bool(checker),
-        now_s=now_s, counter_kind=counter_kind, actor=actor,
+        now_s=now_s, counter_kind=counter_kind, actor=actor, lines=lines,
     )  # fmt: skip
     return BatchResult.from_data(unwrap(submit_one(target, entry)))
 
 
 def apply_put_batch(store: Store, txn: lmdb.Transaction, args: dict, changed: Changed = _no_note) -> dict:
-    items = []
+    items = parse_batch_lines(store, args["lines"], args["time_ns"]) if "lines" in args else []
     for row in args["items"]:
         if len(row) == 3:
             position, handle, record = row
@@ -643,6 +648,25 @@ def normalize_value_json(obj: Any) -> Any:
 
 def _decoder(encoded: list[bytes]) -> Callable[[], list[HandleValue]]:
     return lambda: [decode_value(Reader(e)) for e in encoded]
+
+
+def numbered_lines(body: bytes) -> list[tuple[int, bytes]]:
+    """(line number, line) of every non-empty line of NDJSON."""
+    return [(n, line) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
+
+
+def parse_batch_lines(store: Store, body: bytes, time_ns: int) -> list[BatchItem]:
+    """The items of an NDJSON batch, each line parsed by the bulk loader's encoder at the entry's time (so
+    every member applying the entry builds the same records)."""
+    encoder = ValueEncoder(time_ns // 1_000_000_000)
+    items = []
+    for n, line in numbered_lines(body):
+        try:
+            obj: Any = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            obj = exc
+        items.append(parse_batch_item(n, obj, encoder, store))
+    return items
 
 
 def parse_batch_item(position: int, obj: Any, encoder: ValueEncoder, store: Store) -> BatchItem:

@@ -136,6 +136,16 @@ def test_batch_reports_each_failure_and_writes_the_rest(hosted):
     assert hosted.get("88.100.7/OK-2") is not None
 
 
+def test_a_batch_of_ndjson_lines_is_parsed_by_the_writer_with_the_same_results(hosted, store):
+    lines = [json.dumps(_record("88.100.7/L-1")), json.dumps({"handle": "88.100.7/BAD", "values": [{"index": "x"}]}),
+             "", "{not json", json.dumps(_record("88.100.8/OTHER")), json.dumps(_record("88.100.7/L-2"))]  # fmt: skip
+    result = put_batch(hosted, [], lines="\n".join(lines).encode(), allowed_prefix=b"88.100.7")
+    assert [(r["position"], r["responseCode"]) for r in result.results] == [(1, 1), (2, 202), (4, 4), (5, 401),
+                                                                            (6, 1)]  # fmt: skip
+    assert result.results[1]["field"] == "values[0].index" and "not JSON" in result.results[2]["message"]
+    assert values_of(hosted, "88.100.7/L-2")[0].data == b"https://example.com/x"
+
+
 def test_atomic_batch_is_refused_whole(hosted):
     put_identifier(hosted, "88.100.7/EXISTS", [URL])
     before = snapshot(hosted)

@@ -26,7 +26,14 @@ from resolver.http.context import CONTEXT, actor_of
 from storage import audit
 from storage.jsonvalues import ValueEncoder
 from storage.keys import normalize_prefix
-from storage.writes import MAX_BATCH_ITEMS, BatchResult, WriteError, parse_batch_item, put_batch
+from storage.writes import (
+    MAX_BATCH_ITEMS,
+    BatchResult,
+    WriteError,
+    numbered_lines,
+    parse_batch_item,
+    put_batch,
+)
 
 #: Records decoded and parsed between two turns of the event loop (about 1.5 ms of work): a 2,000-record batch
 #: then never holds up the worker's resolutions for longer than that (bench/results/writeplane.md: parsed in
@@ -71,8 +78,7 @@ def _numbered(body: bytes) -> tuple[list[tuple[int, Any]], bool]:
             raise HttpError(400, ResponseCode.PROTOCOL_ERROR, "the body is not a JSON array")
         _check_count(len(items))
         return list(enumerate(items, 1)), True
-    lines = body.split(b"\n")
-    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    numbered = numbered_lines(body)
     _check_count(len(numbered))
     return numbered, False
 
@@ -99,9 +105,14 @@ async def post_batch(request: web.Request) -> web.Response:
     identity = await ctx.auth.require(request)
     atomic = query_bool(request, "atomic", False)
     overwrite = query_bool(request, "overwrite", True)
-    records = await read_records(await read_body(request, MAX_BATCH_BODY_BYTES))
-    result = await write_batch(ctx, identity, actor_of(identity, request), records, atomic=atomic,
-                               overwrite=overwrite)  # fmt: skip
+    body = await read_body(request, MAX_BATCH_BODY_BYTES)
+    actor = actor_of(identity, request)
+    if body.lstrip().startswith(b"["):  # a JSON array is decoded whole here
+        records = await read_records(body)
+        result = await write_batch(ctx, identity, actor, records, atomic=atomic, overwrite=overwrite)
+    else:  # NDJSON goes to the writer as it came: this worker's CPU stays with resolutions
+        _check_count(len(numbered_lines(body)))
+        result = await write_batch_lines(ctx, identity, actor, body, atomic=atomic, overwrite=overwrite)
     body = {
         "responseCode": 1 if result.written else 2,
         "atomic": atomic,
@@ -115,7 +126,9 @@ async def post_batch(request: web.Request) -> web.Response:
         return json_response(body)
     error = error_from_write(result.first_error)
     body["responseCode"] = int(error.code)
-    body["message"] = f"atomic batch refused, nothing written: {result.failed} of {len(records)} items failed"
+    body["message"] = (
+        f"atomic batch refused, nothing written: {result.failed} of {len(result.results)} items failed"
+    )
     return json_response(body, error.status)
 
 
@@ -139,10 +152,25 @@ async def write_batch(
                     ResponseCode.INSUFFICIENT_PERMISSIONS,
                     f"{identity.user} may write only under {identity.prefix.decode()}/",
                 )
-    result = await ctx.write(
+    return await _written(ctx, actor, ctx.write(
         put_batch, items, atomic=atomic, overwrite=overwrite, allowed_prefix=identity.prefix, checker=True,
         actor=actor,
-    )  # fmt: skip
+    ))  # fmt: skip
+
+
+async def write_batch_lines(
+    ctx, identity, actor, body: bytes, *, atomic: bool = False, overwrite: bool = True
+):
+    """`write_batch` of NDJSON as received: parsed by the writer where the entry is applied (the prefix of
+    every item checked there against the writer's), so a batch costs the serving worker a copy, not a parse."""
+    return await _written(ctx, actor, ctx.write(
+        put_batch, [], lines=body, atomic=atomic, overwrite=overwrite, allowed_prefix=identity.prefix,
+        checker=True, actor=actor,
+    ))  # fmt: skip
+
+
+async def _written(ctx, actor, writing) -> BatchResult:
+    result = await writing
     if result.written:
         ctx.after_write()
     _report(ctx, actor, result)
