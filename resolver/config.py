@@ -40,6 +40,9 @@ STOP_GRACE_S = 10.0  #: how long a stopping or replaced worker may drain and flu
 #: entries stay for IXFR and catching-up members, at most this many and at most this long.
 LOG_RETENTION_ENTRIES = 1_000_000
 LOG_RETENTION_S = 7 * 86_400.0
+#: The writer runs at this nice increment: on a busy core the serving workers come first, and writes (answered
+#: after they are applied, parsed there when they are HTTP batches) take the CPU the resolutions leave.
+WRITER_NICE = 5
 CLUSTER_REPLICAS = 3  #: the log survives the loss of one NATS server (a quorum of two stays)
 CLUSTER_STREAM = "IDNODE_LOG"  #: the JetStream stream of the cluster's write log
 RECURSION_TIMEOUT_S = 3.0  #: an enterprise node's answer is awaited this long; the SDKs wait about 5 s
@@ -112,6 +115,7 @@ class ServeConfig:
     http_max_connections: int = HTTP_MAX_CONNECTIONS  # per worker
     http_max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
     writer_socket: str = ""  # the writer's Unix socket; empty: writer.sock in the data directory
+    writer_nice: int = WRITER_NICE  # CPU priority of the writer process (nice increment, 0-19)
     log_retention_entries: int = LOG_RETENTION_ENTRIES  # applied write-log entries kept, at most
     log_retention_s: float = LOG_RETENTION_S  # ... and for at most this long
     # referred prefixes: "on-request" resolves REC requests at the enterprise node, "always" every request,
@@ -172,6 +176,8 @@ class ServeConfig:
             raise ValueError("udp_amplification_factor: must be 0 (off) or positive")
         if self.tcp_max_connections < 1 or self.tcp_max_connections_per_source < 1:
             raise ValueError("tcp_max_connections, tcp_max_connections_per_source: at least 1")
+        if not 0 <= self.writer_nice <= 19:
+            raise ValueError("writer_nice: 0 to 19 (a nice increment)")
         if self.log_retention_entries < 0 or self.log_retention_s < 0:
             raise ValueError("log_retention_entries, log_retention_s: must not be negative")
         if self.http_idle_timeout_s <= 0:

@@ -83,6 +83,7 @@ HELP: dict[str, str] = {
     "http_max_connections": "open HTTP connections per worker (more get 503)",
     "http_max_connections_per_source": "open HTTP connections per worker from one address (more get 503)",
     "writer_socket": "Unix socket of the node's writer (default: writer.sock in the data directory)",
+    "writer_nice": "CPU priority of the writer process, a nice increment 0-19: serving workers come first",
     "log_retention_entries": "applied write-log entries kept for IXFR and catching-up members, at most",
     "log_retention_s": "seconds applied write-log entries are kept, at most",
     "recursion": "prefixes served by an enterprise node: on-request (REC requests are resolved there), always (every request), off (302)",

@@ -82,7 +82,8 @@ class WorkerProc:
 def _writer_settings(config: ServeConfig) -> tuple:
     """What the writer depends on: a reload that changes none of it keeps the running writer."""
     return (config.data_dir.resolve(), socket_path(config), config.log_retention_entries, config.log_retention_s,
-            config.log_level, config.log_format)  # fmt: skip
+            config.log_level, config.log_format, config.writer_nice, tuple(config.cluster_nats), config.cluster_node,
+            config.cluster_stream, config.probe_interval_s)  # fmt: skip
 
 
 def resolve_port(config: ServeConfig) -> int:

@@ -280,4 +280,6 @@ async def _serve(config: ServeConfig, link: WorkerLink) -> None:
 def run_writer(config: ServeConfig, link_fd: int | None = None) -> None:
     """Entry point of the writer process (forked by the supervisor): `link_fd` is its pipe to the supervisor."""
     _name_process()
+    if config.writer_nice:
+        os.nice(config.writer_nice)  # the workers' resolutions first; writes take what they leave
     uvloop.run(_serve(config, WorkerLink(link_fd)))
