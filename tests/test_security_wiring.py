@@ -136,7 +136,7 @@ def test_prefix_credential_template_and_cli_writes_are_audited(store, monkeypatc
         (*cli, "template-delete", "0.NA/88.100.7"),
     ]
     issued = audit.query(store)[3]
-    assert issued.detail == {"user": user, "admin_created": True}
+    assert issued.detail == {"user": user, "admin_created": True, "hs_seckey": False}  # no node key given: HTTP only
 
 
 def test_a_load_leaves_one_entry_per_committed_chunk(store, tmp_path, monkeypatch):
