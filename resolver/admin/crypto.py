@@ -10,6 +10,7 @@ socket or lmdb; only resolver/admin and the client use it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -40,6 +41,7 @@ MAX_PBKDF2_ITERATIONS = (
     1_000_000  #: the client picks the count; above this an answer could pin a worker's CPU
 )
 MAX_PBKDF2_KEY_BITS = 1024  #: the derived key is an HMAC key; longer buys nothing and costs time
+PRIVATE_KEYS_CACHED = 16  #: a client signs with a few identities; each loaded key is kept
 SM2_DEFAULT_USER_ID = b"1234567812345678"  #: GM/T 0009 default, tried after the identity handle
 # GM/T 0003 sm2p256v1: the curve's OID in DER, and a, b, G for Z_A.
 SM2_CURVE_OID_DER = bytes.fromhex("06082a811ccf5501822d")
@@ -235,7 +237,7 @@ class Signer:
                 raw = crypt.sign(e, secrets.token_hex(32))
             der = encode_dss_signature(int(raw[:64], 16), int(raw[64:], 16))
             return "HS_PUBKEY", encode_signature_response(SignatureResponse("SM3", der))
-        key = serialization.load_pem_private_key(self.private_pem, None)
+        key = _private_key(self.private_pem)
         if isinstance(key, rsa.RSAPrivateKey):
             signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
             return "HS_PUBKEY", encode_signature_response(SignatureResponse("SHA-256", signature))
@@ -243,3 +245,9 @@ class Signer:
             signature = key.sign(data, hashes.SHA1())
             return "HS_PUBKEY", encode_signature_response(SignatureResponse("SHA1", signature))
         raise KeyError_(f"{type(key).__name__} keys cannot sign here")
+
+
+@functools.lru_cache(maxsize=PRIVATE_KEYS_CACHED)
+def _private_key(pem: bytes):
+    """A PEM private key, loaded once: loading checks the key (~35 ms for RSA-2048), signing takes ~1 ms."""
+    return serialization.load_pem_private_key(pem, None)

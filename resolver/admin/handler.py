@@ -142,7 +142,9 @@ class AdminService:
         self.writer = writer
         self.challenges = challenges if challenges is not None else PendingChallenges()
         self.events = events
-        self.limiter = limiter or SourceRateLimiter(AUTH_RATE_PER_S, AUTH_BURST, ExemptNetworks(()))
+        # `is not None`, not `or`: a limiter tracking no source yet has len() 0 and would be replaced
+        default = SourceRateLimiter(AUTH_RATE_PER_S, AUTH_BURST, ExemptNetworks(()))
+        self.limiter = limiter if limiter is not None else default
         self.data_dir = Path(data_dir) if data_dir is not None else Path(store.path)
         self.clock = clock
         self.max_logged_in = max_logged_in

@@ -104,13 +104,21 @@ class AdminTcpProtocol(HandleTcpProtocol):
 
 def build_admin(worker) -> AdminService:
     """The AdminService of a serving worker: its read-only store and resolution service, writes through the
-    node's writer, challenges in the data directory (shared by the workers), its security events."""
+    node's writer, challenges in the data directory (shared by the workers), its security events. Challenges
+    and logins are rate-limited per address except from the networks of `rate_limit_exempt` (as every other
+    limit of the node): a trusted enterprise system answering a challenge per write is not held to
+    AUTH_RATE_PER_S."""
+    import time
     from pathlib import Path
 
     from resolver.admin.challenges import DIRECTORY_NAME, PendingChallenges
+    from resolver.admin.handler import AUTH_BURST, AUTH_RATE_PER_S
+    from resolver.server.limits import ExemptNetworks, SourceRateLimiter
 
     data_dir = Path(worker.config.data_dir)
+    exempt = ExemptNetworks(worker.config.rate_limit_exempt)
     return AdminService(
         worker.store, worker.service, writer=worker.writer, events=worker.events, data_dir=data_dir,
         challenges=PendingChallenges(data_dir / DIRECTORY_NAME),
+        limiter=SourceRateLimiter(AUTH_RATE_PER_S, AUTH_BURST, exempt), clock=time.time,
     )  # fmt: skip
