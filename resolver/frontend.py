@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from resolver.handle.admin import AUTH_PATH_OPS
 from resolver.handle.constants import (
     ENVELOPE_BYTES,
     UDP_DATAGRAM_BYTES,
@@ -37,6 +38,7 @@ _TC = int(EnvelopeFlag.TC)
 _RESOLUTION = int(OpCode.RESOLUTION)
 _GET_SITE_INFO = int(OpCode.GET_SITE_INFO)
 _CT = int(OpFlag.CT)
+_AUTH_PATH_CODES = frozenset(int(op) for op in AUTH_PATH_OPS)
 _SUCCESS = ResponseCode.SUCCESS
 _SERVICE_REFERRAL = ResponseCode.SERVICE_REFERRAL
 
@@ -61,9 +63,12 @@ class HandleFrontend:
         self.recursor = None
         #: answers handed back as awaitables (a recursion under way): transports compare it before and after
         self.deferrals = 0
+        #: answers administrative requests arriving over UDP (resolver.admin.datagrams); None: not supported
+        self.admin_datagrams = None
 
-    def answer_message(self, data: bytes) -> bytes | None:
-        """The answer to one whole request message, or None when it must be dropped."""
+    def answer_message(self, data: bytes, source: tuple | None = None) -> bytes | None:
+        """The answer to one whole request message, or None when it must be dropped. `source`: the UDP
+        sender, given by `answer_datagram` only (administrative requests over TCP have their own path)."""
         expiration = int(self.clock()) + ANSWER_LIFETIME_S
         plain = read_plain_resolution(data)
         if plain is not None:
@@ -86,6 +91,8 @@ class HandleFrontend:
                     request, _SUCCESS, self.service.site_data, expiration, authoritative=True
                 )
                 return self._certify(request, site)
+            if op_code in _AUTH_PATH_CODES and source is not None and self.admin_datagrams is not None:
+                return self.admin_datagrams.answer(data, source)  # a future: the transport sends it later
             return encode_error_response(
                 request,
                 ResponseCode.OPERATION_NOT_SUPPORTED,
@@ -161,7 +168,7 @@ class HandleFrontend:
             if whole is None:
                 return []
             data = whole
-        answer = self.answer_message(data)
+        answer = self.answer_message(data, source)
         if answer is None:
             return []
         if answer.__class__ is not bytes:  # a recursion under way: the transport sends it when it ends

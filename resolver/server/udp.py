@@ -133,14 +133,19 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
         return answers
 
     def _send_later(self, pending: asyncio.Future, data: bytes, addr: tuple) -> None:
-        """Send the answer of a recursion (resolver/recursion) when it ends, chunked and bounded like any
-        other answer. It was counted as no answer when handed back; that count moves to its code."""
+        """Send the answer of a recursion (resolver/recursion) or of an administrative request
+        (resolver/admin/datagrams.py) when it ends, chunked and bounded like any other answer (b"": none). It
+        was counted as no answer when handed back; that count moves to its code."""
 
         def send(done: asyncio.Future) -> None:
             if done.cancelled() or (self.transport is not None and self.transport.is_closing()):
                 return
             try:
                 answer = done.result()
+                if not answer:
+                    return
+                if answer[RCODE_LOW_BYTE_AT] == PROTOCOL_ERROR_LOW_BYTE and is_protocol_error(answer):
+                    self.events.malformed(addr[0], "udp")
                 answers = [answer] if len(answer) <= UDP_DATAGRAM_BYTES else split_datagrams(answer)
                 if self.guard is not None and len(answers) > 1:
                     answers = self.guard.bound(data, answers, addr[0], asyncio.get_running_loop().time())
@@ -152,7 +157,7 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
             except OSError as exc:  # a full send buffer or a closed socket: UDP, the client asks again
                 log.debug("recursive answer to %s not sent: %s", addr[0], exc)
             except Exception:
-                log.exception("unexpected error sending a recursive answer to %s", addr[0])
+                log.exception("unexpected error sending a late answer to %s", addr[0])
 
         pending.add_done_callback(send)
 

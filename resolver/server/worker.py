@@ -21,6 +21,7 @@ from collections.abc import Callable
 import uvloop
 
 from resolver import metrics
+from resolver.admin.datagrams import AdminDatagrams
 from resolver.admin.transport import AdminTcpProtocol, build_admin
 from resolver.cluster.identity import this_member
 from resolver.config import ServeConfig
@@ -134,6 +135,7 @@ class Worker:
         self._flushing: asyncio.Task | None = None  # the counts being sent
         self._build_limits(config)
         self.admin = build_admin(self)  # Handle administration and logins over TCP (resolver/admin)
+        self.frontend.admin_datagrams = AdminDatagrams(self.admin)  # ... and administration over UDP
 
     def _build_limits(self, config: ServeConfig) -> None:
         exempt = ExemptNetworks(config.rate_limit_exempt)
