@@ -228,6 +228,20 @@ class Browser:
 
         WebDriverWait(self.driver, timeout_s).until(lambda d: self.path == path)
 
+    def wait_for_text(self, text: str, timeout_s: float = PAGE_LOAD_TIMEOUT_S) -> None:
+        """Wait (bounded) until the page shows `text`: after a form that answers on its own path, where the
+        path alone cannot tell the old page from the new."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def shown(driver) -> bool:
+            try:
+                return text in self.text()
+            except WebDriverException:  # between two pages there may be no body to read
+                return False
+
+        WebDriverWait(self.driver, timeout_s).until(shown)
+
     def text(self, css: str = "body") -> str:
         from selenium.webdriver.common.by import By
 
