@@ -176,20 +176,18 @@ def _register_public_key(args: argparse.Namespace) -> int:
     the HS_PUBKEY at `--index` of `<prefix>/ADMIN` (default 301 RSA, 302 DSA, 303 SM2)."""
     from pathlib import Path
 
-    from resolver.admin.crypto import KeyError_, public_key_from_pem
-    from resolver.handle.errors import HandleProtocolError
-    from resolver.handle.keys import decode_public_key, encode_public_key
+    from resolver.admin.crypto import DEFAULT_KEY_INDEX, KeyError_, read_public_key
+    from resolver.handle.keys import encode_public_key
     from storage.enterprises import EnterpriseError, register_public_key
 
-    raw = Path(args.public_key).read_bytes()
     try:
-        key = public_key_from_pem(raw)
-    except KeyError_:
-        try:
-            key = decode_public_key(raw)
-        except HandleProtocolError as exc:
-            raise _fail(EnterpriseError(f"public key: {args.public_key} is not RSA, DSA or SM2 ({exc})")) from exc
-    index = args.index or {"RSA_PUB_KEY": 301, "DSA_PUB_KEY": 302, "SM2_PUB_KEY": 303}[key.key_type]
+        key = read_public_key(Path(args.public_key).read_bytes())
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise _fail(EnterpriseError(f"public key: cannot read {args.public_key}: {reason}")) from exc
+    except KeyError_ as exc:
+        raise _fail(EnterpriseError(f"public key: {args.public_key}: {exc}")) from exc
+    index = args.index or DEFAULT_KEY_INDEX[key.key_type]
     with _writes(args) as (_, target):
         try:
             identity = register_public_key(target, args.prefix, index, encode_public_key(key))

@@ -129,6 +129,39 @@ def public_key_from_pem(text: bytes) -> PublicKeyData:
     raise KeyError_(f"{type(key).__name__} keys are not verified here (RSA, DSA or SM2)")
 
 
+#: Where a key of each type goes in `<prefix>/ADMIN` unless an index is named (as the captures, handle-admin.md)
+DEFAULT_KEY_INDEX = {RSA_KEY_TYPE: 301, DSA_KEY_TYPE: 302, SM2_KEY_TYPE: 303}
+
+
+def read_public_key(raw: bytes) -> PublicKeyData:
+    """An enterprise's public key as given to `idnode prefix credential --public-key` or the operator API: PEM or
+    DER (RSA, DSA, SM2) or the Handle HS_PUBKEY encoding, checked to be a key this node can verify with;
+    KeyError_ saying why not otherwise."""
+    from resolver.handle.errors import HandleProtocolError
+    from resolver.handle.keys import decode_public_key
+
+    try:
+        key = public_key_from_pem(raw)
+    except KeyError_ as first:
+        try:
+            key = decode_public_key(raw)
+        except HandleProtocolError as exc:
+            raise KeyError_(
+                f"not an RSA, DSA or SM2 public key in PEM, DER or the Handle encoding ({first}; {exc})"
+            ) from None
+    try:
+        if key.key_type == SM2_KEY_TYPE:
+            sm2_point_of_spki(key.spki)
+        elif key.key_type == RSA_KEY_TYPE:
+            rsa.RSAPublicNumbers(*key.integers).public_key()
+        else:
+            q, p, g, y = key.integers
+            dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
+    except (ValueError, TypeError) as exc:
+        raise KeyError_(f"the {key.key_type} cannot be used to verify: {exc}") from None
+    return key
+
+
 def sm2_public_key(point: bytes) -> PublicKeyData:
     """Handle key data for an SM2 point, in id-pointer's encoding (PEM text of the SPKI)."""
     spki_der = bytes.fromhex("3059301306072a8648ce3d0201") + SM2_CURVE_OID_DER + b"\x03\x42\x00" + point

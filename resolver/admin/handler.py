@@ -382,7 +382,7 @@ class AdminService:
         if op == OpCode.LIST_HANDLES:
             prefix = handle[5:] if handle.upper().startswith("0.NA/") else handle
             governing = self._values(f"0.NA/{prefix}") or []
-            self._authorize(governing, identity, index, op, False, handle)
+            self._authorize(governing, identity, index, op, False, handle, caller)
             return self._list(original, carrier, prefix)
         prefix = handle.split("/", 1)[0]
         prefix_values = self._values(f"0.NA/{prefix}") or []
@@ -395,7 +395,7 @@ class AdminService:
             op == OpCode.REMOVE_VALUE
             and any(v.type == "HS_ADMIN" and v.index in request.indexes for v in current or ())
         )
-        self._authorize(governing, identity, index, op, touches_admin, handle)
+        self._authorize(governing, identity, index, op, touches_admin, handle, caller)
         if op != OpCode.CREATE_HANDLE and current is None:
             raise AdminError(ResponseCode.HANDLE_NOT_FOUND, "")
         if op == OpCode.MODIFY_VALUE:
@@ -424,13 +424,15 @@ class AdminService:
         body = encode_created_body(handle) if op == OpCode.CREATE_HANDLE else b""
         return [self._reply(original, carrier, ResponseCode.SUCCESS, body)]
 
-    def _authorize(
-        self, governing, identity: str, index: int, op: int, touches_admin: bool, handle: str
-    ) -> None:
+    def _authorize(self, governing, identity: str, index: int, op: int, touches_admin: bool, handle: str,
+                   caller: Caller) -> None:  # fmt: skip
+        """AdminError 400 unless HS_ADMIN grants the operation; a refusal is an auth-failure security event
+        (beyond its rights), as over HTTP."""
         needed = authorize.needed_permission(op, touches_admin)
         if not authorize.is_authorized(governing, identity, index, needed, self._values):
-            raise AdminError(ResponseCode.INVALID_ADMIN,
-                             f"{index}:{identity} is not an administrator of {handle} with {AdminPermission(needed).name}")  # fmt: skip
+            reason = f"{index}:{identity} is not an administrator of {handle} with {AdminPermission(needed).name}"
+            self.events.auth_failure(f"{index}:{identity}", caller.where, reason, transport="handle")
+            raise AdminError(ResponseCode.INVALID_ADMIN, reason)
 
     async def _write(self, request: AdminRequest, original: Message, allowed: bytes, actor: Actor) -> str:
         op = request.op_code

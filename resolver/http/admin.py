@@ -6,7 +6,11 @@
                                                     "outsideNodePrefix"?}: add or update (checks as the CLI's)
     POST /api/admin/prefixes/{prefix}/disable       nothing under it resolves, its credential is refused
     POST /api/admin/prefixes/{prefix}/enable
-    POST /api/admin/prefixes/{prefix}/credential    issue or rotate the secret: {"user", "secret"}, shown once
+    POST /api/admin/prefixes/{prefix}/credential    issue or rotate the secret: {"user", "secret"}, shown once;
+                                                    also the Handle HS_SECKEY (300), encrypted with the node key
+    POST /api/admin/prefixes/{prefix}/public-key    {"key": PEM text, or base64 of DER or of the Handle
+                                                    encoding, "index"?: 301..399}: an RSA/DSA/SM2 HS_PUBKEY of
+                                                    <prefix>/ADMIN (default index 301 RSA, 302 DSA, 303 SM2)
     PUT|GET|DELETE /api/admin/templates/{prefix}    the prefix's template document
     GET  /api/admin/report                          the acceptance figures
 
@@ -16,9 +20,14 @@ Every write is audited as the operator's, from the caller's address, and reporte
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from aiohttp import web
 
+from resolver.admin.crypto import DEFAULT_KEY_INDEX, read_public_key
 from resolver.handle.constants import ResponseCode
+from resolver.handle.keys import encode_public_key
 from resolver.http.common import MAX_ADMIN_BODY_BYTES, HttpError, json_response, parse_json, read_body
 from resolver.http.context import CONTEXT, actor_of
 from resolver.reports import acceptance_report
@@ -29,8 +38,10 @@ from storage.enterprises import (
     add_prefix,
     enterprises,
     issue_credential,
+    register_public_key,
     set_prefix_enabled,
 )
+from storage.handlekeys import NodeKeyError, load_node_key
 
 
 def _bad(exc: Exception) -> HttpError:
@@ -121,8 +132,14 @@ async def enable_prefix(request: web.Request) -> web.Response:
 async def credential(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     actor = actor_of(await ctx.auth.require_operator(request), request)
+    try:  # as `idnode prefix credential`: the secret also serves the Handle protocol, encrypted with the node key
+        node_key = load_node_key(ctx.store.path, create=True)
+    except NodeKeyError as exc:
+        raise HttpError(500, ResponseCode.ERROR, str(exc)) from exc
     try:
-        user, secret = await ctx.write(issue_credential, request.match_info["prefix"], actor=actor)
+        user, secret = await ctx.write(
+            issue_credential, request.match_info["prefix"], actor=actor, node_key=node_key
+        )
     except EnterpriseError as exc:
         raise HttpError(
             404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
@@ -130,6 +147,38 @@ async def credential(request: web.Request) -> web.Response:
     ctx.after_write()  # the prefix's ADMIN identifier may be new
     _reported(ctx, actor, audit.CREDENTIAL_ISSUE, user[user.index(":") + 1 : user.rindex("/")])
     return json_response({"responseCode": 1, "user": user, "secret": secret})
+
+
+async def public_key(request: web.Request) -> web.Response:
+    """Register an enterprise's public key for `<prefix>/ADMIN`: the same checks and write as `idnode prefix
+    credential P --public-key FILE`."""
+    ctx = request.app[CONTEXT]
+    actor = actor_of(await ctx.auth.require_operator(request), request)
+    obj = parse_json(await read_body(request, MAX_ADMIN_BODY_BYTES))
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        raise HttpError(400, ResponseCode.INVALID_VALUE,
+                        'key: the body is {"key": PEM text or base64 (DER or Handle encoding), "index"?}',
+                        field="key")  # fmt: skip
+    index = obj.get("index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+        raise HttpError(400, ResponseCode.INVALID_VALUE, "index: must be a number", field="index")
+    text = obj["key"].strip()
+    try:
+        raw = text.encode() if text.startswith("-----BEGIN") else base64.b64decode(text, validate=True)
+        key = read_public_key(raw)
+    except (binascii.Error, ValueError) as exc:  # KeyError_ is a ValueError
+        raise HttpError(400, ResponseCode.INVALID_VALUE, f"key: {exc}", field="key") from exc
+    index = index if index is not None else DEFAULT_KEY_INDEX[key.key_type]
+    prefix = request.match_info["prefix"]
+    try:
+        identity = await ctx.write(register_public_key, prefix, index, encode_public_key(key), actor=actor)
+    except EnterpriseError as exc:
+        raise HttpError(
+            404 if "not known" in str(exc) else 400, ResponseCode.INVALID_VALUE, str(exc)
+        ) from exc
+    ctx.after_write()  # the prefix's ADMIN identifier changed (maybe new)
+    _reported(ctx, actor, audit.CREDENTIAL_ISSUE, identity.split(":", 1)[1].rsplit("/", 1)[0])
+    return json_response({"responseCode": 1, "identity": identity, "keyType": key.key_type, "index": index})
 
 
 async def put_templates(request: web.Request) -> web.Response:
@@ -183,6 +232,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/admin/prefixes/{prefix}/disable", disable_prefix)
     app.router.add_post("/api/admin/prefixes/{prefix}/enable", enable_prefix)
     app.router.add_post("/api/admin/prefixes/{prefix}/credential", credential)
+    app.router.add_post("/api/admin/prefixes/{prefix}/public-key", public_key)
     app.router.add_put("/api/admin/templates/{prefix}", put_templates)
     app.router.add_get("/api/admin/templates/{prefix}", get_templates_route)
     app.router.add_delete("/api/admin/templates/{prefix}", delete_templates_route)
