@@ -17,7 +17,6 @@ No sockets here: transports hand in whole messages with a Caller and send what c
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import time
@@ -66,6 +65,7 @@ from resolver.handle.values import AdminData, HandleValue, Reference, encode_adm
 from resolver.handle.wire import pack_string
 from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.limits import ExemptNetworks, SourceRateLimiter
+from resolver.writer.client import WorkerWrites
 from storage.audit import Actor
 from storage.enterprises import ADMIN_SUFFIX, admin_identity_key
 from storage.entries import WriterUnavailable
@@ -150,10 +150,7 @@ class AdminService:
         self.max_logged_in = max_logged_in
         self.max_logged_in_per_source = max_logged_in_per_source
         self.logged_in: dict[str, int] = {}  # source -> logged-in connections
-        self._threads = concurrent.futures.ThreadPoolExecutor(
-            WRITE_THREADS, thread_name_prefix="handle-write"
-        )
-        self._target: Any = None
+        self._writes = WorkerWrites(store, writer, WRITE_THREADS, "handle-write")
         self._node_key: bytes | None = None
 
     # -- the boundary ------------------------------------------------------------------------------------
@@ -302,7 +299,7 @@ class AdminService:
                 ResponseCode.AUTHENTICATION_FAILED, f"unknown authentication type {response.auth_type[:32]!r}"
             )
         try:
-            ok = await loop.run_in_executor(self._threads, check)  # PBKDF2 and SM2 take milliseconds
+            ok = await loop.run_in_executor(self._writes.threads, check)  # PBKDF2 and SM2 take milliseconds
         except crypto.KeyError_ as exc:
             raise AdminError(ResponseCode.AUTHENTICATION_FAILED, str(exc)) from None
         if not ok:
@@ -458,15 +455,7 @@ class AdminService:
         return await self._submit(delete_identifier, request.handle, **common)
 
     async def _submit(self, fn, *args, **kwargs):
-        loop = asyncio.get_running_loop()
-        if self._target is None:
-            if self.writer is None:
-                self._target = self.store
-            else:
-                from resolver.writer.client import ThreadBridge
-
-                self._target = ThreadBridge(self.writer, loop)
-        return await loop.run_in_executor(self._threads, functools.partial(fn, self._target, *args, **kwargs))
+        return await self._writes(fn, *args, **kwargs)
 
     def _list(self, original: Message, carrier: Message, prefix: str) -> list[bytes]:
         key = normalize_prefix(prefix.encode())
@@ -490,7 +479,7 @@ class AdminService:
         return answers
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False)
+        self._writes.close()
 
 
 _OPERATION = {

@@ -6,9 +6,6 @@ store. Built once per worker by app.py and kept on the aiohttp application.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,12 +20,15 @@ from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.shared import SharedMemory, for_workers
 from resolver.service import ResolutionService
 from resolver.templates import TemplateChecker
+from resolver.writer.client import WorkerWrites
 from storage.audit import Actor
 from storage.counters import ResolutionCounter
 from storage.store import Store
 
 T = TypeVar("T")
-WRITE_THREADS = 8  #: writes build and submit their entries in threads (off the loop); most just wait on the writer
+WRITE_THREADS = (
+    8  #: writes build and submit their entries in threads (off the loop); most just wait on the writer
+)
 
 
 @dataclass
@@ -40,7 +40,9 @@ class HttpContext:
     events: SecurityEvents = NO_EVENTS  # the worker's (security log); disabled when the upload is off
     memory: SharedMemory = field(default_factory=for_workers)  # the node's, shared by its workers
     writer: Any = None  # the writer's WriterClient (resolver/writer/client.py); None: write into `store` here
-    seen: Callable[[bytes], None] | None = None  # where last-seen marks go (a worker's SeenFeed); None: `store`
+    seen: Callable[[bytes], None] | None = (
+        None  # where last-seen marks go (a worker's SeenFeed); None: `store`
+    )
     auth: Authenticator = field(init=False)
     store_full: StoreFullEpisodes = field(init=False)
     checker: TemplateChecker = field(init=False)
@@ -48,8 +50,7 @@ class HttpContext:
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.store, memory=self.memory, seen=self.seen)
-        self._threads = concurrent.futures.ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write")
-        self._target: Any = None
+        self._writes = WorkerWrites(self.store, self.writer, WRITE_THREADS, "write")
         self.store_full = StoreFullEpisodes(self.memory)
         self.checker = TemplateChecker(self.store)
         self.http_counter = self.service.counters["http"]
@@ -58,15 +59,7 @@ class HttpContext:
         """`fn(target, *args, **kwargs)` in a write thread, `target` being where this worker's writes go: a
         storage write function (`put_identifier`, `add_prefix`, ...) builds its entry there, submits it and
         returns its result or raises its refusal; WriterUnavailable when the writer cannot take it."""
-        loop = asyncio.get_running_loop()
-        if self._target is None:
-            if self.writer is None:
-                self._target = self.store
-            else:
-                from resolver.writer.client import ThreadBridge
-
-                self._target = ThreadBridge(self.writer, loop)
-        return await loop.run_in_executor(self._threads, functools.partial(fn, self._target, *args, **kwargs))
+        return await self._writes(fn, *args, **kwargs)
 
     def after_write(self) -> None:
         """A write committed in this worker: make it visible to this worker's readers at once (the other

@@ -15,13 +15,15 @@ Both clients have `submit(entries, payloads=None) -> results`, the interface of 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import itertools
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from resolver.writer.protocol import (
     DEFAULT_SOCKET_NAME,
@@ -34,7 +36,10 @@ from resolver.writer.protocol import (
 from storage.entries import LogUnavailable, Result, WriterUnavailable  # noqa: F401  # callers catch them from here
 from storage.store import Store
 
-WRITE_TIMEOUT_S = 30.0  #: a group commits in milliseconds, behind a bulk-load chunk in a second; beyond, it is stuck
+T = TypeVar("T")
+WRITE_TIMEOUT_S = (
+    30.0  #: a group commits in milliseconds, behind a bulk-load chunk in a second; beyond, it is stuck
+)
 CONNECT_WAIT_S = 10.0  #: the supervisor restarts a dead writer after 0.5-10 s of back-off; then it is down
 CONNECT_RETRY_S = 0.05  #: between attempts to reach a writer that is not (yet) listening
 SYNC_TIMEOUT_S = 600.0  #: a command waits this long for one answer (a load chunk behind many others)
@@ -64,7 +69,9 @@ class WriterClient:
         future = loop.create_future()
         self._pending[request_id] = future
         try:
-            writer.write(encode_request(request_id, list(entries), None if payloads is None else list(payloads)))
+            writer.write(
+                encode_request(request_id, list(entries), None if payloads is None else list(payloads))
+            )
             async with asyncio.timeout_at(deadline):
                 return await future
         except TimeoutError:
@@ -82,7 +89,9 @@ class WriterClient:
                     reader, self._writer = await asyncio.open_unix_connection(self.path)
                 except OSError as exc:
                     if loop.time() + CONNECT_RETRY_S > deadline:
-                        raise WriterUnavailable(f"writer unavailable, retry: {self.path}: {exc.strerror or exc}") from None
+                        raise WriterUnavailable(
+                            f"writer unavailable, retry: {self.path}: {exc.strerror or exc}"
+                        ) from None
                     await asyncio.sleep(CONNECT_RETRY_S)
                     continue
                 self._reading = asyncio.create_task(self._read_answers(reader, self._writer))
@@ -137,7 +146,9 @@ class SyncWriterClient:
     def submit(self, entries: Sequence[bytes], payloads: Sequence[Any] | None = None) -> list[Result]:
         request_id = next(self._ids)
         try:
-            self._sock.sendall(encode_request(request_id, list(entries), None if payloads is None else list(payloads)))
+            self._sock.sendall(
+                encode_request(request_id, list(entries), None if payloads is None else list(payloads))
+            )
             answer_id, results = decode_answer(self._read(frame_length(self._read(HEADER_BYTES))))
         except (OSError, ProtocolError) as exc:
             raise WriterUnavailable(f"writer unavailable: {exc} (the write may have been applied)") from None
@@ -194,7 +205,9 @@ def socket_for(data_dir: Path, config: Path | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def open_for_writes(data_dir: Path, socket_path: Path | None = None, **store_kwargs: Any) -> Iterator[tuple[Store, Any]]:
+def open_for_writes(
+    data_dir: Path, socket_path: Path | None = None, **store_kwargs: Any
+) -> Iterator[tuple[Store, Any]]:
     """(store, target) for a command that writes: while a node's writer serves the store, the writer's client
     (and the store opened read-only, for reads); else the store opened read-write, which appends and applies
     its entries itself (storage/log.py). `store_kwargs`: Store's `create`, `case_sensitive`."""
@@ -226,3 +239,27 @@ class ThreadBridge:
 
     def submit(self, entries: Sequence[bytes], payloads: Sequence[Any] | None = None) -> list[Result]:
         return asyncio.run_coroutine_threadsafe(self.client.submit(entries, payloads), self.loop).result()
+
+
+class WorkerWrites:
+    """How a serving worker writes: a storage write function (`put_identifier`, `add_prefix`, ...) runs in a
+    thread of its own pool with the target it builds its entry for and submits it to — the node's writer
+    (through a ThreadBridge on the worker's loop), or, with no writer, the store itself. The HTTP API and the
+    Handle administration both write this way."""
+
+    def __init__(self, store: Store, writer: WriterClient | None, threads: int, name: str):
+        self.store = store
+        self.writer = writer
+        self.threads = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._target: Any = None
+
+    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(target, *args, **kwargs)` in a write thread: its result, or its refusal raised;
+        WriterUnavailable when the writer cannot take the write."""
+        loop = asyncio.get_running_loop()
+        if self._target is None:
+            self._target = self.store if self.writer is None else ThreadBridge(self.writer, loop)
+        return await loop.run_in_executor(self.threads, functools.partial(fn, self._target, *args, **kwargs))
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=False)
