@@ -186,7 +186,7 @@ def one_round(
             round(result["answers_per_s"] / record["server_cores"]) if record["server_cores"] else None
         )
         if args.open_loop:
-            rate = HALF * result["answers_per_s"]
+            rate = args.open_rate or HALF * result["answers_per_s"]
             opened = rounds_dir / f"{mode}-{round_no}-open.json"
             half = run_bench(f"bench {mode} open", bench_argv(args, port, pid, opened, rate), {"json": opened},
                              limit_s, processes)  # fmt: skip
@@ -249,7 +249,8 @@ def markdown(report: dict) -> str:
         f"load average at the start {m['load_average_at_start']}. Server on CPU {s['server_cpu']}, generator on CPU "
         f"{s['client_cpu']}; {s['rounds']} rounds × {s['duration']:g} s closed loop "
         f"({CLOSED_LOOP[0]} sockets × {CLOSED_LOOP[1]}), {s['missing']:.0%} missing identifiers"
-        + (", then open loop at half the closed loop's rate" if s["open_loop"] else "") + ".",
+        + ((f", then open loop at {s['open_rate']:,.0f}/s" if s.get("open_rate") else
+            ", then open loop at half the closed loop's rate") if s["open_loop"] else "") + ".",
         "",
         "```sh", report["command"], "```", "",
         "| server | answers/s, median | rounds | server core | answers per server core-second | generator core "
@@ -294,6 +295,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--missing", type=float, default=0.1)
     p.add_argument("--no-open-loop", dest="open_loop", action="store_false", help="skip the half-load runs")
+    p.add_argument(
+        "--open-rate",
+        type=float,
+        default=None,
+        help="open loop at this rate for every server (default: half of each one's closed-loop rate)",
+    )
     p.add_argument("--settle", type=float, default=30.0, help="wait at most this long for a quiet machine")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1)
@@ -305,6 +312,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.modes = modes
     if not 1 <= args.rounds <= MAX_ROUNDS or not 0 < args.duration <= MAX_SECONDS:
         p.error(f"--rounds must lie in 1..{MAX_ROUNDS} and --duration in (0, {MAX_SECONDS:g}]")
+    if args.open_rate is not None and not args.open_rate > 0:
+        p.error("--open-rate must be positive")
     if not 1 <= args.count <= MAX_COUNT:
         p.error(f"--count must lie in 1..{MAX_COUNT:,}")
     return args
