@@ -8,35 +8,21 @@ bench/results/console.md."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from bench.datagen import generate_lines, write_ndjson
-from resolver.cli_admin import load_scenario
+from bench.demo_store import build_demo_store
 from storage.enterprises import issue_credential, set_operator_secret
-from storage.loader import load_files
 from storage.store import Store
 from tests.app_helpers import InProcessApp
 from tests.console_helpers import Visitor
 
-DEMO_COUNT = 100_000  #: the Makefile's DEMO_COUNT
-DEMO_ENTERPRISES = 32  #: `idnode gen`'s default
-SCENARIOS = Path(__file__).resolve().parents[1] / "deploy" / "scenarios"
 OPERATOR_SECRET = "operator-secret-for-the-console-bench"
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    path = tmp_path_factory.mktemp("console-bench")
-    source = path / "ids.ndjson"
-    with source.open("w", encoding="utf-8") as out:
-        write_ndjson(generate_lines(DEMO_COUNT, 1, "88.100", DEMO_ENTERPRISES), out)
-    with Store(path / "store", create=True) as store:
-        load_files(store, [source])
-        for name in ("automotive", "equipment"):
-            _scenario, _count, failures = load_scenario(store, SCENARIOS / name)
-            assert not failures
+    path = build_demo_store(tmp_path_factory.mktemp("console-bench")).parent
+    with Store(path / "store") as store:
         set_operator_secret(store, OPERATOR_SECRET)
         creds = {p: issue_credential(store, p) for p in ("88.100.101", "88.100.4")}
     running = InProcessApp(path / "store")

@@ -10,12 +10,10 @@ are never asserted here; they are recorded in bench/results/pages.md.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from bench.datagen import Dataset, generate_lines, write_ndjson
-from resolver.cli_admin import load_scenario
+from bench.datagen import Dataset
+from bench.demo_store import DEMO_COUNT, DEMO_ENTERPRISES, build_demo_store
 from resolver.config import ServeConfig
 from resolver.handle.constants import ResponseCode
 from resolver.handle.values import decode_values
@@ -26,12 +24,8 @@ from resolver.pages.identifier import render_identifier
 from resolver.pages.layout import Reader as PageReader
 from resolver.server.worker import node_site
 from resolver.service import ResolutionService
-from storage.loader import load_files
 from storage.store import Store
 
-DEMO_COUNT = 100_000  #: the Makefile's DEMO_COUNT
-DEMO_ENTERPRISES = 32  #: `idnode gen`'s default
-SCENARIOS = Path(__file__).resolve().parents[1] / "deploy" / "scenarios"
 PART = "88.100.101/PART-000001"  #: two levels of references: batch → supplier, vehicle
 MACHINE = "88.100.201/EQP-CNC-0001"  #: the longest chain of the demo: three maintenance records deep
 GENERATED = Dataset(DEMO_COUNT, 1, "88.100", DEMO_ENTERPRISES).handle_at(3)  #: generated, no template
@@ -39,16 +33,7 @@ GENERATED = Dataset(DEMO_COUNT, 1, "88.100", DEMO_ENTERPRISES).handle_at(3)  #: 
 
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pages-bench")
-    source = path / "ids.ndjson"
-    with source.open("w", encoding="utf-8") as out:
-        write_ndjson(generate_lines(DEMO_COUNT, 1, "88.100", DEMO_ENTERPRISES), out)
-    with Store(path / "store", create=True) as store:
-        load_files(store, [source])
-        for name in ("automotive", "equipment"):
-            _scenario, _count, failures = load_scenario(store, SCENARIOS / name)
-            assert not failures
-    return path / "store"
+    return build_demo_store(tmp_path_factory.mktemp("pages-bench"))
 
 
 @pytest.fixture(scope="module")
