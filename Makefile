@@ -41,7 +41,7 @@ run: demo
 # The micro-benchmarks run once as plain tests (benchmarking disabled) so that they cannot rot. -rs lists every
 # skipped test with its reason (an external program not installed: README, Tests).
 test: venv
-	$(PY) -m pytest -q -rs tests bench/test_micro.py bench/test_pages.py
+	$(PY) -m pytest -q -rs tests bench/test_micro.py bench/test_pages.py bench/test_console.py
 
 lint: venv
 	$(VENV)/bin/ruff check resolver storage bench tests
