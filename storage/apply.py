@@ -162,8 +162,8 @@ def apply_batch_in(
             raise ApplyError(f"the log jumps from position {applied} to {position}: entries are missing")
         try:
             results.append(apply_entry(store, txn, position, raw, payloads[index] if payloads else None))
-        except ApplyError:
-            raise
+        except (ApplyError, lmdb.MapFullError, lmdb.MapResizedError):
+            raise  # the map is full or was grown elsewhere: Store.write grows or adopts it and runs all again
         except Exception as exc:
             raise EntryFailed(index, position, exc) from exc
         applied = position

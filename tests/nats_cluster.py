@@ -58,6 +58,7 @@ class NatsServer:
             f"server_name: {self.name}\n"
             f"listen: 127.0.0.1:{self.client_port}\n"
             f"http: 127.0.0.1:{self.monitor_port}\n"
+            "max_payload: 8MB\n"  # as README, Cluster, asks: an HTTP batch of 2,000 records is one message
             f"jetstream {{ store_dir: {self.workdir / self.name} }}\n"
             f"cluster {{ name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{self.route_port}\n  routes: [{routes}] }}\n"
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from resolver.handle.values import HandleValue
 from storage import store as store_module
 from storage.counters import ResolutionCounter, resolution_totals
 from storage.keys import InvalidHandle, handle_key
+from storage.loader import load_files
 from storage.records import pack_record
 from storage.store import PrefixInfo, Store, StoreError
 
@@ -57,6 +60,19 @@ def test_map_grows_instead_of_failing(tmp_path, monkeypatch):
         assert s.env.info()["map_size"] > 1 << 20
         view.refresh()
         assert view.get(b"88.1/009-0199") == big
+
+
+def test_map_grows_when_the_write_log_applies_a_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "INITIAL_MAP_BYTES", 1 << 20)
+    source = tmp_path / "big.ndjson"
+    with source.open("w") as out:
+        for i in range(3000):
+            out.write(json.dumps({"handle": f"88.1/G-{i:05}", "values": [{"index": 1, "type": "DESC",
+                                                                           "data": "x" * 1000}]}) + "\n")  # fmt: skip
+    with Store(tmp_path / "s", create=True) as s:
+        load_files(s, [source])  # entries of the write log, applied in one transaction each
+        assert s.count_identifiers() == 3000
+        assert s.env.info()["map_size"] > 1 << 20
 
 
 def test_read_view_sees_writes_after_refresh(store):
