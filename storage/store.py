@@ -187,14 +187,17 @@ class Store:
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.MapResizedError:
-                # Another process grew the map: adopt its size (LMDB: set_mapsize(0)) and try again.
-                for view in self._views:
-                    view.suspend()
-                self.env.set_mapsize(0)
+                self._adopt_grown_map()
             except (lmdb.Error, OSError) as exc:
                 if self._no_room(exc):
                     raise StoreFullError(f"no room on the disk of the store {self.path}: {exc}") from exc
                 raise
+
+    def _adopt_grown_map(self) -> None:
+        """Another process grew the map: adopt its size (LMDB: set_mapsize(0)) before trying again."""
+        for view in self._views:
+            view.suspend()
+        self.env.set_mapsize(0)
 
     def _no_room(self, exc: BaseException) -> bool:
         """Whether a failed write failed for want of disk space (ENOSPC, EDQUOT, or LMDB's EIO for a short
@@ -389,8 +392,12 @@ class Store:
         txn.put(_META_APPLIED_POSITION, _U64.pack(position), db=self.meta)
 
     def get_meta(self, key: bytes) -> bytes | None:
-        with self.env.begin(db=self.meta) as txn:
-            return txn.get(key)
+        while True:
+            try:
+                with self.env.begin(db=self.meta) as txn:
+                    return txn.get(key)
+            except lmdb.MapResizedError:  # a loader's sibling process or the writer grew the map meanwhile
+                self._adopt_grown_map()
 
     def prefixes_version(self) -> bytes | None:
         """Changes whenever a prefix is added or changed; cheap to poll."""

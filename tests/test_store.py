@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -72,6 +74,27 @@ def test_map_grows_when_the_write_log_applies_a_load(tmp_path, monkeypatch):
     with Store(tmp_path / "s", create=True) as s:
         load_files(s, [source])  # entries of the write log, applied in one transaction each
         assert s.count_identifiers() == 3000
+        assert s.env.info()["map_size"] > 1 << 20
+
+
+_GROW_ELSEWHERE = """
+import sys
+from resolver.handle.values import HandleValue
+from storage import store as store_module
+from storage.records import pack_record
+store_module.INITIAL_MAP_BYTES = 1 << 20
+with store_module.Store(sys.argv[1]) as s:
+    big = pack_record([HandleValue(1, "BLOB", b"x" * 3000)])
+    s.put_records([(f"88.1/E-{i:04}".encode(), big) for i in range(1000)])
+"""
+
+
+def test_a_read_adopts_the_map_another_process_grew(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "INITIAL_MAP_BYTES", 1 << 20)
+    with Store(tmp_path / "s", create=True) as s:
+        s.set_meta(b"mark", b"here")
+        subprocess.run([sys.executable, "-c", _GROW_ELSEWHERE, str(tmp_path / "s")], check=True, timeout=60)
+        assert s.get_meta(b"mark") == b"here"  # LMDB says MDB_MAP_RESIZED first: the store adopts the size
         assert s.env.info()["map_size"] > 1 << 20
 
 
