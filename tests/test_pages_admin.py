@@ -126,3 +126,12 @@ def test_a_chart_escapes_its_names_and_says_when_nothing_was_counted():
     ]
     assert len(heights) == 4  # two bar pieces, then the legend's two swatches
     assert abs(heights[1] / heights[0] - 5 / 3) < 0.01
+
+
+def test_a_clusters_per_member_counts_are_summed_in_the_charts():
+    day = "20261205"
+    counters = {b"resolutions.handle@a/20261205/88.100.7": 3, b"resolutions.handle@b/20261205/88.100.7": 4,
+                b"resolutions.http/20261205/88.100.7": 5}  # fmt: skip
+    by_protocol, by_prefix = admin.daily(counters, "resolutions", [day])
+    assert by_protocol == {"handle": {day: 7}, "http": {day: 5}}
+    assert by_prefix == {"88.100.7": {day: 12}}

@@ -21,7 +21,7 @@ from resolver.http.context import CONTEXT
 from resolver.reports import LOAD_SOURCE, acceptance_report
 from resolver.templates import all_template_sets
 from storage import audit
-from storage.counters import RESOLUTIONS
+from storage.counters import RESOLUTIONS, split_counter_key
 from storage.enterprises import enterprises
 from storage.keys import prefix_sort_key
 from storage.store import REGISTRATIONS
@@ -49,7 +49,7 @@ def daily(counters: dict[bytes, int], kind: str, days: list[str]) -> tuple[dict,
     by_source: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     by_prefix: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for key, n in counters.items():
-        key_kind, day, prefix = key.decode(errors="replace").split("/", 2)
+        key_kind, _node, day, prefix = split_counter_key(key)  # a cluster's members' counts are summed
         base, _, source = key_kind.partition(".")
         if base != kind or day not in wanted:
             continue
