@@ -131,10 +131,34 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from storage import entries
     from storage.entries import encode_entry, submit_one, unwrap
 
-    _config(args)
+    config = _config(args)
     with _writes(args) as (_, target):
         removed = unwrap(submit_one(target, encode_entry(entries.REMOVE_MEMBER, {"node": args.node})))
     if not removed:
         raise CliError(f"no member {args.node!r} in this cluster")
     print(f"member {args.node} removed: no member's HS_SITE lists it any more")
+    print(asyncio.run(_delete_consumer(config, args.node)))
     return 0
+
+
+async def _delete_consumer(config, node: str) -> str:
+    """Delete the durable consumer of a member gone for good: JetStream would otherwise keep its state (and
+    report it not current) forever."""
+    from nats.js.errors import NotFoundError
+
+    from resolver.cluster.jetstream import ClusterLogError, JetStreamLog, durable_name
+    from resolver.cluster.setup import stream_settings
+
+    stream = JetStreamLog(stream_settings(config), config.node_id)
+    name = durable_name(node)
+    try:
+        await stream.connect()
+        async with asyncio.timeout(STATUS_TIMEOUT_S):
+            await stream.delete_consumer(name)
+        return f"its consumer {name} deleted"
+    except NotFoundError:
+        return f"it had no consumer {name}"
+    except (ClusterLogError, TimeoutError) as error:
+        return f"its consumer {name} could not be deleted now ({error}): run this again when NATS answers"
+    finally:
+        await stream.close()

@@ -67,12 +67,17 @@ class NatsServer:
         config = self.workdir / f"{self.name}.conf"
         config.write_text(self.config_text())
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([NATS_SERVER, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [NATS_SERVER, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
 
-    def healthy(self) -> bool:
+    def healthy(self, js_enabled_only: bool = False) -> bool:
+        query = "?js-enabled-only=true" if js_enabled_only else ""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz", timeout=1) as answer:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.monitor_port}/healthz{query}", timeout=1
+            ) as answer:
                 return answer.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -109,23 +114,29 @@ class NatsCluster:
     def urls(self) -> list[str]:
         return [server.url for server in self.servers]
 
-    def start(self) -> None:
+    def start(self, restart: bool = False) -> None:
         for server in self.servers:
             server.start()
-        self.wait_healthy(self.servers)
+        self.wait_healthy(self.servers, restart)
 
-    def wait_healthy(self, servers: list[NatsServer]) -> None:
+    def wait_healthy(self, servers: list[NatsServer], restart: bool = False) -> None:
+        """Every server healthy: at first start, with JetStream ready and current; after a restart, with
+        JetStream enabled (the stream's replicas then catch up while the members reconnect, which the tests
+        wait for by what the members answer: full health can take long while a consumer of a member that is
+        gone for good is not current)."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         for server in servers:
-            while not server.healthy():
+            while not server.healthy(js_enabled_only=restart):
                 exited = server.process is not None and server.process.poll() is not None
                 if exited or time.monotonic() > deadline:
-                    raise RuntimeError(f"NATS server {server.name} not ready:\n{server.log_path.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"NATS server {server.name} not ready:\n{server.log_path.read_text()[-3000:]}"
+                    )
                 time.sleep(0.1)
 
     def restart(self, server: NatsServer) -> None:
         server.start()
-        self.wait_healthy([server])
+        self.wait_healthy([server], restart=True)
 
     def stop(self) -> None:
         for server in self.servers:

@@ -215,6 +215,12 @@ class JetStreamLog:
             raise ClusterLogError("not connected to NATS")
         return await self._js.consumers_info(self.settings.stream)
 
+    async def delete_consumer(self, name: str) -> None:
+        """Delete a durable consumer of the stream (NotFoundError when there is none)."""
+        if self._js is None:
+            raise ClusterLogError("not connected to NATS")
+        await self._js.delete_consumer(self.settings.stream, name)
+
     async def first_position(self) -> int:
         if self._js is None:
             raise ClusterLogError("not connected to NATS")

@@ -59,6 +59,7 @@ class HttpContext:
         """`fn(target, *args, **kwargs)` in a write thread, `target` being where this worker's writes go: a
         storage write function (`put_identifier`, `add_prefix`, ...) builds its entry there, submits it and
         returns its result or raises its refusal; WriterUnavailable when the writer cannot take it."""
+        self._writes.use(self.writer)  # `writer` is a field: whoever holds the context may replace it
         return await self._writes(fn, *args, **kwargs)
 
     def after_write(self) -> None:

@@ -253,6 +253,11 @@ class WorkerWrites:
         self.threads = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=name)
         self._target: Any = None
 
+    def use(self, writer: WriterClient | None) -> None:
+        """Write through `writer` from now on (the owner's writer was replaced)."""
+        if writer is not self.writer:
+            self.writer, self._target = writer, None
+
     async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(target, *args, **kwargs)` in a write thread: its result, or its refusal raised;
         WriterUnavailable when the writer cannot take the write."""
