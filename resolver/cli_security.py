@@ -1,7 +1,7 @@
 """`idnode` subcommands of the security work (issue #7):
 
     idnode audit            the audit trail of writes (storage/audit.py), filtered by prefix and time
-    idnode seclog status    the security log upload queue: events waiting, dropped (resolver/security/queue.py)
+    idnode seclog status    the security log upload queue: events waiting, dropped (storage/eventqueue.py)
     idnode seclog export    send queued events to the collector until SIGTERM (resolver/security/exporter.py)
 
 Registered from resolver/cli.py's parser by `register(sub)`.
@@ -95,7 +95,7 @@ def _queue_dir(args: argparse.Namespace) -> Path | None:
 
 def cmd_seclog_status(args: argparse.Namespace) -> int:
     from resolver.security.config import DEFAULT_QUEUE_SUBDIR
-    from resolver.security.queue import read_stats
+    from storage.eventqueue import read_stats
 
     directory = _queue_dir(args) or _data_dir(args) / DEFAULT_QUEUE_SUBDIR
     stats = read_stats(directory)

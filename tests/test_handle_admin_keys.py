@@ -38,10 +38,10 @@ from resolver.handle.constants import OpCode, ResponseCode
 from resolver.handle.message import decode_message, encode_request
 from resolver.handle.values import HandleValue
 from resolver.security.events import EventKind, SecurityEvents
-from resolver.security.queue import SecurityQueue
 from resolver.server.limits import ExemptNetworks, SourceRateLimiter
 from resolver.service import ResolutionService
 from storage.enterprises import add_prefix, set_operator_secret
+from storage.eventqueue import SecurityQueue
 from storage.handlekeys import NODE_KEY_FILE
 from storage.store import Store
 from tests.app_helpers import InProcessApp

@@ -18,8 +18,8 @@ from resolver.security.events import (
     encode_event,
     format_event,
 )
-from resolver.security.queue import SecurityQueue
 from resolver.security.syslog import MAX_MESSAGE_BYTES, Severity, decode_message
+from storage.eventqueue import SecurityQueue
 from tests.security_helpers import queued
 
 BIG = 1 << 30

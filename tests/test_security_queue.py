@@ -1,4 +1,4 @@
-"""The security event queue (resolver/security/queue.py): order, bounds and drops, removal of sent events,
+"""The security event queue (storage/eventqueue.py): order, bounds and drops, removal of sent events,
 restart, several processes appending at once."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import multiprocessing
 
 import pytest
 
-from resolver.security.queue import ENTRY_OVERHEAD_BYTES, SecurityQueue, read_stats
+from storage.eventqueue import ENTRY_OVERHEAD_BYTES, SecurityQueue, read_stats
 
 BIG = 1 << 30
 
@@ -132,7 +132,7 @@ def test_several_processes_append_at_once(tmp_path):
 
 @pytest.mark.parametrize("bad", ["", "not a dir"])
 def test_unusable_directory_is_a_queue_error(tmp_path, bad):
-    from resolver.security.queue import QueueError
+    from storage.eventqueue import QueueError
 
     target = tmp_path / "file"
     target.write_text("x")

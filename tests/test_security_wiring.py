@@ -27,7 +27,6 @@ from resolver.handle.values import HandleValue
 from resolver.http.throttle import MAX_AUTH_FAILURES
 from resolver.security.config import SecurityLogConfig
 from resolver.security.events import EventKind, SecurityEvents
-from resolver.security.queue import SecurityQueue
 from resolver.server.limits import ExemptNetworks, ProvenSources, SourceRateLimiter, UdpGuard
 from resolver.server.stats import QueryStats
 from resolver.server.supervisor import config_changes
@@ -39,6 +38,7 @@ from storage import audit, loader
 from storage.audit import Actor
 from storage.counters import ResolutionCounter
 from storage.enterprises import add_prefix, issue_credential, set_prefix_enabled
+from storage.eventqueue import SecurityQueue
 from storage.jsonvalues import ValueEncoder
 from storage.loader import load_files
 from storage.store import Store

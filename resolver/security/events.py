@@ -29,8 +29,8 @@ from typing import Any
 import msgpack
 
 from resolver.security.config import SecurityLogConfig
-from resolver.security.queue import QueueStats, SecurityQueue
 from resolver.security.syslog import MAX_MESSAGE_BYTES, Severity, SyslogMessage, encode_message
+from storage.eventqueue import QueueStats, SecurityQueue
 
 log = logging.getLogger(__name__)
 

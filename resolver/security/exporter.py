@@ -45,10 +45,10 @@ from typing import Any
 
 from resolver.security.config import TLS_TRANSPORTS, SecurityLogConfig
 from resolver.security.events import Event, EventKind, encode_event, format_event, open_queue
-from resolver.security.queue import QueueError, SecurityQueue
 from resolver.security.relp import RelpError
 from resolver.security.relp_sender import RelpSender
 from resolver.security.syslog import DatagramSender, StreamSender, header_field, make_ssl_context
+from storage.eventqueue import QueueError, SecurityQueue
 
 log = logging.getLogger(__name__)
 

@@ -34,12 +34,12 @@ from resolver import logs, metrics
 from resolver.config import ServeConfig
 from resolver.security.events import SecurityEvents
 from resolver.security.exporter import DRAIN_TIMEOUT_S, spawn_exporter
-from resolver.security.queue import QueueError
 from resolver.server import shared, systemd
 from resolver.server.lifecycle import HEARTBEAT, READY, DataDirLock
 from resolver.server.sockets import free_udp_tcp_port
 from resolver.server.worker import run_worker
 from resolver.writer.server import run_writer, socket_path
+from storage.eventqueue import QueueError
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,6 @@ from resolver.handle.values import (
 )
 from resolver.recursion.recursor import RecursionMetrics, Recursor
 from resolver.security.events import SecurityEvents
-from resolver.security.queue import QueueError
 from resolver.server.lifecycle import WorkerLink, close_connections, drain_udp
 from resolver.server.limits import (
     ConnectionLimiter,
@@ -57,6 +56,7 @@ from resolver.service import ResolutionService
 from resolver.writer.client import WriterClient
 from resolver.writer.feed import CountFeed, SeenFeed
 from resolver.writer.server import socket_path
+from storage.eventqueue import QueueError
 from storage.members import Member, members
 from storage.store import Store
 
