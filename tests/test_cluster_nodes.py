@@ -41,6 +41,9 @@ REPLICATED_S = 1.0  #: issue 12: a write on one member is answered by the others
 CATCH_UP_S = 120.0  #: a member that missed 100,000 writes applies them well within this on a slow CI machine
 RECOVER_S = 60.0  #: NATS back: writes are taken again once the client has reconnected (1 s back-off)
 CATCH_UP_WRITES = 100_000
+POISON_DEADLINE_S = (
+    60.0  #: publishing the unappliable entry: bounded, a NATS client that hangs fails the test
+)
 
 
 def member_flags(nats_urls: list[str], node: str, stream: str = "IDNODE_LOG") -> tuple[str, ...]:
@@ -376,7 +379,7 @@ def test_an_entry_a_member_cannot_apply_stops_its_apply_loop_with_nothing_half_a
             finally:
                 await log.close()
 
-        poison = asyncio.run(publish_poison())
+        poison = asyncio.run(asyncio.wait_for(publish_poison(), POISON_DEADLINE_S))
         wait_until(lambda: (read_status(lone.data) or {}).get("state") == "stopped", "the apply loop stops")
         status = read_status(lone.data)
         assert f"position {poison}" in status["problem"] and "no_such_kind" in status["problem"]

@@ -32,12 +32,14 @@ PUBLISH_TIMEOUT_S = 5.0  #: one quorum ack; beyond this the cluster is not answe
 PUBLISH_DEADLINE_S = (
     10.0  #: retried with the same message id (the duplicate window drops a repeat) until then
 )
-FETCH_BATCH = 64  #: entries pulled per round trip, applied in one transaction: a load part is up to max_payload (1-8 MB), so this bounds a catching-up member's memory
+APPEND_DEADLINE_S = 20.0  #: a group not in the log by then is refused (the writer's client waits 30 s in all)
+#: entries pulled per round trip, applied in one transaction: a load part is up to max_payload (1-8 MB), so
+#: this bounds a catching-up member's memory
+FETCH_BATCH = 64
 FETCH_WAIT_S = 1.0  #: a fetch waits this long for new entries before the loop looks around again
-ACK_WAIT_S = (
-    60.0  #: an entry fetched but not acknowledged (a member died mid-apply) is redelivered after this
-)
+ACK_WAIT_S = 60.0  #: an entry fetched, not acknowledged (its member died mid-apply) is redelivered after this
 CONNECT_DEADLINE_S = 5.0  #: a first connection that has not succeeded by then is reported as unreachable
+CLOSE_DEADLINE_S = 5.0  #: closing the connection gives up after this
 RECONNECT_WAIT_S = 1.0  #: between attempts to reach NATS; the node keeps serving reads meanwhile
 
 
@@ -146,7 +148,8 @@ class JetStreamLog:
     async def close(self) -> None:
         if self._nc is not None:
             try:
-                await self._nc.close()
+                # bounded: nats-py's close flushes and drains, which can wait on a connection in reconnect
+                await asyncio.wait_for(self._nc.close(), CLOSE_DEADLINE_S)
             except Exception:  # closing a half-open connection; nothing to keep
                 pass
         self._nc = None
@@ -163,6 +166,15 @@ class JetStreamLog:
             raise ClusterLogError(
                 "not connected to NATS: writes are refused until the cluster log is reachable"
             )
+        try:
+            async with asyncio.timeout(APPEND_DEADLINE_S):
+                return await self._append(entries)
+        except TimeoutError as error:
+            raise ClusterLogError(
+                f"the cluster log did not take the write in {APPEND_DEADLINE_S:.0f} s"
+            ) from error
+
+    async def _append(self, entries: Sequence[tuple[str | None, bytes, str]]) -> list[int]:
         root = self.settings.subject_root
         pending = []
         try:

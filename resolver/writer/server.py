@@ -210,7 +210,7 @@ class WriterServer:
                 if any(request[1] is not None for request in group):
                     payloads = [p for r in group for p in (r[1] if r[1] is not None else [None] * len(r[0]))]
                 if isinstance(self.log, AsyncSubmitter):  # the cluster's log: publish, then wait for the apply
-                    results = await self.log.submit_async(entries, payloads)
+                    results = await self._submit_async(entries, payloads)
                 else:
                     results = await loop.run_in_executor(self._thread, self._commit, entries, payloads)
                 self.committed_groups += 1
@@ -221,6 +221,16 @@ class WriterServer:
                         future.set_result(results[start : start + len(request_entries)])
                     start += len(request_entries)
             self._wake.clear()
+
+    async def _submit_async(self, entries: list[bytes], payloads: list[Any] | None) -> list[Result]:
+        """A group through an async log; whatever goes wrong is every entry's result, never the end of the
+        commit loop (which would leave every later write unanswered)."""
+        try:
+            return await self.log.submit_async(entries, payloads)  # type: ignore[union-attr]
+        except Exception as exc:
+            log.exception("writer: a group of %d entries could not be logged", len(entries),
+                          extra={"event": "writer_commit_failed"})  # fmt: skip
+            return [refusal(FAILED, f"the writer could not log the write: {exc!r}")] * len(entries)
 
     def _commit(self, entries: list[bytes], payloads: list[Any] | None) -> list[Result]:
         """Append, apply and commit one group (in the commit thread); a failure of the whole transaction is
