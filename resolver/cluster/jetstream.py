@@ -100,23 +100,26 @@ class JetStreamLog:
         return self._nc is not None and self._nc.is_connected
 
     async def connect(self) -> None:
-        """Connect and make sure the stream exists; raises ClusterLogError when NATS cannot be reached."""
+        """Connect and make sure the stream exists; raises ClusterLogError when NATS cannot be reached.
+
+        The connection is kept (and `connected` true) only once the stream is there: a write that came
+        in between would otherwise be published on a connection that is then closed under it."""
         try:
             # nats-py retries an unreachable first connection as it would a lost one (forever, with
             # max_reconnect_attempts=-1): a deadline of our own turns that into an answer
-            self._nc = await asyncio.wait_for(self._open(), CONNECT_DEADLINE_S)
-            self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
+            nc = await asyncio.wait_for(self._open(), CONNECT_DEADLINE_S)
         except (TimeoutError, NatsError, OSError) as error:
-            await self.close()
             servers = ", ".join(self.settings.servers)
             raise ClusterLogError(f"NATS unreachable at {servers}: {error!r}") from error
+        js = nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
         try:
-            await self._ensure_stream()
+            await self._ensure_stream(js)
         except (TimeoutError, NatsError) as error:
-            await self.close()
+            await _close_bounded(nc)
             raise ClusterLogError(
                 f"the stream {self.settings.stream} cannot be found or made: {error!r}"
             ) from error
+        self._nc, self._js = nc, js
 
     async def _open(self) -> nats.NATS:
         return await nats.connect(
@@ -132,7 +135,7 @@ class JetStreamLog:
     async def _on_error(self, error: Exception) -> None:
         log.debug("NATS connection: %s", error)
 
-    async def _ensure_stream(self) -> None:
+    async def _ensure_stream(self, js) -> None:
         config = StreamConfig(
             name=self.settings.stream,
             subjects=[f"{self.settings.subject_root}.>"],
@@ -141,19 +144,14 @@ class JetStreamLog:
             max_age=self.settings.retention_s,
         )
         try:
-            await self._js.stream_info(self.settings.stream)
+            await js.stream_info(self.settings.stream)
         except NotFoundError:
-            await self._js.add_stream(config)
+            await js.add_stream(config)
 
     async def close(self) -> None:
-        if self._nc is not None:
-            try:
-                # bounded: nats-py's close flushes and drains, which can wait on a connection in reconnect
-                await asyncio.wait_for(self._nc.close(), CLOSE_DEADLINE_S)
-            except Exception:  # closing a half-open connection; nothing to keep
-                pass
-        self._nc = None
-        self._js = None
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            await _close_bounded(nc)
 
     async def append(self, entries: Sequence[tuple[str | None, bytes, str]]) -> list[int]:
         """Publish entries (prefix, payload, message id); their positions once the quorum has them, in order.
@@ -162,24 +160,25 @@ class JetStreamLog:
         whose acknowledgement does not come is published again with the same message id (the stream's
         duplicate window keeps it once) until PUBLISH_DEADLINE_S. ClusterLogError when the log cannot take
         them; entries acknowledged before the failure stay in the log."""
-        if self._js is None or not self.connected:
+        js = self._js  # this append's own: a close meanwhile fails its publishes, it does not pull it away
+        if js is None or not self.connected:
             raise ClusterLogError(
                 "not connected to NATS: writes are refused until the cluster log is reachable"
             )
         try:
             async with asyncio.timeout(APPEND_DEADLINE_S):
-                return await self._append(entries)
+                return await self._append(js, entries)
         except TimeoutError as error:
             raise ClusterLogError(
                 f"the cluster log did not take the write in {APPEND_DEADLINE_S:.0f} s"
             ) from error
 
-    async def _append(self, entries: Sequence[tuple[str | None, bytes, str]]) -> list[int]:
+    async def _append(self, js, entries: Sequence[tuple[str | None, bytes, str]]) -> list[int]:
         root = self.settings.subject_root
         pending = []
         try:
             for prefix, payload, msg_id in entries:
-                future = await self._js.publish_async(
+                future = await js.publish_async(
                     subject_for(prefix, root), payload, wait_stall=PUBLISH_TIMEOUT_S, headers={MSG_ID: msg_id}
                 )
                 pending.append(future)
@@ -193,16 +192,16 @@ class JetStreamLog:
                 ack = await asyncio.wait_for(future, PUBLISH_TIMEOUT_S)
                 positions.append(ack.seq)
             except (TimeoutError, NatsError):
-                positions.append(await self._publish_again(subject_for(prefix, root), payload, msg_id))
+                positions.append(await self._publish_again(js, subject_for(prefix, root), payload, msg_id))
         return positions
 
-    async def _publish_again(self, subject: str, payload: bytes, msg_id: str) -> int:
+    async def _publish_again(self, js, subject: str, payload: bytes, msg_id: str) -> int:
         last_error: Exception | None = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_DEADLINE_S
         while loop.time() < deadline:
             try:
-                ack = await self._js.publish(subject, payload, headers={MSG_ID: msg_id})
+                ack = await js.publish(subject, payload, headers={MSG_ID: msg_id})
                 return ack.seq
             except (TimeoutError, NatsError) as error:
                 last_error = error
@@ -308,3 +307,11 @@ class JetStreamLog:
         log.info("cluster log: entries out of order after position %d; consuming again from there", applied)
         await subscription.unsubscribe()
         return await self._subscription(applied)
+
+
+async def _close_bounded(nc: nats.NATS) -> None:
+    try:
+        # bounded: nats-py's close flushes and drains, which can wait on a connection in reconnect
+        await asyncio.wait_for(nc.close(), CLOSE_DEADLINE_S)
+    except Exception:  # closing a half-open connection; nothing to keep
+        pass
