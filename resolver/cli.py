@@ -43,11 +43,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
+def _node_writer_cpus(args) -> str:
+    """The serving node's writer_cpus (environment, else --config), which a load into its store shares."""
+    from resolver import settings
+
+    return str(settings.node_setting("writer_cpus", getattr(args, "config", None)) or "")
+
+
 def _cmd_load(args: argparse.Namespace) -> int:
     import functools
     import os
 
     from resolver.cli_store import open_store, store_dir
+    from resolver.cpus import parse_cpu_list, pin
     from resolver.progress import Progress
     from resolver.writer.client import WriterUnavailable, loader_submitter, socket_for, writer_listening
     from storage.loader import LoadError, load_files
@@ -59,6 +67,11 @@ def _cmd_load(args: argparse.Namespace) -> int:
     nice = args.nice if args.nice is not None else (LOAD_NICE_SERVED if served else 0)
     if nice:
         os.nice(nice)  # the parse workers inherit it: a node serving the store keeps its share of the CPU
+    cpus = args.cpus if args.cpus is not None else (_node_writer_cpus(args) if served else "")
+    try:
+        pin(parse_cpu_list(cpus, "--cpus"))  # the write plane's CPUs: a served store's answers keep theirs
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     kwargs = {"readonly": True} if served else {"create": True, "case_sensitive": args.case_sensitive}
     with open_store(args, **kwargs) as store:
         try:
@@ -172,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--nice", type=int, default=None,
         help=f"CPU priority of the load (nice(1) increment; default {LOAD_NICE_SERVED} into a store a node serves, else 0)",
+    )  # fmt: skip
+    load.add_argument(
+        "--cpus", default=None,
+        help="CPUs the load runs on, as taskset writes them (default: the node's writer_cpus into a store a node "
+             "serves, else any)",
     )  # fmt: skip
     load.add_argument("files", nargs="+", help="NDJSON files, or CSV files ending in .csv")
     load.set_defaults(func=_cmd_load)

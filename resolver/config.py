@@ -8,6 +8,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resolver.cpus import parse_cpu_list
 from resolver.security.config import SecurityLogConfig
 from resolver.tls import server_context
 
@@ -116,6 +117,8 @@ class ServeConfig:
     http_max_connections_per_source: int = HTTP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
     writer_socket: str = ""  # the writer's Unix socket; empty: writer.sock in the data directory
     writer_nice: int = WRITER_NICE  # CPU priority of the writer process (nice increment, 0-19)
+    writer_cpus: str = ""  # CPUs of the writer and of loads into the served store, "1" or "2-3" (empty: any)
+    worker_cpus: str = ""  # CPUs of the serving workers, "0" or "0,2-5" (empty: any)
     log_retention_entries: int = LOG_RETENTION_ENTRIES  # applied write-log entries kept, at most
     log_retention_s: float = LOG_RETENTION_S  # ... and for at most this long
     # referred prefixes: "on-request" resolves REC requests at the enterprise node, "always" every request,
@@ -178,6 +181,8 @@ class ServeConfig:
             raise ValueError("tcp_max_connections, tcp_max_connections_per_source: at least 1")
         if not 0 <= self.writer_nice <= 19:
             raise ValueError("writer_nice: 0 to 19 (a nice increment)")
+        parse_cpu_list(self.writer_cpus, "writer_cpus")
+        parse_cpu_list(self.worker_cpus, "worker_cpus")
         if self.log_retention_entries < 0 or self.log_retention_s < 0:
             raise ValueError("log_retention_entries, log_retention_s: must not be negative")
         if self.http_idle_timeout_s <= 0:

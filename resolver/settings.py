@@ -84,6 +84,8 @@ HELP: dict[str, str] = {
     "http_max_connections_per_source": "open HTTP connections per worker from one address (more get 503)",
     "writer_socket": "Unix socket of the node's writer (default: writer.sock in the data directory)",
     "writer_nice": "CPU priority of the writer process, a nice increment 0-19: serving workers come first",
+    "writer_cpus": "CPUs of the writer and of `idnode load` into the served store, as taskset writes them: 1, 2-3 (default: any)",
+    "worker_cpus": "CPUs of the serving workers, as taskset writes them: 0, 0,2-5 (default: any)",
     "log_retention_entries": "applied write-log entries kept for IXFR and catching-up members, at most",
     "log_retention_s": "seconds applied write-log entries are kept, at most",
     "recursion": "prefixes served by an enterprise node: on-request (REC requests are resolved there), always (every request), off (302)",
@@ -220,6 +222,21 @@ def parse_text(key: str, tp: Any, text: str) -> Any:
             raise ValueError("an empty path")
         return Path(text)
     return text
+
+
+def node_setting(key: str, config: Path | None = None) -> Any:
+    """A serving node's setting as a command beside it finds it (the command has no flags for it): the
+    environment's $IDNODE_<KEY>, else `config`'s value, else None. A configuration file that cannot be
+    read counts as not naming it (the node itself reports that file's errors)."""
+    named = os.environ.get(env_name(key))
+    if named:
+        return named
+    if config:
+        try:
+            return read_file(Path(config)).get(key)
+        except ConfigError:
+            return None
+    return None
 
 
 def read_file(path: Path) -> dict[str, Any]:

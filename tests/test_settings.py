@@ -96,6 +96,8 @@ def test_an_optional_setting_in_the_file_can_be_unset_by_the_environment(tmp_pat
         ),
         ('data_dir = "/d"\nstop_grace_s = 0\n', r"idnode.toml: stop_grace_s: must be positive"),
         ('data_dir = "/d"\nworkers = -1\n', r"idnode.toml: workers: at least 1"),
+        ('data_dir = "/d"\nwriter_cpus = "1-"\n', r"idnode.toml: writer_cpus: '1-' is not a CPU number or a range"),
+        ('data_dir = "/d"\nworker_cpus = "4096"\n', r"idnode.toml: worker_cpus: CPU 4096 is not available here"),
         ("data_dir = \n", r"idnode.toml: not valid TOML"),
         ("workers = 2\n", r"data_dir: not set"),
     ],

@@ -49,12 +49,16 @@ def logged_positions(store: Store) -> list[int]:
 
 class RecordingWriter:
     """A stand-in writer on `path`: records each request's entries and payloads and the sender's pid, and
-    answers every entry `ok(answer)` without applying anything (or never answers, with `mute`)."""
+    answers every entry `ok(answer)` without applying anything (or never answers, with `mute`). `observe`:
+    a function of the sender's pid, called while the sender waits for the answer (so it is still there);
+    its results are in `observed`."""
 
-    def __init__(self, path: Path, answer=None, mute: bool = False):
+    def __init__(self, path: Path, answer=None, mute: bool = False, observe=None):
         self.path = path
         self.answer = answer
         self.mute = mute
+        self.observe = observe
+        self.observed: list = []
         self.requests: list[tuple[list[bytes], list | None, int]] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
@@ -79,6 +83,8 @@ class RecordingWriter:
                     return
                 request_id, entries, payloads = decode_request(self._read(conn, struct.unpack(">I", header)[0]))
                 self.requests.append((entries, payloads, pid))
+                if self.observe is not None:
+                    self.observed.append(self.observe(pid))
                 if not self.mute:
                     answer = self.answer(entries) if callable(self.answer) else self.answer
                     conn.sendall(encode_answer(request_id, [ok(answer)] * len(entries)))
@@ -131,24 +137,48 @@ def test_a_load_into_a_served_store_sends_its_chunks_by_reference_at_low_priorit
     assert sum(len(p[0][0]) for _, p, _ in writer.requests if p) == 2000
 
 
+def nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def test_nice_of_a_process_sending_to_the_writer_is_the_loaders(demo_store_copy, demo_ndjson):
-    seen: list[int] = []
-
-    def answer(entries):
-        return 0
-
-    writer = RecordingWriter(demo_store_copy / "writer.sock", answer=answer)
+    writer = RecordingWriter(demo_store_copy / "writer.sock", answer=lambda entries: 0, observe=nice_of)
     try:
         assert idnode("load", "--quiet", "--data", str(demo_store_copy), str(demo_ndjson)).returncode == 0
-        for _, _, pid in writer.requests:
-            try:
-                seen.append(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]))
-            except OSError:
-                pass  # the sender exited before we looked (its nice is checked through the others)
     finally:
         writer.close()
-    # The load of a served store runs at nice 10 (its senders may be gone by now; any still there says so).
-    assert all(n == 10 for n in seen)
+    assert writer.observed and all(n == 10 for n in writer.observed)  # a served store's load runs at nice 10
+
+
+def allowed_cpus(pid: int) -> set[str]:
+    """The CPU lists the threads of `pid` may run on, as /proc/PID/task/*/status says them."""
+    lists = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                lists.add(line.split()[1])
+    return lists
+
+
+TWO_CPUS = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a core budget needs 2 CPUs to split")
+
+
+@TWO_CPUS
+def test_a_load_into_a_served_store_runs_on_the_writers_cpus(demo_store_copy, demo_ndjson):
+    last = str(max(os.sched_getaffinity(0)))
+    writer = RecordingWriter(demo_store_copy / "writer.sock", answer=lambda entries: 0, observe=allowed_cpus)
+    try:
+        env = {**os.environ, "IDNODE_WRITER_CPUS": last}  # as `idnode serve` was started with it
+        loaded = idnode("load", "--quiet", "--data", str(demo_store_copy), str(demo_ndjson), env=env)
+        assert loaded.returncode == 0, loaded.stderr
+    finally:
+        writer.close()
+    assert writer.observed and all(cpus == {last} for cpus in writer.observed)
+
+
+def test_a_load_on_cpus_this_machine_lacks_is_refused_naming_them(demo_store_copy, demo_ndjson):
+    refused = idnode("load", "--quiet", "--cpus", "4096", "--data", str(demo_store_copy), str(demo_ndjson))
+    assert refused.returncode == 2 and "--cpus: CPU 4096 is not available here" in refused.stderr
 
 
 # -- the writer unavailable -------------------------------------------------------------------------------------
@@ -235,6 +265,20 @@ def test_writes_go_through_the_writer_and_an_idle_worker_renews_its_snapshot(cre
             # No request reaches the worker now; its snapshot moves on by itself (every housekeeping pass).
             wait_until(lambda: reader_txnids(store).get(worker, 0) >= last, "the idle worker's snapshot to renew")
             assert writer not in reader_txnids(store)  # the writer holds no long read snapshot
+        assert node.stop() == 0
+
+
+@TWO_CPUS
+def test_a_core_budget_keeps_the_workers_and_the_writer_on_cpus_of_their_own(credentialed):
+    store_dir, auth = credentialed
+    first, second = (str(cpu) for cpu in sorted(os.sched_getaffinity(0))[:2])
+    with http_node(store_dir, workers=1, extra=("--worker-cpus", first, "--writer-cpus", second)) as node:
+        put = call(node.http_port, "PUT", "/api/handles/88.100.7/BUDGET", auth=auth, body={"values": URL})
+        assert put.status == 201  # a worker's write crosses to the writer's CPU and is answered
+        writer = node_writer(node.process.pid)
+        worker = next(pid for pid in child_pids(node.process.pid) if not is_writer(pid))
+        assert allowed_cpus(writer) == {second}  # every thread: the one committing too
+        assert allowed_cpus(worker) == {first}
         assert node.stop() == 0
 
 

@@ -25,6 +25,7 @@ from resolver.admin.datagrams import AdminDatagrams
 from resolver.admin.transport import AdminTcpProtocol, build_admin
 from resolver.cluster.identity import this_member
 from resolver.config import ServeConfig
+from resolver.cpus import parse_cpu_list, pin
 from resolver.frontend import HandleFrontend
 from resolver.handle.values import (
     Interface,
@@ -391,4 +392,5 @@ def run_worker(
 ) -> None:
     """Entry point of a worker process: `link_fd` is its pipe to the supervisor, `inherited` the sockets
     of socket activation."""
+    pin(parse_cpu_list(config.worker_cpus, "worker_cpus"))  # before any thread: its write threads inherit it
     uvloop.run(_serve(config, WorkerLink(link_fd), inherited))

@@ -191,16 +191,9 @@ def writer_listening(path: str | Path) -> bool:
 def socket_for(data_dir: Path, config: Path | None = None) -> Path:
     """The writer's socket of the store in `data_dir`, as a command finds it: $IDNODE_WRITER_SOCKET, else
     `writer_socket` of the configuration file `config`, else writer.sock in the data directory."""
-    import os
-
     from resolver import settings
 
-    named = os.environ.get(settings.env_name("writer_socket"))
-    if not named and config:
-        try:
-            named = settings.read_file(Path(config)).get("writer_socket")
-        except settings.ConfigError:
-            named = None
+    named = settings.node_setting("writer_socket", config)
     return Path(named) if named else Path(data_dir) / DEFAULT_SOCKET_NAME
 
 

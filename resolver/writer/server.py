@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import uvloop
 
 from resolver.config import ServeConfig
+from resolver.cpus import parse_cpu_list, pin
 from resolver.recursion.probe import start_prober
 from resolver.server.lifecycle import WorkerLink
 from resolver.writer.protocol import (
@@ -290,6 +291,7 @@ async def _serve(config: ServeConfig, link: WorkerLink) -> None:
 def run_writer(config: ServeConfig, link_fd: int | None = None) -> None:
     """Entry point of the writer process (forked by the supervisor): `link_fd` is its pipe to the supervisor."""
     _name_process()
+    pin(parse_cpu_list(config.writer_cpus, "writer_cpus"))  # before any thread: the commit threads inherit it
     if config.writer_nice:
         os.nice(config.writer_nice)  # the workers' resolutions first; writes take what they leave
     uvloop.run(_serve(config, WorkerLink(link_fd)))

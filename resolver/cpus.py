@@ -1,0 +1,45 @@
+"""A core budget: the CPUs a kind of process may run on, written as taskset(1) writes them ("1", "0,2", "2-7").
+
+Serving workers and the write plane (the writer, a load into a served store) share a machine; priority alone
+(writer_nice, the loader's nice 10) still lets a busy writer take a slice of the core a worker answers on. Given
+CPUs of their own (`worker_cpus`, `writer_cpus`), writes cannot delay an answer at all; see the README,
+"Writes beside resolution".
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def parse_cpu_list(text: str, name: str = "cpus") -> frozenset[int]:
+    """The CPUs of a list like "0,2-3" (empty: none, meaning every CPU); ValueError naming `name` for a list
+    that is malformed or names a CPU this process may not use."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        first, sep, last = part.partition("-")
+        try:
+            low, high = int(first), int(last) if sep else int(first)
+        except ValueError:
+            raise ValueError(f"{name}: {part!r} is not a CPU number or a range like 2-5") from None
+        if low < 0 or high < low:
+            raise ValueError(f"{name}: {part!r} is not a CPU number or a range like 2-5")
+        cpus.update(range(low, high + 1))
+    usable = os.sched_getaffinity(0)
+    if not cpus <= usable:
+        outside = ",".join(str(c) for c in sorted(cpus - usable))
+        raise ValueError(f"{name}: CPU {outside} is not available here (this machine lets idnode use "
+                         f"{format_cpu_list(usable)})")  # fmt: skip
+    return frozenset(cpus)
+
+
+def format_cpu_list(cpus: set[int] | frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def pin(cpus: frozenset[int]) -> None:
+    """Run this process on `cpus` from now on (nothing for an empty set). Call it before any thread starts:
+    threads made later inherit it, those already running keep their own."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
