@@ -59,6 +59,7 @@ RATE_PER_S = 20_000  #: the stream of issue 12's first measurement; about a fift
 IDLE_S = 10.0  #: the idle period of the same stream that the writing period is held against
 AFTER_S = 3.0  #: the stream goes on this long after the writes: does the node settle at once?
 WARMUP_S = 2.0  #: the stream's first seconds, not measured (sockets, page cache)
+STREAM_FIFO_PRIORITY = 10  #: --stream-fifo: low among real-time priorities, above every normal process
 P99_TARGET_RATIO = 2.0  #: issue 12: p99 while writing at most twice the idle p99 of the same run
 START_TIMEOUT_S = 120.0  #: a node opens a store and binds its ports well within this
 WRITES_TIMEOUT_S = 1800.0  #: a 20M load into a serving node takes minutes, never half an hour
@@ -75,6 +76,22 @@ _NS = 1_000_000_000
 
 class WriteplaneBenchError(Exception):
     """The run cannot start or went wrong; the message says what to do."""
+
+
+def make_stream_real_time(node_pid: int) -> None:
+    """Every thread of the stream's generator processes (this process's children, not the node's) under
+    SCHED_FIFO: with two CPUs the instrument shares one with the write plane, and a stream that waits for the
+    CPU there counts its own delay against the node (latency is measured from when a request was due)."""
+    node = descendants(node_pid)
+    for pid in descendants(os.getpid()) - node - {os.getpid()}:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"multiprocessing.spawn" not in cmdline or b"resource_tracker" in cmdline:
+                continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(STREAM_FIFO_PRIORITY))
+        except OSError as exc:
+            raise WriteplaneBenchError(f"--stream-fifo: cannot make the stream real-time: {exc}") from exc
 
 
 # --- the trees, the data ---------------------------------------------------------------------------------------
@@ -151,13 +168,17 @@ def fresh_copy(pristine: Path, dest: Path) -> Path:
 class Node:
     """`idnode serve --workers 1` on a store, pinned to one CPU, with Handle UDP/TCP and HTTP on free ports."""
 
-    def __init__(self, tree: Path, store: Path, cpu: int | None, log_path: Path):
+    def __init__(self, tree: Path, store: Path, cpu: int | None, log_path: Path, write_cpu: int | None = None):
+        """`write_cpu`: the node's core budget (`--worker-cpus cpu --writer-cpus write_cpu`); without it the
+        whole node, writer included, is pinned to `cpu`."""
         self.store = store
         self.handle_port = free_udp_tcp_port("127.0.0.1")
         self.http_port = free_udp_tcp_port("127.0.0.1")
         argv = idnode(tree, "serve", "--data", str(store), "--bind", "127.0.0.1", "--handle-port",
                       str(self.handle_port), "--http-port", str(self.http_port), "--workers", "1")  # fmt: skip
-        if cpu is not None:
+        if write_cpu is not None:
+            argv += ["--worker-cpus", str(cpu), "--writer-cpus", str(write_cpu)]
+        elif cpu is not None:
             argv = ["taskset", "-c", str(cpu), *argv]
         self.argv = argv
         self._log = log_path.open("w")
@@ -349,7 +370,7 @@ def run_once(
         user, secret = cred["user"], cred["secret"]
     probe = _first_handle(pristine_input(args))
     waited_s = wait_for_quiet(args.quiet_wait_s)  # others' work on a shared machine skews every figure
-    node = Node(args.tree, store, args.server_cpu, args.workdir / f"serve-{case}.log")
+    node = Node(args.tree, store, args.server_cpu, args.workdir / f"serve-{case}.log", args.write_cpu)
     stream_result: dict = {}
     stream_error: list[BaseException] = []
     stop = multiprocessing.get_context("spawn").Event()
@@ -357,10 +378,6 @@ def run_once(
     try:
         node.wait_ready(probe, writer=True)
         roles = node.roles()
-        if args.writer_cpu is not None:  # a diagnosis: is it the writer's CPU on the worker's core?
-            for pid in roles["writer"]:
-                subprocess.run(["taskset", "-p", "-c", str(args.writer_cpu), str(pid)], check=True,
-                               capture_output=True)  # fmt: skip
         sampler = CpuSampler(roles)
         spec = LoadSpec(
             "udp", "127.0.0.1", node.handle_port, DatasetSpec(args.store_count, args.seed),
@@ -368,9 +385,14 @@ def run_once(
             missing_ratio=args.missing, seed=args.seed,
         )  # fmt: skip
 
+        def started() -> None:
+            if not first_progress.is_set() and args.stream_fifo:
+                make_stream_real_time(node.process.pid)
+            first_progress.set()
+
         def stream() -> None:
             try:
-                stream_result.update(run_load(spec, [node.process.pid], lambda _line: first_progress.set(),
+                stream_result.update(run_load(spec, [node.process.pid], lambda _line: started(),
                                               stop=stop, raw=True))  # fmt: skip
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 stream_error.append(exc)
@@ -460,7 +482,11 @@ def do_load(args: argparse.Namespace, store: Path, load_file: Path | None, log) 
     argv = idnode(args.tree, "load", "--quiet", "--data", str(store), str(load_file))
     if args.loader_nice is not None:
         argv += ["--nice", str(args.loader_nice)]
-    cpus = args.loader_cpus or ",".join(str(c) for c in sorted(os.sched_getaffinity(0) | {args.server_cpu}))
+    cpus = args.loader_cpus or (
+        str(args.write_cpu)  # the node's writer_cpus, which a load into its store takes by itself
+        if args.write_cpu is not None
+        else ",".join(str(c) for c in sorted(os.sched_getaffinity(0) | {args.server_cpu}))
+    )
     argv = [
         "taskset",
         "-c",
@@ -535,6 +561,12 @@ def summary(runs: list[dict]) -> dict[str, dict]:
     return out
 
 
+def placement(s: dict) -> str:
+    if s.get("write_cpu") is None:
+        return f"pinned to CPU {s['server_cpu']}, its writer with it"
+    return f"its worker on CPU {s['server_cpu']}, its writer and the load on CPU {s['write_cpu']} (a core budget)"
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
     lines = [
@@ -542,9 +574,9 @@ def markdown(result: dict) -> str:
         "",
         f"Command: `{result['command']}`",
         "",
-        f"One node (`idnode serve --workers 1`, pinned to CPU {s['server_cpu']}, its writer with it), a store of "
+        f"One node (`idnode serve --workers 1`, {placement(s)}), a store of "
         f"{s['store_count']:,} identifiers; an open-loop Handle UDP stream of {s['rate']:,}/s from CPU "
-        f"{s['client_cpu']} asks for random ones of them throughout; {s['idle_s']:g} s idle, then the writes, "
+        f"{s['client_cpu']}{' (SCHED_FIFO)' if s.get('stream_fifo') else ''} asks for random ones of them throughout; {s['idle_s']:g} s idle, then the writes, "
         f"then {s['after_s']:g} s after. Target: p99 while writing <= {P99_TARGET_RATIO:g} x idle p99, none lost.",
         "",
         "| case | run | idle p50 / p99 / max ms | writing p50 / p99 / max ms | p99 ratio | after p99 ms | lost | "
@@ -634,13 +666,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loader-nice", type=int, default=None, help="`idnode load --nice` (default: the loader's own)"
     )
     p.add_argument("--loader-cpus", default=None, help="taskset list for idnode load (default: every CPU)")
-    p.add_argument("--writer-cpu", type=int, default=None,
-                   help="move the node's writer to this CPU after start (a diagnosis; default: with the worker)")  # fmt: skip
+    p.add_argument("--write-cpu", type=int, default=None,
+                   help="a core budget: the node's writer (and the load) on this CPU, its worker alone on "
+                        "--server-cpu (default: the whole node on --server-cpu)")  # fmt: skip
     p.add_argument(
         "--quiet-wait-s", type=float, default=QUIET_WAIT_S, help="wait at most this for a quiet machine"
     )
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1, help="the stream and the batch clients")
+    p.add_argument("--stream-fifo", action="store_true",
+                   help="run the stream's processes under SCHED_FIFO (root): the instrument ahead of a write plane "
+                        "sharing its CPU, as clients on other machines would be")  # fmt: skip
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent,
                    help="the idnode checkout that serves and loads (default: this one)")  # fmt: skip
@@ -655,6 +691,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--cases: each of {', '.join(CASES)}")
     if args.server_cpu == args.client_cpu:
         p.error("--server-cpu and --client-cpu must be two distinct CPUs")
+    if args.write_cpu is not None and args.write_cpu == args.server_cpu:
+        p.error("--write-cpu: a core budget gives the writer a CPU other than the worker's --server-cpu")
     if not {args.server_cpu, args.client_cpu} <= os.sched_getaffinity(0):
         p.error(f"CPUs {args.server_cpu} and {args.client_cpu} must both be available to this process")
     if args.repeat < 1 or args.rate < 1 or args.idle_s <= TIMELINE_INTERVAL_S * 2:
