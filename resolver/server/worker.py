@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import ipaddress
 import logging
 import os
@@ -373,6 +374,9 @@ async def _serve(config: ServeConfig, link: WorkerLink, inherited: list[Inherite
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await worker.start()
+    # What start-up made (modules, the service, caches) lives as long as the worker: out of the collector's
+    # sight, a full collection walks only what requests leave behind (a pause of ~1 ms, not ~15 ms).
+    gc.freeze()
     link.ready()
     housekeeping = asyncio.create_task(worker.housekeeping())
     try:
