@@ -403,6 +403,7 @@ def test_atomic_batch_with_a_bad_item_writes_nothing(node, ent7):
     reply = call(node.http_port, "POST", "/api/batch?atomic=true", body=_records("88.100.7", names, bad_at=[37]),
                  auth=ent7, headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
     assert reply.status == 400 and reply.json["written"] is False and reply.json["failed"] == 1
+    assert reply.json["message"] == "atomic batch refused, nothing written: 1 of 50 items failed"
     assert (
         reply.json["results"][37]["position"] == 38
         and reply.json["results"][37]["field"] == "values[0].index"

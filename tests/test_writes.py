@@ -140,9 +140,10 @@ def test_a_batch_of_ndjson_lines_is_parsed_by_the_writer_with_the_same_results(h
     lines = [json.dumps(_record("88.100.7/L-1")), json.dumps({"handle": "88.100.7/BAD", "values": [{"index": "x"}]}),
              "", "{not json", json.dumps(_record("88.100.8/OTHER")), json.dumps(_record("88.100.7/L-2"))]  # fmt: skip
     result = put_batch(hosted, [], lines="\n".join(lines).encode(), allowed_prefix=b"88.100.7")
-    assert [(r["position"], r["responseCode"]) for r in result.results] == [(1, 1), (2, 202), (4, 4), (5, 401),
-                                                                            (6, 1)]  # fmt: skip
-    assert result.results[1]["field"] == "values[0].index" and "not JSON" in result.results[2]["message"]
+    assert result.results_json is not None  # come as JSON, for the worker to pass into its answer as they are
+    results = result.item_results()
+    assert [(r["position"], r["responseCode"]) for r in results] == [(1, 1), (2, 202), (4, 4), (5, 401), (6, 1)]
+    assert results[1]["field"] == "values[0].index" and "not JSON" in results[2]["message"]
     assert values_of(hosted, "88.100.7/L-2")[0].data == b"https://example.com/x"
 
 

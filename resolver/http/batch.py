@@ -15,6 +15,7 @@ from aiohttp import web
 
 from resolver.handle.constants import ResponseCode
 from resolver.http.common import (
+    JSON_TYPE,
     MAX_BATCH_BODY_BYTES,
     HttpError,
     error_from_write,
@@ -111,25 +112,38 @@ async def post_batch(request: web.Request) -> web.Response:
         records = await read_records(body)
         result = await write_batch(ctx, identity, actor, records, atomic=atomic, overwrite=overwrite)
     else:  # NDJSON goes to the writer as it came: this worker's CPU stays with resolutions
-        _check_count(len(numbered_lines(body)))
+        _check_count(line_count(body))
         result = await write_batch_lines(ctx, identity, actor, body, atomic=atomic, overwrite=overwrite)
-    body = {
+    summary = {
         "responseCode": 1 if result.written else 2,
         "atomic": atomic,
         "written": result.written,
         "created": result.created,
         "replaced": result.replaced,
         "failed": result.failed,
-        "results": result.results,
     }
-    if result.written:
-        return json_response(body)
-    error = error_from_write(result.first_error)
-    body["responseCode"] = int(error.code)
-    body["message"] = (
-        f"atomic batch refused, nothing written: {result.failed} of {len(result.results)} items failed"
-    )
-    return json_response(body, error.status)
+    status = 200
+    if not result.written:
+        error = error_from_write(result.first_error)
+        status = error.status
+        summary["responseCode"] = int(error.code)
+        summary["message"] = (
+            f"atomic batch refused, nothing written: {result.failed} of {len(result.item_results())} items failed"
+        )
+    if result.results_json is None:
+        return json_response({**summary, "results": result.results}, status)
+    # the writer's results as they came, spliced in: not decoded and encoded again on this worker's loop
+    body = orjson.dumps(summary)[:-1] + b',"results":' + result.results_json + b"}"
+    return web.Response(body=body, status=status, content_type=JSON_TYPE)
+
+
+def line_count(body: bytes) -> int:
+    """The NDJSON items of `body` (non-blank lines), counted without splitting it up: a split of 2,000 lines
+    costs the worker's loop ~0.8 ms. Exact when blank lines are few, which only a body near the limit needs."""
+    count = body.count(b"\n") + (not body.endswith(b"\n"))
+    if count > MAX_BATCH_ITEMS or not body.strip():
+        return len(numbered_lines(body))  # the exact count, for the 413 and the empty batch
+    return count
 
 
 async def write_batch(
@@ -183,7 +197,7 @@ def _report(ctx, actor, result) -> None:
     if not ctx.events.enabled:
         return
     written, refused = [], []
-    for entry in result.results:
+    for entry in result.item_results():
         handle = entry.get("handle", f"(item {entry['position']})")
         if result.written and entry["responseCode"] == 1:
             written.append((audit.REPLACE if entry["status"] == "replaced" else audit.CREATE, handle))
