@@ -391,13 +391,18 @@ class Store:
         """Record in the applying transaction that every entry up to `position` is applied."""
         txn.put(_META_APPLIED_POSITION, _U64.pack(position), db=self.meta)
 
-    def get_meta(self, key: bytes) -> bytes | None:
+    def read(self, work: Callable[[lmdb.Transaction], T], db=None) -> T:
+        """`work(txn)` in a read transaction of its own (not for the hot path), tried again when another
+        process (the writer, a loader's sibling) grew the map meanwhile."""
         while True:
             try:
-                with self.env.begin(db=self.meta) as txn:
-                    return txn.get(key)
-            except lmdb.MapResizedError:  # a loader's sibling process or the writer grew the map meanwhile
+                with self.env.begin(db=db) as txn:
+                    return work(txn)
+            except lmdb.MapResizedError:
                 self._adopt_grown_map()
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        return self.read(lambda txn: txn.get(key), self.meta)
 
     def prefixes_version(self) -> bytes | None:
         """Changes whenever a prefix is added or changed; cheap to poll."""
@@ -409,20 +414,17 @@ class Store:
 
     def get(self, handle: str | bytes) -> bytes | None:
         """The raw record of `handle`, in a transaction of its own (not for the hot path)."""
-        with self.env.begin(db=self.handles) as txn:
-            return txn.get(self.key_of(handle))
+        key = self.key_of(handle)
+        return self.read(lambda txn: txn.get(key), self.handles)
 
     def count_identifiers(self) -> int:
-        with self.env.begin() as txn:
-            return txn.stat(self.handles)["entries"]
+        return self.read(lambda txn: txn.stat(self.handles)["entries"])
 
     def prefixes(self) -> dict[bytes, PrefixInfo]:
-        with self.env.begin(db=self.prefixes_db) as txn:
-            return {key: PrefixInfo.unpack(raw) for key, raw in txn.cursor()}
+        return self.read(lambda txn: {key: PrefixInfo.unpack(raw) for key, raw in txn.cursor()}, self.prefixes_db)
 
     def counters(self) -> dict[bytes, int]:
-        with self.env.begin(db=self.counters_db) as txn:
-            return {key: _U64.unpack(raw)[0] for key, raw in txn.cursor()}
+        return self.read(lambda txn: {key: _U64.unpack(raw)[0] for key, raw in txn.cursor()}, self.counters_db)
 
     def iter_records(self, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         with self.env.begin(db=self.handles) as txn, txn.cursor() as cursor:

@@ -85,7 +85,7 @@ from storage.records import pack_record
 store_module.INITIAL_MAP_BYTES = 1 << 20
 with store_module.Store(sys.argv[1]) as s:
     big = pack_record([HandleValue(1, "BLOB", b"x" * 3000)])
-    s.put_records([(f"88.1/E-{i:04}".encode(), big) for i in range(1000)])
+    s.put_records([(f"88.1/{sys.argv[2]}-{i:04}".encode(), big) for i in range(1000)])
 """
 
 
@@ -93,9 +93,25 @@ def test_a_read_adopts_the_map_another_process_grew(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "INITIAL_MAP_BYTES", 1 << 20)
     with Store(tmp_path / "s", create=True) as s:
         s.set_meta(b"mark", b"here")
-        subprocess.run([sys.executable, "-c", _GROW_ELSEWHERE, str(tmp_path / "s")], check=True, timeout=60)
+        grown = 0
+
+        def grow_elsewhere() -> None:  # a writer or a loader's sibling grows the map past this process's
+            nonlocal grown
+            grown += 1
+            subprocess.run([sys.executable, "-c", _GROW_ELSEWHERE, str(tmp_path / "s"), f"E{grown}"], check=True,
+                           timeout=60)  # fmt: skip
+
+        grow_elsewhere()
         assert s.get_meta(b"mark") == b"here"  # LMDB says MDB_MAP_RESIZED first: the store adopts the size
         assert s.env.info()["map_size"] > 1 << 20
+        # every read of its own adopts it too (`idnode load` counted a served store's identifiers after the
+        # writer grew it: a traceback at the end of a 20M load)
+        grow_elsewhere()
+        assert s.count_identifiers() == 2000
+        grow_elsewhere()
+        assert s.get("88.1/E3-0999") is not None
+        grow_elsewhere()
+        assert s.prefixes() == {} and sum(s.counters().values()) == 4000  # registrations counted
 
 
 def test_read_view_sees_writes_after_refresh(store):
