@@ -13,8 +13,8 @@ HTTP_PORT ?= 8000
 
 venv: $(STAMP)
 
-# setup.py and the C source too: a changed extension (resolver/server/_mmsg.c) is compiled again.
-$(STAMP): pyproject.toml setup.py resolver/server/_mmsg.c
+# setup.py and the C sources too: a changed extension (resolver/server/_mmsg.c, _plain.c) is compiled again.
+$(STAMP): pyproject.toml setup.py resolver/server/_mmsg.c resolver/server/_plain.c resolver/server/_plain.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -27,6 +27,11 @@ class BuildPyWithCommit(build_py):
             target.write_text(done.stdout.strip() + "\n", encoding="ascii")
 
 
-MMSG = Extension("resolver.server._mmsg", ["resolver/server/_mmsg.c"], optional=True)
+MMSG = Extension(
+    "resolver.server._mmsg",
+    ["resolver/server/_mmsg.c", "resolver/server/_plain.c"],
+    depends=["resolver/server/_plain.h"],
+    optional=True,
+)
 
 setup(cmdclass={"build_py": BuildPyWithCommit}, ext_modules=[MMSG] if sys.platform.startswith("linux") else [])

@@ -9,7 +9,9 @@ is checked, so they double as a quick smoke test. Timings are never asserted her
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 
 import dns.message
 import dns.rcode
@@ -29,6 +31,10 @@ from resolver.handle.message import (
     encode_resolution_request,
     encode_resolution_response,
 )
+from resolver.server import udp_batch
+from resolver.server.sockets import UDP_RECEIVE_BUFFER_BYTES, udp_socket
+from resolver.server.stats import QueryStats
+from resolver.server.udp import HandleUdpProtocol
 from resolver.server.worker import node_site
 from resolver.service import ResolutionService
 from storage.keys import handle_key
@@ -170,6 +176,69 @@ def test_answer_datagram_found(benchmark, frontend, handles):
     source = ("127.0.0.1", 40000)
     answers = benchmark(lambda: frontend.answer_datagram(next(datagrams), source))
     assert len(answers) == 1 and decode_response(answers[0]).header.response_code == ResponseCode.SUCCESS
+
+
+# --- a batch of Handle UDP datagrams -----------------------------------------------------------------
+
+BATCH = 64  #: datagrams of one recvmmsg (resolver.server.udp_batch.DATAGRAMS_PER_BATCH)
+
+
+@pytest.fixture()
+def udp_pair():
+    """A worker's UDP socket on 127.0.0.1 and a client socket, both closed afterwards."""
+    server = udp_socket("127.0.0.1", 0)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def _one_udp_batch(benchmark, frontend, handles, udp_pair, in_c: bool) -> None:
+    """One recvmmsg of 64 plain resolutions, their answers, one sendmmsg: per batch, socket calls included (the
+    client's sends and reads are set-up, not timed). Divide by 64 for a datagram."""
+    server, client = udp_pair
+    protocol = HandleUdpProtocol(frontend, frontend.service.refresh, QueryStats())
+    protocol.start_batch_at(0.0)
+    batch = udp_batch._mmsg.Batch(server.fileno(), BATCH)
+    if in_c:
+        protocol.configure_batch(batch)
+    address = server.getsockname()
+    requests = [resolution_request(h, i) for i, h in enumerate(handles[:BATCH])]
+
+    def send_requests():
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                client.recv(2048)  # the last round's answers
+        for request in requests:
+            client.sendto(request, address)
+
+    def answer_batch():
+        answers = protocol.serve_batch(batch) if in_c else protocol.answer_batch(batch.recv())
+        batch.send(answers)
+        return batch.received
+
+    assert benchmark.pedantic(answer_batch, setup=send_requests, rounds=ROUNDS_OF_BATCHES) == BATCH
+    assert (batch.answered > 0) == in_c
+    assert decode_response(client.recv(2048)).header.response_code == ResponseCode.SUCCESS
+
+
+needs_mmsg = pytest.mark.skipif(udp_batch._mmsg is None, reason="resolver.server._mmsg not built here")
+ROUNDS_OF_BATCHES = 2000
+
+
+@needs_mmsg
+@pytest.mark.benchmark(group="udp-batch-of-64")
+def test_udp_batch_answered_in_c(benchmark, frontend, handles, udp_pair):
+    _one_udp_batch(benchmark, frontend, handles, udp_pair, in_c=True)
+
+
+@needs_mmsg
+@pytest.mark.benchmark(group="udp-batch-of-64")
+def test_udp_batch_answered_in_python(benchmark, frontend, handles, udp_pair):
+    _one_udp_batch(benchmark, frontend, handles, udp_pair, in_c=False)
 
 
 # --- the DNS view -------------------------------------------------------------------------------------

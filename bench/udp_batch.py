@@ -1,6 +1,7 @@
-"""Handle UDP, one worker, side by side: batched datagram I/O (recvmmsg/sendmmsg, resolver/server/udp_batch.py),
-the event loop's datagram transport it replaces (``--udp-batch false``), and a C echo (bench/c_echo.c: the
-kernel's UDP path alone), on the same store and cores, rounds alternated (the order rotates by one each round, so
+"""Handle UDP, one worker, side by side: batched datagram I/O (recvmmsg/sendmmsg, resolver/server/udp_batch.py)
+with plain resolutions answered by the extension (the default), the same with every answer made in Python
+(``--udp-c-answers false``), the event loop's datagram transport (``--udp-batch false``), and a C echo
+(bench/c_echo.c: the kernel's UDP path alone), on the same store and cores, rounds alternated (the order rotates by one each round, so
 a drift of the shared machine is shared out). ``.venv/bin/python -m bench.udp_batch --help``.
 
 Each round, for each server: wait for a quiet machine (bench.compare.wait_for_quiet), start it pinned to
@@ -44,9 +45,10 @@ from resolver.server.sockets import free_udp_tcp_port
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = Path("/var/tmp/idnode-udp-batch")
 DEFAULT_OUT = ROOT / "bench" / "results" / "udp_batch"
-MODES = ("batch", "transport", "echo")
+MODES = ("batch", "batch-python", "transport", "echo")
 LABELS = {
-    "batch": "idnode, batched (recvmmsg/sendmmsg)",
+    "batch": "idnode, batched, plain resolutions answered in C (the default)",
+    "batch-python": "idnode, batched, every answer in Python (`--udp-c-answers false`)",
     "transport": "idnode, uvloop datagram transport (`--udp-batch false`)",
     "echo": "C echo (bench/c_echo.c), no lookup",
 }
@@ -93,7 +95,8 @@ def server_argv(mode: str, store: Path, port: int, cpu: int, echo: Path) -> list
         return [*pin(cpu), str(echo), str(port), "127.0.0.1"]
     serve = idnode_cmd("serve", "--data", str(store), "--workers", "1", "--bind", "127.0.0.1",
                        "--handle-port", str(port), "--dns-port", "0", "--http-port", "0")  # fmt: skip
-    return [*pin(cpu), *serve, "--udp-batch", "false" if mode == "transport" else "true"]
+    return [*pin(cpu), *serve, "--udp-batch", "false" if mode == "transport" else "true",
+            "--udp-c-answers", "true" if mode == "batch" else "false"]  # fmt: skip
 
 
 def wait_udp_ready(entry: Started, port: int, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -230,13 +233,22 @@ def summarize(rounds: list[dict], modes: list[str]) -> dict:
             "errors": sum(r["errors"] for r in mine) + sum(o["errors"] for o in opened),
             "max_others_cores": max((r["others_cores"] for r in mine), default=None),
         }
+    over_transport = per_round_ratios(rounds, "batch", "transport")
+    over_python = per_round_ratios(rounds, "batch", "batch-python")
+    return {"modes": rows, "batch_over_transport_per_round": over_transport,
+            "median_batch_over_transport": median_of(over_transport),
+            "batch_over_python_per_round": over_python,
+            "median_batch_over_python": median_of(over_python)}  # fmt: skip
+
+
+def per_round_ratios(rounds: list[dict], mode: str, other: str) -> list[float]:
+    """answers/s of `mode` over `other` in each round that measured both (the same minute)."""
     ratios = []
     for round_no in sorted({r["round"] for r in rounds}):
         pair = {r["key"]: r for r in rounds if r["round"] == round_no and "failed" not in r}
-        if "batch" in pair and "transport" in pair:
-            ratios.append(round(pair["batch"]["answers_per_s"] / pair["transport"]["answers_per_s"], 3))
-    return {"modes": rows, "batch_over_transport_per_round": ratios,
-            "median_batch_over_transport": median_of(ratios)}  # fmt: skip
+        if mode in pair and other in pair:
+            ratios.append(round(pair[mode]["answers_per_s"] / pair[other]["answers_per_s"], 3))
+    return ratios
 
 
 def markdown(report: dict) -> str:
@@ -275,10 +287,11 @@ def markdown(report: dict) -> str:
             f"{us(row['median_p99_us_closed'])} | {num(row['median_open_rate'])} | "
             f"{us(row['median_p50_us_open'])} / {us(row['median_p99_us_open'])} | {row['lost']:,}, {row['errors']:,} |"
         )  # fmt: skip
-    ratios = summary["batch_over_transport_per_round"]
-    if ratios:
-        lines += ["", f"Batched over transport, per round (same round, same minute): {', '.join(map(str, ratios))}; "
-                  f"median **{summary['median_batch_over_transport']:.2f}x**."]  # fmt: skip
+    for key, label in (("transport", "Batched over transport"), ("python", "C answers over Python answers")):
+        ratios = summary.get(f"batch_over_{key}_per_round")
+        if ratios:
+            lines += ["", f"{label}, per round (same round, same minute): {', '.join(map(str, ratios))}; "
+                      f"median **{summary[f'median_batch_over_{key}']:.2f}x**."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

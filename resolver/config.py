@@ -108,6 +108,7 @@ class ServeConfig:
     rate_limit_exempt: list[str] = field(default_factory=lambda: list(RATE_LIMIT_EXEMPT))
     udp_amplification_factor: float = UDP_AMPLIFICATION_FACTOR  # 0: no bound
     udp_batch: bool = True  # recvmmsg/sendmmsg batches for Handle UDP where built (Linux); false: loop transport
+    udp_c_answers: bool = True  # in batches, plain resolutions answered by the extension; false: all in Python
     tcp_max_connections: int = TCP_MAX_CONNECTIONS  # per worker
     tcp_max_connections_per_source: int = TCP_MAX_CONNECTIONS_PER_SOURCE  # per worker and source address
     http_tls_cert: Path | None = None  # PEM certificate chain; with http_tls_key the HTTP port speaks HTTPS only

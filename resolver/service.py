@@ -77,6 +77,8 @@ class ResolutionService:
         self._get = self._view.get
         self._unpack = store.unpack
         self._prefixes: dict[bytes, PrefixInfo] = {}
+        #: prefixes whose identifiers this node answers from its store (neither referred nor disabled)
+        self.served_prefixes: frozenset[bytes] = frozenset()
         self._prefix_tails: dict[bytes, bytes] = {}
         self._referral_tails: dict[bytes, bytes] = {}
         self._prefixes_version: bytes | None = b"unset"
@@ -89,6 +91,11 @@ class ResolutionService:
         self._view.refresh()
         self._get = self._view.get
 
+    @property
+    def record_reader(self) -> Callable[[bytes], bytes | None]:
+        """The stored record of a store key, in the view of the last refresh (what `resolve` reads)."""
+        return self._get
+
     def reload_prefixes(self) -> None:
         """Re-read the prefix table if it changed (cheap when it did not); call every second or so."""
         version = self.store.prefixes_version()
@@ -98,6 +105,9 @@ class ResolutionService:
         if self._site_source is not None:
             self.site_data = self._site_source()
         self._prefixes = self.store.prefixes()
+        self.served_prefixes = frozenset(
+            key for key, info in self._prefixes.items() if info.state not in ("referral", "disabled")
+        )
         self._prefix_tails = {}
         self._referral_tails = {}
         for key, info in self._prefixes.items():

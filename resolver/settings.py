@@ -75,6 +75,7 @@ HELP: dict[str, str] = {
     "rate_limit_exempt": "networks never rate-limited and always trusted with large UDP answers (repeatable)",
     "udp_amplification_factor": "a multi-datagram UDP answer may be this many times its request unless the source proved its address over TCP (0: no bound)",
     "udp_batch": "Handle UDP read and answered in batches (recvmmsg/sendmmsg) where the extension is built; false: one datagram per event-loop callback",
+    "udp_c_answers": "in batches, plain resolutions (no filter, all values public, one datagram) answered by the extension itself; false: every datagram answered in Python (the same bytes)",
     "tcp_max_connections": "open Handle TCP connections per worker",
     "tcp_max_connections_per_source": "open Handle TCP connections per worker from one address",
     "http_tls_cert": "PEM certificate chain of the HTTP port; with --http-tls-key it serves HTTPS only",

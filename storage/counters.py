@@ -49,6 +49,12 @@ class ResolutionCounter:
         self._counts[prefix] += 1
         self.pending += 1
 
+    @property
+    def live_counts(self) -> defaultdict[bytes, int]:
+        """The per-prefix counts being kept, for a counter that adds to them in place (the batched UDP
+        listener's extension, resolver/server/_mmsg.c); it adds what it counted to `pending` too."""
+        return self._counts
+
     def take(self, now_s: float | None = None) -> dict[bytes, int]:
         """The counts so far as counter deltas for the day of `now_s` (counter key -> n), forgotten here: the
         caller now owns them (a worker's CountSender, which sends them to the writer)."""

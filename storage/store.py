@@ -304,6 +304,12 @@ class Store:
                 self._shared_cache[sid] = value
         return value
 
+    @property
+    def shared_cache(self) -> dict[bytes, bytes]:
+        """The shared values read so far (id -> encoded value), for a reader that looks there first and asks
+        `shared_value` when it misses (resolver/server/_mmsg.c)."""
+        return self._shared_cache
+
     def unpack(self, raw: bytes) -> tuple[bytes, bool]:
         """(values_tail, all_public) of a stored record, shared values resolved."""
         return unpack_record(raw, self.shared_value)

@@ -13,7 +13,7 @@ from bench import udp_batch
 
 
 def test_a_tiny_run_measures_every_server_and_writes_its_files(tmp_path):
-    modes = "batch,transport,echo" if shutil.which("cc") else "batch,transport"
+    modes = "batch,batch-python,transport,echo" if shutil.which("cc") else "batch,batch-python,transport"
     out = tmp_path / "out" / "udp"
     code = udp_batch.main([
         "--count", "2000", "--rounds", "1", "--duration", "1", "--warmup", "0.3", "--settle", "0",
@@ -29,11 +29,15 @@ def test_a_tiny_run_measures_every_server_and_writes_its_files(tmp_path):
         assert record["open_loop"]["answers_per_s"] > 0, mode
         assert record["server_cores"] is not None and record["server_cores"] > 0, mode
     assert "--udp-batch false" in rounds["transport"]["server_command"]
-    assert "--udp-batch true" in rounds["batch"]["server_command"]
+    assert "--udp-batch true --udp-c-answers true" in rounds["batch"]["server_command"]
+    assert "--udp-batch true --udp-c-answers false" in rounds["batch-python"]["server_command"]
     ratio = rounds["batch"]["answers_per_s"] / rounds["transport"]["answers_per_s"]
     assert report["summary"]["batch_over_transport_per_round"] == [round(ratio, 3)]
+    ratio = rounds["batch"]["answers_per_s"] / rounds["batch-python"]["answers_per_s"]
+    assert report["summary"]["batch_over_python_per_round"] == [round(ratio, 3)]
     text = out.with_suffix(".md").read_text()
     assert f"{rounds['batch']['answers_per_s']:,.0f}" in text and "Batched over transport" in text
+    assert "C answers over Python answers" in text
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from resolver.admin.challenges import PendingChallenges
-from resolver.admin.crypto import Signer
+from resolver.admin.crypto import Signer, dsa_allowed
 from resolver.admin.handler import AdminService, Caller
 from resolver.handle.admin import (
     AdminRequest,
@@ -69,7 +69,8 @@ def _rsa_pair() -> tuple[bytes, bytes]:
 
 def _dsa_pair() -> tuple[bytes, bytes]:
     """The captures' DSA key: (private PEM, public DER)."""
-    key = serialization.load_der_private_key(bytes.fromhex(V["key_admin_dsa_private"]["hex"]), None)
+    with dsa_allowed():
+        key = serialization.load_der_private_key(bytes.fromhex(V["key_admin_dsa_private"]["hex"]), None)
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

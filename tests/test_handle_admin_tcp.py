@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from resolver.admin.crypto import Signer
+from resolver.admin.crypto import Signer, dsa_allowed
 from resolver.admin.transport import AdminTcpProtocol
 from resolver.client import HandleClient
 from resolver.frontend import HandleFrontend
@@ -28,7 +28,8 @@ SIGNERS = {
 def _dsa_signer() -> Signer:
     from cryptography.hazmat.primitives import serialization
 
-    key = serialization.load_der_private_key(bytes.fromhex(V["key_admin_dsa_private"]["hex"]), None)
+    with dsa_allowed():
+        key = serialization.load_der_private_key(bytes.fromhex(V["key_admin_dsa_private"]["hex"]), None)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

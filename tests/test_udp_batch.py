@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from resolver.frontend import ANSWER_LIFETIME_S, HandleFrontend
-from resolver.handle.constants import EnvelopeFlag, OpCode, ResponseCode
+from resolver.handle.constants import EnvelopeFlag, OpCode, OpFlag, ResponseCode
 from resolver.handle.message import (
     ResolutionRequest,
     decode_message,
@@ -31,7 +31,7 @@ from resolver.server.sockets import UDP_RECEIVE_BUFFER_BYTES, udp_socket
 from resolver.server.stats import QueryStats
 from resolver.server.udp import HandleUdpProtocol
 from resolver.service import ResolutionService
-from storage.records import pack_encoded, split_values
+from storage.records import pack_encoded, pack_encoded_shared, split_values
 from storage.store import PrefixInfo, Store
 from tests.servers import RunningNode, wait_until
 
@@ -65,10 +65,17 @@ class RecordedEvents:
 
 
 def request(
-    handle: bytes, request_id: int = 7, op_code: int = OpCode.RESOLUTION, body: bytes | None = None
+    handle: bytes, request_id: int = 7, op_code: int = OpCode.RESOLUTION, body: bytes | None = None, **fields
 ) -> bytes:
     body = encode_resolution_request(ResolutionRequest(handle)) if body is None else body
-    return encode_request(op_code, body, request_id=request_id, expiration=2_000_000_000, op_flags=0)
+    return encode_request(op_code, body, request_id=request_id, expiration=2_000_000_000, **fields)
+
+
+def with_empty_credential(datagram: bytes) -> bytes:
+    """The request as id-pointer sends it: an empty credential section after the body."""
+    grown = bytearray(datagram + bytes(4))
+    struct.pack_into(">I", grown, 16, len(grown) - 20)
+    return bytes(grown)
 
 
 def sentinel() -> bytes:
@@ -81,11 +88,15 @@ def request_id_of(datagram: bytes) -> int:
     return struct.unpack_from(">I", datagram, 8)[0]
 
 
-@pytest.fixture()
-def store(tmp_path, vectors):
-    with Store(tmp_path / "store", create=True) as s:
+@pytest.fixture(params=[False, True], ids=["case-insensitive", "case-sensitive"])
+def store(tmp_path, vectors, request):
+    """Records of every shape the batch's extension meets: public ones it answers (one with its HS_ADMIN kept
+    once as a shared value), and those it hands to Python: a private value, too large for a datagram, no
+    values, a disabled prefix."""
+    with Store(tmp_path / "store", create=True, case_sensitive=request.param) as s:
         public = [vectors[f"value_{i}_{name}"] for i, name in enumerate(["URL", "EMAIL", "DESC", "HS_ADMIN"])]
         large = decode_message(vectors["large_response_whole"]).body[4 + len(b"88.100.1/ABC123") :]
+        shared_record, (sid, shared_value) = pack_encoded_shared(public, all_public=True)
         s.put_records(
             sorted(
                 [
@@ -94,10 +105,17 @@ def store(tmp_path, vectors):
                         pack_encoded(public + [vectors["value_4_INTERNAL"]], all_public=False),
                     ),
                     (b"88.100.1/LARGE", pack_encoded(split_values(large), all_public=True)),
+                    (b"88.100.1/PUBLIC", pack_encoded(public[:3], all_public=True)),
+                    (b"88.100.1/SHARED", shared_record),
+                    (b"88.100.1/EMPTY", pack_encoded([], all_public=True)),
+                    (b"88.300.1/OFF", pack_encoded(public[:1], all_public=True)),
                 ]
             )
         )
+        with s.env.begin(write=True) as txn:
+            s.put_shared(txn, {sid: shared_value})
         s.put_prefix(PrefixInfo("88.100.1", created_s=0x65000000))
+        s.put_prefix(PrefixInfo("88.300.1", state="disabled", created_s=0x65000000))
         yield s
 
 
@@ -112,8 +130,26 @@ def corpus(vectors) -> dict[str, list[bytes]]:
     too_long = bytearray(request(b"88.100.1/ABC123"))
     struct.pack_into(">I", too_long, 16, len(too_long) - 20 + 10)  # says 10 more bytes than sent
     names = [name for name in vectors if "request" in name or name.startswith("client_")]
+    suggested = bytearray(request(b"88.100.1/PUBLIC", 36))
+    suggested[2:4] = b"\x02\x05"  # answer at the suggested version 2.5
+    beyond = bytearray(request(b"88.100.1/SHARED", 37))
+    beyond[2:4] = b"\x03\x00"  # suggests 3.0: answered at the server's own version
+    plain = [  # what the extension answers itself (or hands back, and why)
+        request(b"88.100.1/PUBLIC", 30),
+        request(b"88.100.1/public", 31),  # the same identifier unless the store is case-sensitive
+        request(b"88.100.1/SHARED", 32),  # first from Python (it reads the shared value), then from C
+        request(b"88.100.1/EMPTY", 33),  # no values: VALUES_NOT_FOUND
+        request(b"88.300.1/OFF", 34),  # a disabled prefix
+        request(b"0.NA/88.100.1", 35),  # a prefix handle
+        bytes(suggested),
+        bytes(beyond),
+        with_empty_credential(request(b"88.100.1/PUBLIC", 38)),
+        request(b"88.100.1/PUBLIC", 39, op_flags=OpFlag.REC | OpFlag.PO, session_id=77, recursion_count=2),
+        request(b"88.100.1/PUBLIC", 40, op_flags=OpFlag.CT),  # certified: the general path
+    ]
     trusted = (
         [vectors[name] for name in names]
+        + plain
         + [
             request(b"88.100.1/ABC123"),
             request(b"88.100.1/NOT-HERE", 8),
@@ -127,20 +163,27 @@ def corpus(vectors) -> dict[str, list[bytes]]:
             *reversed(chunked),
         ]
     )
-    stranger = [request(b"88.100.1/LARGE", 20)] + [
+    stranger = [request(b"88.100.1/PUBLIC", 19), request(b"88.100.1/LARGE", 20)] + [
         request(b"88.100.1/ABC123", 21 + i) for i in range(BURST + 2)
     ]
     return {TRUSTED: trusted * 2 + [sentinel()], STRANGER: stranger * 2 + [sentinel()]}
 
 
 class Listener:
-    """One listener of the given kind on 127.0.0.1 with its own frontend, guard, stats and events."""
+    """One listener of the given kind on 127.0.0.1 with its own frontend, guard, stats and events: "transport"
+    (the loop's), "batch" (recvmmsg, plain resolutions answered in C) or "batch-python" (recvmmsg, all in
+    Python)."""
 
     def __init__(self, store: Store, kind: str):
         self.store = store
         self.kind = kind
         self.events = RecordedEvents()
         self.stats = QueryStats(sample_every=SAMPLE_EVERY)
+
+    def resolutions(self) -> tuple[dict[bytes, int], int]:
+        """The Handle resolutions counted per prefix, and how many are waiting to be flushed."""
+        counter = self.service.counter
+        return dict(counter.live_counts), counter.pending
 
     async def start(self, loop) -> None:
         # Opened in the loop's thread: LMDB read transactions belong to their thread.
@@ -150,10 +193,11 @@ class Listener:
         self.guard = UdpGuard(SourceRateLimiter(1e-6, BURST, exempt), ProvenSources(exempt), 3.0,
                               frontend.busy_answer, frontend.too_large_answer)  # fmt: skip
         protocol = HandleUdpProtocol(frontend, service.refresh, self.stats, self.guard, self.events)
+        self.service = service
         sock = udp_socket("127.0.0.1", 0)  # as a worker binds: non-blocking, a 4 MiB receive buffer
         self.address = sock.getsockname()
-        if self.kind == "batch":
-            self.closer = udp_batch.BatchedUdpListener(loop, sock, protocol)
+        if self.kind.startswith("batch"):
+            self.closer = udp_batch.BatchedUdpListener(loop, sock, protocol, answer_in_c=self.kind == "batch")
         else:
             self.closer, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
 
@@ -221,12 +265,16 @@ def exchange(loop, server: tuple, datagrams: dict[str, list[bytes]]) -> dict[str
 
 @needs_mmsg
 def test_batched_answers_equal_the_transports_byte_for_byte(store, vectors):
+    """Batched with plain resolutions answered by the extension, batched with all in Python, and the loop's
+    transport: the same answers, counts, samples, limits and events."""
     sent = corpus(vectors)
-    with serving(store, ("transport", "batch")) as (listeners, loop):
-        transport, batch = listeners
+    with serving(store, ("transport", "batch", "batch-python")) as (listeners, loop):
+        transport, batch, batch_python = listeners
         old = exchange(loop, transport.address, sent)
         new = exchange(loop, batch.address, sent)
-    assert new == old
+        python = exchange(loop, batch_python.address, sent)
+    assert new == old and python == old
+    assert batch.closer.answered_in_c > 5 and batch_python.closer.answered_in_c == 0
     # The corpus reached every link of the chain (else equality would prove little):
     codes: set[int] = set()
     whole = Reassembler()
@@ -242,15 +290,18 @@ def test_batched_answers_equal_the_transports_byte_for_byte(store, vectors):
     assert any(a[2] & EnvelopeFlag.TC for a in old[STRANGER]), "the stranger got 'ask over TCP'"
     # ... and both paths counted, sampled, limited and reported alike.
     old_counts, old_samples = transport.stats.take()
-    new_counts, new_samples = batch.stats.take()
-    assert new_counts == old_counts and sum(old_counts["handle-udp"].values()) > 40
-    assert len(new_samples["handle-udp"]) == len(old_samples["handle-udp"]) > 10
-    assert (batch.guard.limited, batch.guard.sent_to_tcp) == (
-        transport.guard.limited,
-        transport.guard.sent_to_tcp,
-    )
+    assert sum(old_counts["handle-udp"].values()) > 40
+    for listener in (batch, batch_python):
+        new_counts, new_samples = listener.stats.take()
+        assert new_counts == old_counts
+        assert len(new_samples["handle-udp"]) == len(old_samples["handle-udp"]) > 10
+        assert (listener.guard.limited, listener.guard.sent_to_tcp) == (
+            transport.guard.limited,
+            transport.guard.sent_to_tcp,
+        )
+        assert listener.events.seen == transport.events.seen
+        assert listener.resolutions() == transport.resolutions()
     assert transport.guard.limited == len(sent[STRANGER]) - BURST and transport.guard.sent_to_tcp == 1
-    assert batch.events.seen == transport.events.seen
     assert ("rate_limited", STRANGER, "udp") in batch.events.seen
     assert ("malformed", TRUSTED, "udp") in batch.events.seen
 

@@ -10,16 +10,20 @@ socket or lmdb; only resolver/admin and the client use it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
 import secrets
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.utils import CryptographyDeprecationWarning
 from gmssl import sm2 as gm_sm2
 from gmssl import sm3 as gm_sm3
 
@@ -35,6 +39,15 @@ from resolver.handle.admin import (
 )
 from resolver.handle.keys import DSA_KEY_TYPE, RSA_KEY_TYPE, SM2_KEY_TYPE, PublicKeyData
 
+with warnings.catch_warnings():  # cryptography 51+ warns on every name of its dsa module (see dsa_allowed)
+    warnings.filterwarnings("ignore", "DSA", CryptographyDeprecationWarning)
+    from cryptography.hazmat.primitives.asymmetric.dsa import (
+        DSAParameterNumbers,
+        DSAPrivateKey,
+        DSAPublicKey,
+        DSAPublicNumbers,
+    )
+
 PBKDF2_ITERATIONS = 10_000  #: what the reference client uses (handle-admin.md §2a)
 PBKDF2_KEY_BITS = 160  #: handle-admin.md §2a: one SHA-1 output
 MAX_PBKDF2_ITERATIONS = (
@@ -47,6 +60,16 @@ SM2_DEFAULT_USER_ID = b"1234567812345678"  #: GM/T 0009 default, tried after the
 SM2_CURVE_OID_DER = bytes.fromhex("06082a811ccf5501822d")
 _SM2 = gm_sm2.default_ecc_table
 _SHA = {"SHA-256": hashes.SHA256, "SHA256": hashes.SHA256, "SHA-1": hashes.SHA1, "SHA1": hashes.SHA1}
+
+
+@contextlib.contextmanager
+def dsa_allowed() -> Iterator[None]:
+    """Build and use DSA keys without cryptography's deprecation warning (51+ warns on every DSA key): DSA is
+    one of the Handle protocol's two public-key types (HS_PUBKEY, handle-admin.md), still in enterprises' older
+    keys, and the node keeps verifying them. A cryptography that drops DSA fails the DSA tests, not quietly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "DSA", CryptographyDeprecationWarning)
+        yield
 
 
 class KeyError_(ValueError):  # noqa: N801 - "KeyError" is a builtin with another meaning
@@ -115,15 +138,17 @@ def public_key_from_pem(text: bytes) -> PublicKeyData:
     except (KeyError_, ValueError):
         pass
     try:
-        key = (serialization.load_pem_public_key if text.strip().startswith(b"-----") else
-               serialization.load_der_public_key)(text)  # fmt: skip
+        with dsa_allowed():
+            key = (serialization.load_pem_public_key if text.strip().startswith(b"-----") else
+                   serialization.load_der_public_key)(text)  # fmt: skip
     except (ValueError, TypeError) as exc:
         raise KeyError_(f"not a public key this node reads (RSA, DSA or SM2, PEM or DER): {exc}") from None
     if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
         return PublicKeyData(RSA_KEY_TYPE, (numbers.e, numbers.n))
-    if isinstance(key, dsa.DSAPublicKey):
-        numbers = key.public_numbers()
+    if isinstance(key, DSAPublicKey):
+        with dsa_allowed():
+            numbers = key.public_numbers()
         p = numbers.parameter_numbers
         return PublicKeyData(DSA_KEY_TYPE, (p.q, p.p, p.g, numbers.y))
     raise KeyError_(f"{type(key).__name__} keys are not verified here (RSA, DSA or SM2)")
@@ -156,7 +181,8 @@ def read_public_key(raw: bytes) -> PublicKeyData:
             rsa.RSAPublicNumbers(*key.integers).public_key()
         else:
             q, p, g, y = key.integers
-            dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
+            with dsa_allowed():
+                DSAPublicNumbers(y, DSAParameterNumbers(p, q, g)).public_key()
     except (ValueError, TypeError) as exc:
         raise KeyError_(f"the {key.key_type} cannot be used to verify: {exc}") from None
     return key
@@ -229,8 +255,9 @@ def verify_signature(key: PublicKeyData, response: SignatureResponse, signed: by
             public.verify(signature, signed, padding.PKCS1v15(), algorithm())
         elif key.key_type == DSA_KEY_TYPE:
             q, p, g, y = key.integers
-            public = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
-            public.verify(signature, signed, algorithm())
+            with dsa_allowed():
+                public = DSAPublicNumbers(y, DSAParameterNumbers(p, q, g)).public_key()
+                public.verify(signature, signed, algorithm())
         else:
             raise KeyError_(f"key type {key.key_type!r} is not verified here")
     except InvalidSignature:
@@ -274,8 +301,9 @@ class Signer:
         if isinstance(key, rsa.RSAPrivateKey):
             signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
             return "HS_PUBKEY", encode_signature_response(SignatureResponse("SHA-256", signature))
-        if isinstance(key, dsa.DSAPrivateKey):
-            signature = key.sign(data, hashes.SHA1())
+        if isinstance(key, DSAPrivateKey):
+            with dsa_allowed():
+                signature = key.sign(data, hashes.SHA1())
             return "HS_PUBKEY", encode_signature_response(SignatureResponse("SHA1", signature))
         raise KeyError_(f"{type(key).__name__} keys cannot sign here")
 
@@ -283,4 +311,5 @@ class Signer:
 @functools.lru_cache(maxsize=PRIVATE_KEYS_CACHED)
 def _private_key(pem: bytes):
     """A PEM private key, loaded once: loading checks the key (~35 ms for RSA-2048), signing takes ~1 ms."""
-    return serialization.load_pem_private_key(pem, None)
+    with dsa_allowed():
+        return serialization.load_pem_private_key(pem, None)

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Callable
 
-from resolver.frontend import HandleFrontend
-from resolver.handle.constants import UDP_DATAGRAM_BYTES
+from resolver.frontend import ANSWER_LIFETIME_S, HandleFrontend
+from resolver.handle.constants import (
+    MAX_HANDLE_BYTES,
+    SERVER_VERSION,
+    UDP_DATAGRAM_BYTES,
+    UNKNOWN_SITE_SERIAL,
+    OpCode,
+    ResponseCode,
+)
 from resolver.handle.udp import is_chunk, split_datagrams
 from resolver.security.events import NO_EVENTS, SecurityEvents
 from resolver.server.batching import BatchedDatagramProtocol
@@ -26,8 +34,14 @@ from resolver.server.stats import (
     QueryStats,
     is_protocol_error,
 )
+from storage.records import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
+
+#: What the extension's `serve` says of a datagram it hands back (resolver/server/_mmsg.c, HANDED_*).
+HANDED_SAMPLED, HANDED_REFUSED, HANDED_UNDECIDED = 1, 2, 4
+#: The counting key (CODES_AT) of the answers the extension sends: OC_RESOLUTION, SUCCESS.
+_PLAIN_SUCCESS = struct.pack(">II", OpCode.RESOLUTION, ResponseCode.SUCCESS)
 
 
 class HandleUdpProtocol(BatchedDatagramProtocol):
@@ -63,6 +77,7 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
             self._start_batch()
         self._tick -= 1
         if not self._tick:
+            self._tick = self.stats.sample_every
             self._answer_sampled(data, addr)
             return
         try:
@@ -73,12 +88,12 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
         except Exception:  # a bug must cost one answer, not the listener
             log.exception("unexpected error answering a UDP datagram from %s", addr[0])
 
-    def _answer_sampled(self, data: bytes, addr: tuple, send: bool = True) -> list[bytes]:
-        self._tick = self.stats.sample_every
+    def _answer_sampled(self, data: bytes, addr: tuple, send: bool = True, answer=None) -> list[bytes]:
+        """`answer`: the link of the chain to time (default: all of it, `_answer`)."""
         started = time.perf_counter()
         answers: list[bytes] = []
         try:
-            answers = self._answer(data, addr)
+            answers = (answer or self._answer)(data, addr)
             if send:
                 for datagram in answers:
                     self._sendto(datagram, addr)
@@ -102,6 +117,7 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
         for data, addr in received:
             self._tick -= 1
             if not self._tick:
+                self._tick = self.stats.sample_every
                 append(self._answer_sampled(data, addr, send=False))
                 continue
             try:
@@ -113,11 +129,79 @@ class HandleUdpProtocol(BatchedDatagramProtocol):
             append(answers)
         return out
 
+    # -- batches whose plain resolutions the extension answers (resolver/server/_mmsg.c) ---------------------
+
+    def configure_batch(self, batch) -> None:
+        """Let `batch` (resolver.server._mmsg.Batch) answer plain resolutions itself, by this chain's rules:
+        this guard's rate limit, this service's store and prefixes, this sampling period."""
+        service = self.frontend.service
+        limiter = self.guard.limiter if self.guard is not None else None
+        batch.configure_plain(
+            shared=service.store.shared_cache,
+            exempt=limiter.exempt.__contains__ if limiter is not None else None,
+            admit=self.guard.admit if limiter is not None else None,
+            sample_every=self.stats.sample_every,
+            server_version=SERVER_VERSION,
+            site_serial=UNKNOWN_SITE_SERIAL,
+            max_handle_bytes=MAX_HANDLE_BYTES,
+            max_answer_bytes=UDP_DATAGRAM_BYTES,
+            record_schema=SCHEMA_VERSION,
+            case_sensitive=service.case_sensitive,
+        )
+
+    def serve_batch(self, batch) -> list[list[bytes]]:
+        """Read one batch with `batch.serve` (configured by `configure_batch`), which answers the plain
+        resolutions; the answers to the datagrams it hands back, in their order, for `batch.send`."""
+        service = self.frontend.service
+        counter = service.counter
+        tick, answered, handed = batch.serve(
+            service.record_reader, service.served_prefixes, counter.live_counts,
+            int(self.frontend.clock()) + ANSWER_LIFETIME_S, self._now, self._tick,
+        )  # fmt: skip
+        if answered:
+            counter.pending += answered
+            self._counts[_PLAIN_SUCCESS] += answered
+        answers = self.answer_handed(handed) if handed else handed
+        self._tick = tick
+        return answers
+
+    def answer_handed(self, handed: list[tuple[bytes, tuple, int]]) -> list[list[bytes]]:
+        """Answers to the datagrams `batch.serve` handed back, with what it decided already: refused by the
+        rate limit, chosen to be sampled, or nothing (the whole chain, admission included)."""
+        out: list[list[bytes]] = []
+        for data, addr, flags in handed:
+            if flags & HANDED_REFUSED:
+                answer = self._refuse
+            elif flags & HANDED_UNDECIDED:
+                answer = self._answer
+            else:
+                answer = self._answer_admitted
+            if flags & HANDED_SAMPLED:
+                out.append(self._answer_sampled(data, addr, send=False, answer=answer))
+                continue
+            try:
+                answers = answer(data, addr)
+                self._counts[answers[0][CODES_AT] if answers else NO_ANSWER] += 1
+            except Exception:  # a bug must cost one answer, not the listener
+                log.exception("unexpected error answering a UDP datagram from %s", addr[0])
+                answers = []
+            out.append(answers)
+        return out
+
+    # -- the chain ------------------------------------------------------------------------------------------
+
     def _answer(self, data: bytes, addr: tuple) -> list[bytes]:
         guard = self.guard
         if guard is not None and not guard.admit(addr[0], self._now):
-            self.events.rate_limited(addr[0], "udp")
-            return guard.refusal(data)
+            return self._refuse(data, addr)
+        return self._answer_admitted(data, addr)
+
+    def _refuse(self, data: bytes, addr: tuple) -> list[bytes]:
+        self.events.rate_limited(addr[0], "udp")
+        return self.guard.refusal(data)
+
+    def _answer_admitted(self, data: bytes, addr: tuple) -> list[bytes]:
+        guard = self.guard
         answers = self.frontend.answer_datagram(data, addr)
         if answers and answers[0].__class__ is not bytes:  # a recursion under way: sent when it ends
             self._send_later(answers[0], data, addr)

@@ -202,7 +202,7 @@ class Worker:
                 self.frontend, self.after_batch, self.stats, self.udp_guard, self.events
             )
             # recvmmsg/sendmmsg batches where built (Linux), else the loop's transport: the same answers.
-            udp = batched_listener(loop, sock, protocol, self.config.udp_batch)
+            udp = batched_listener(loop, sock, protocol, self.config.udp_batch, self.config.udp_c_answers)
             if udp is None:
                 udp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, sock=sock)
             self._closers.append(udp)
