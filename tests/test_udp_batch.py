@@ -307,6 +307,18 @@ def test_batched_answers_equal_the_transports_byte_for_byte(store, vectors):
 
 
 @needs_mmsg
+def test_the_extension_and_the_protocol_read_handed_flags_alike():
+    """What `Batch.serve` says of a datagram it hands back is defined in C and read in Python: one meaning."""
+    from resolver.server import _mmsg, udp
+
+    assert (_mmsg.HANDED_SAMPLED, _mmsg.HANDED_REFUSED, _mmsg.HANDED_UNDECIDED) == (
+        udp.HANDED_SAMPLED,
+        udp.HANDED_REFUSED,
+        udp.HANDED_UNDECIDED,
+    )
+
+
+@needs_mmsg
 def test_more_datagrams_than_one_wakeup_reads_are_all_answered(store, monkeypatch):
     """A burst of more than one wake-up's worth (MAX_BATCHES_PER_WAKEUP × DATAGRAMS_PER_BATCH, plus some; two
     batches a wake-up here, so that the burst fits the socket buffers) is answered in full and in order: the

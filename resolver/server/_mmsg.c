@@ -335,7 +335,7 @@ static int answer_plain(Batch *self, unsigned int i, PyObject *get, PyObject *se
     const unsigned char *data = self->recv_iov[i].iov_base;
     if (!plain_read(data, self->recv_msgs[i].msg_len, &self->terms, &r)
         || plain_key(&r, self->terms.case_sensitive, self->key, &prefix_len) < 0
-        || (prefix_len == 4 && memcmp(self->key, "0.NA", 4) == 0)) /* prefix handles: Python's */
+        || (prefix_len == NA_PREFIX_BYTES && memcmp(self->key, NA_PREFIX, NA_PREFIX_BYTES) == 0)) /* Python's */
         return 0;
     int result = -1;
     PyObject *key = NULL, *raw = NULL;

@@ -12,7 +12,6 @@
 #define ENVELOPE_BYTES 20u
 #define HEADER_END 44u                /* envelope and header: the body starts here */
 #define FILTERS_BYTES 8u              /* index count and type count, both zero in a plain request */
-#define NA_PREFIX "0.NA"
 
 static uint32_t get_u32(const unsigned char *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
@@ -86,7 +85,7 @@ int plain_key(const plain_request *r, int case_sensitive, unsigned char *key, si
     size_t prefix = (size_t)(slash - r->handle);
     *prefix_len = prefix;
     ascii_upper(r->handle, prefix, key);
-    int whole = !case_sensitive || (prefix == sizeof(NA_PREFIX) - 1 && memcmp(key, NA_PREFIX, prefix) == 0);
+    int whole = !case_sensitive || (prefix == NA_PREFIX_BYTES && memcmp(key, NA_PREFIX, prefix) == 0);
     if (whole)
         ascii_upper(r->handle + prefix, r->handle_len - prefix, key + prefix);
     else

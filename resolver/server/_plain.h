@@ -37,6 +37,8 @@ typedef struct {
 } plain_record;
 
 #define PLAIN_HEAD_BYTES 48 /* envelope, header, handle length: before the handle, in request and answer */
+#define NA_PREFIX "0.NA"    /* storage.keys.NA_PREFIX: the prefix of prefix handles */
+#define NA_PREFIX_BYTES (sizeof(NA_PREFIX) - 1)
 
 /* 1 and *out when `data` is one whole plain resolution (read_plain_resolution, and not a chunk); else 0. */
 int plain_read(const unsigned char *data, size_t len, const plain_terms *terms, plain_request *out);
