@@ -4,6 +4,7 @@ did, and which other processes were busy meanwhile (proc(5): utime and stime are
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def process_ticks(pid: int) -> int:
@@ -65,3 +66,37 @@ def machine_ticks() -> tuple[int, int]:
         return 0, 0
     total = sum(fields)
     return total - fields[3] - fields[4], total
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    out: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
+    return out
+
+
+def listening_ports(pid: int) -> set[tuple[str, int]]:
+    """("tcp", port) of each TCP socket `pid` listens on and ("udp", port) of each UDP socket it has bound,
+    IPv4 and IPv6, from /proc/net: what `ss -lnp` would show for it."""
+    inodes = _socket_inodes(pid)
+    out = set()
+    for proto, listening in (("tcp", "0A"), ("udp", "07")):
+        for table in (proto, proto + "6"):
+            try:
+                lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[3] == listening and int(fields[9]) in inodes:
+                    out.add((proto, int(fields[1].rsplit(":", 1)[1], 16)))
+    return out

@@ -50,7 +50,7 @@ from bench.http_batch import BATCH_SIZE, make_bodies, post_all
 from bench.load.meter import TIMELINE_INTERVAL_S
 from bench.load.report import percentiles
 from bench.loadgen import DatasetSpec, LoadSpec, run_load
-from bench.procstat import descendants, machine_ticks, process_ticks, tree_ticks
+from bench.procstat import descendants, listening_ports, machine_ticks, process_ticks, tree_ticks
 from resolver.server.sockets import free_udp_tcp_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -168,16 +168,23 @@ def fresh_copy(pristine: Path, dest: Path) -> Path:
 class Node:
     """`idnode serve --workers 1` on a store, pinned to one CPU, with Handle UDP/TCP and HTTP on free ports."""
 
-    def __init__(self, tree: Path, store: Path, cpu: int | None, log_path: Path, write_cpu: int | None = None):
-        """`write_cpu`: the node's core budget (`--worker-cpus cpu --writer-cpus write_cpu`); without it the
-        whole node, writer included, is pinned to `cpu`."""
+    def __init__(
+        self, tree: Path, store: Path, cpu: int | None, log_path: Path, write_cpu: int | None = None,
+        http_workers: int = 0,
+    ):  # fmt: skip
+        """`write_cpu`: the node's core budget (`--worker-cpus cpu --writer-cpus write_cpu`, and the HTTP
+        workers' `--http-cpus write_cpu`); without it the whole node, writer included, is pinned to `cpu`.
+        `http_workers`: processes serving HTTP alone (the worker then answers Handle only)."""
         self.store = store
         self.handle_port = free_udp_tcp_port("127.0.0.1")
         self.http_port = free_udp_tcp_port("127.0.0.1")
         argv = idnode(tree, "serve", "--data", str(store), "--bind", "127.0.0.1", "--handle-port",
                       str(self.handle_port), "--http-port", str(self.http_port), "--workers", "1")  # fmt: skip
+        if http_workers:
+            argv += ["--http-workers", str(http_workers)]
         if write_cpu is not None:
             argv += ["--worker-cpus", str(cpu), "--writer-cpus", str(write_cpu)]
+            argv += ["--http-cpus", str(write_cpu)] if http_workers else []
         elif cpu is not None:
             argv = ["taskset", "-c", str(cpu), *argv]
         self.argv = argv
@@ -205,15 +212,20 @@ class Node:
         raise WriteplaneBenchError(f"idnode serve did not get ready; see {self.log_path}")
 
     def roles(self) -> dict[str, list[int]]:
-        """PIDs of the node's processes by role: supervisor, writer (named idnode-writer), workers."""
+        """PIDs of the node's processes by role: supervisor, writer (named idnode-writer), the worker that
+        resolves, and HTTP workers (those listening on the HTTP port alone)."""
         pids = descendants(self.process.pid) - {self.process.pid}
-        roles: dict[str, list[int]] = {"supervisor": [self.process.pid], "writer": [], "worker": []}
+        roles: dict[str, list[int]] = {"supervisor": [self.process.pid], "writer": [], "worker": [], "http": []}
         for pid in sorted(pids):
             try:
                 name = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
-            roles["writer" if name == "idnode-writer" else "worker"].append(pid)
+            if name == "idnode-writer":
+                roles["writer"].append(pid)
+            else:
+                http_only = listening_ports(pid) == {("tcp", self.http_port)}
+                roles["http" if http_only else "worker"].append(pid)
         return roles
 
     def stop(self) -> None:
@@ -370,7 +382,8 @@ def run_once(
         user, secret = cred["user"], cred["secret"]
     probe = _first_handle(pristine_input(args))
     waited_s = wait_for_quiet(args.quiet_wait_s)  # others' work on a shared machine skews every figure
-    node = Node(args.tree, store, args.server_cpu, args.workdir / f"serve-{case}.log", args.write_cpu)
+    node = Node(args.tree, store, args.server_cpu, args.workdir / f"serve-{case}.log", args.write_cpu,
+                args.http_workers)  # fmt: skip
     stream_result: dict = {}
     stream_error: list[BaseException] = []
     stop = multiprocessing.get_context("spawn").Event()
@@ -562,8 +575,12 @@ def summary(runs: list[dict]) -> dict[str, dict]:
 
 
 def placement(s: dict) -> str:
+    http = s.get("http_workers")
     if s.get("write_cpu") is None:
-        return f"pinned to CPU {s['server_cpu']}, its writer with it"
+        return f"pinned to CPU {s['server_cpu']}, its writer with it" + (f", {http} HTTP workers" if http else "")
+    if http:
+        return (f"its worker on CPU {s['server_cpu']} answering Handle alone, its writer, the load and {http} "
+                f"HTTP worker(s) on CPU {s['write_cpu']} (a core budget, `--http-workers`)")  # fmt: skip
     return f"its worker on CPU {s['server_cpu']}, its writer and the load on CPU {s['write_cpu']} (a core budget)"
 
 
@@ -580,7 +597,7 @@ def markdown(result: dict) -> str:
         f"then {s['after_s']:g} s after. Target: p99 while writing <= {P99_TARGET_RATIO:g} x idle p99, none lost.",
         "",
         "| case | run | idle p50 / p99 / max ms | writing p50 / p99 / max ms | p99 ratio | after p99 ms | lost | "
-        "writes | CPU while writing: worker / writer / loader | others' CPU idle / writing | "
+        "writes | CPU while writing: worker / writer / loader or HTTP worker | others' CPU idle / writing | "
         "worker's run-queue wait ms/s idle / writing |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -590,6 +607,7 @@ def markdown(result: dict) -> str:
         what = f"{w['identifiers']:,} in {w['seconds']} s ({w['per_s']:,}/s)"
         cpu = run["cpu_cores"]["writing"]
         loader = f" / {w['loader_cores']}" if "loader_cores" in w else ""
+        loader += f" / HTTP {cpu['http']}" if cpu.get("http") else ""
         lines.append(
             f"| {run['case']} | {n + 1} | {_trio(p['idle'])} | {_trio(p['writing'])} | "
             f"**{run['p99_ratio']}** | {p['after'].get('p99_ms', '-')} | {run['lost']} | {what} | "
@@ -672,6 +690,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quiet-wait-s", type=float, default=QUIET_WAIT_S, help="wait at most this for a quiet machine"
     )
+    p.add_argument("--http-workers", type=int, default=0,
+                   help="processes serving HTTP alone (`idnode serve --http-workers`); on --write-cpu")  # fmt: skip
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1, help="the stream and the batch clients")
     p.add_argument("--stream-fifo", action="store_true",

@@ -92,6 +92,8 @@ class ServeConfig:
     dns_transfer_allow: list[str] = field(default_factory=list)  # addresses/networks allowed AXFR and IXFR
     dns_notify: list[str] = field(default_factory=list)  # secondaries sent NOTIFY on change: "addr[:port]"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # processes serving HTTP alone (the API, its batch writes, the pages); 0: the workers serve HTTP too
+    http_workers: int = 0
     node_prefix: str = DEFAULT_NODE_PREFIX
     site_address: str | None = None  # the address published in the node's HS_SITE; default: first bind
     tcp_idle_timeout_s: float = TCP_IDLE_TIMEOUT_S
@@ -120,6 +122,7 @@ class ServeConfig:
     writer_nice: int = WRITER_NICE  # CPU priority of the writer process (nice increment, 0-19)
     writer_cpus: str = ""  # CPUs of the writer and of loads into the served store, "1" or "2-3" (empty: any)
     worker_cpus: str = ""  # CPUs of the serving workers, "0" or "0,2-5" (empty: any)
+    http_cpus: str = ""  # CPUs of the HTTP workers (with http_workers), "1" or "2-3" (empty: any)
     log_retention_entries: int = LOG_RETENTION_ENTRIES  # applied write-log entries kept, at most
     log_retention_s: float = LOG_RETENTION_S  # ... and for at most this long
     # referred prefixes: "on-request" resolves REC requests at the enterprise node, "always" every request,
@@ -184,6 +187,11 @@ class ServeConfig:
             raise ValueError("writer_nice: 0 to 19 (a nice increment)")
         parse_cpu_list(self.writer_cpus, "writer_cpus")
         parse_cpu_list(self.worker_cpus, "worker_cpus")
+        parse_cpu_list(self.http_cpus, "http_cpus")
+        if self.http_workers < 0:
+            raise ValueError("http_workers: 0 (the workers serve HTTP) or more")
+        if self.http_workers and self.http_port is None:
+            raise ValueError("http_workers: the node serves no HTTP (http_port is not set)")
         if self.log_retention_entries < 0 or self.log_retention_s < 0:
             raise ValueError("log_retention_entries, log_retention_s: must not be negative")
         if self.http_idle_timeout_s <= 0:

@@ -87,6 +87,9 @@ HELP: dict[str, str] = {
     "writer_nice": "CPU priority of the writer process, a nice increment 0-19: serving workers come first",
     "writer_cpus": "CPUs of the writer and of `idnode load` into the served store, as taskset writes them: 1, 2-3 (default: any)",
     "worker_cpus": "CPUs of the serving workers, as taskset writes them: 0, 0,2-5 (default: any)",
+    "http_workers": "processes that serve HTTP alone, so API writes and pages never delay a Handle or DNS answer "
+    "(default 0: the workers serve HTTP too)",
+    "http_cpus": "CPUs of the HTTP workers, as taskset writes them: 1, 2-3 (default: any)",
     "log_retention_entries": "applied write-log entries kept for IXFR and catching-up members, at most",
     "log_retention_s": "seconds applied write-log entries are kept, at most",
     "recursion": "prefixes served by an enterprise node: on-request (REC requests are resolved there), always (every request), off (302)",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bench.procstat import listening_ports  # noqa: F401  # tests find it here with the rest
+
 WRITER_NAME = "idnode-writer"  #: the writer process's name (/proc/PID/comm), as resolver/writer/server.py sets it
 
 
@@ -35,3 +37,4 @@ def child_pids(pid: int) -> set[int]:
 def node_writer(pid: int) -> int | None:
     """The writer process of the node whose supervisor is `pid`, if it runs."""
     return next((c for c in child_pids(pid) if is_writer(c)), None)
+

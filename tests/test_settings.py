@@ -98,6 +98,8 @@ def test_an_optional_setting_in_the_file_can_be_unset_by_the_environment(tmp_pat
         ('data_dir = "/d"\nworkers = -1\n', r"idnode.toml: workers: at least 1"),
         ('data_dir = "/d"\nwriter_cpus = "1-"\n', r"idnode.toml: writer_cpus: '1-' is not a CPU number or a range"),
         ('data_dir = "/d"\nworker_cpus = "4096"\n', r"idnode.toml: worker_cpus: CPU 4096 is not available here"),
+        ('data_dir = "/d"\nhttp_workers = 1\n', r"idnode.toml: http_workers: the node serves no HTTP"),
+        ('data_dir = "/d"\nhttp_port = 8000\nhttp_workers = -1\n', r"idnode.toml: http_workers: 0 \(the workers"),
         ("data_dir = \n", r"idnode.toml: not valid TOML"),
         ("workers = 2\n", r"data_dir: not set"),
     ],

@@ -37,7 +37,7 @@ from resolver.security.exporter import DRAIN_TIMEOUT_S, spawn_exporter
 from resolver.server import shared, systemd
 from resolver.server.lifecycle import HEARTBEAT, READY, DataDirLock
 from resolver.server.sockets import free_udp_tcp_port
-from resolver.server.worker import run_worker
+from resolver.server.worker import role_of, run_worker, worker_slots
 from resolver.writer.server import run_writer, socket_path
 from storage.eventqueue import QueueError
 
@@ -309,7 +309,7 @@ class Supervisor:
                 if slot == WRITER_SLOT:
                     run_writer(config, write_fd)
                 else:
-                    run_worker(config, write_fd, self.inherited)
+                    run_worker(config, write_fd, self.inherited, role_of(slot, config))
             except BaseException:
                 what = "writer" if slot == WRITER_SLOT else "worker"
                 log.exception("%s %d failed", what, os.getpid(), extra={"event": f"{what}_failed"})
@@ -352,7 +352,9 @@ class Supervisor:
         if self._start_writer(self.config) is None:
             log.error("the writer failed to start; stopping", extra={"event": "start_failed"})
             return False
-        procs = [self._spawn(slot, self.config, restart_on_exit=False) for slot in range(self.config.workers)]
+        procs = [
+            self._spawn(slot, self.config, restart_on_exit=False) for slot in range(worker_slots(self.config))
+        ]
         if not self._await_ready(procs, START_TIMEOUT_S):
             log.error("workers failed to start; stopping", extra={"event": "start_failed"})
             return False
@@ -616,10 +618,10 @@ class Supervisor:
         """One slot at a time: start a worker with `new`, wait until it is ready, then drain the old one.
         The first new worker is the canary: if it fails, nothing has changed and the reload is abandoned."""
         old = self._serving()
-        for slot in range(max(len(old), new.workers)):
+        for slot in range(max(len(old), worker_slots(new))):
             if self.stop_requested:
                 return False
-            if slot < new.workers:
+            if slot < worker_slots(new):
                 proc = self._spawn(slot, new, restart_on_exit=False)
                 if not self._await_ready([proc], START_TIMEOUT_S):
                     if proc.exit_status is None:

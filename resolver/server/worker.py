@@ -69,6 +69,24 @@ HANDLE_SOCKET_NAMES = ("handle", "idnode.socket", "unknown")  #: FileDescriptorN
 FLUSH_ERROR_LOG_EVERY_S = 60.0  #: a flush that keeps failing (disk full) is logged this often, not every pass
 LAST_FLUSH_TIMEOUT_S = 3.0  #: at stop, the last counts get this long to reach the writer (within stop_grace_s)
 
+# What a worker serves, by its slot (`role_of`): everything; Handle and DNS only, when HTTP has processes of
+# its own (`http_workers`), so an API batch or a page never takes a turn of a resolving worker's event loop;
+# or HTTP only.
+ALL, RESOLVE, HTTP = "all", "resolve", "http"
+
+
+def role_of(slot: int, config: ServeConfig) -> str:
+    """Slots 0 .. workers-1 resolve (and serve HTTP unless `http_workers` is set); the `http_workers` slots
+    after them serve HTTP alone."""
+    if slot >= config.workers:
+        return HTTP
+    return RESOLVE if config.http_workers else ALL
+
+
+def worker_slots(config: ServeConfig) -> int:
+    """Every serving process of a configuration: the workers and the HTTP workers."""
+    return config.workers + config.http_workers
+
 
 def node_site(config: ServeConfig, cluster: list[Member] | None = None) -> bytes:
     """The node's own HS_SITE: one server, or in a cluster one site with every member as a server (by node
@@ -109,8 +127,9 @@ def open_events(config: ServeConfig) -> SecurityEvents:
 
 
 class Worker:
-    def __init__(self, config: ServeConfig, inherited: list[InheritedSocket] | None = None):
+    def __init__(self, config: ServeConfig, inherited: list[InheritedSocket] | None = None, role: str = ALL):
         self.config = config
+        self.role = role
         self.store = Store(config.data_dir, readonly=True)  # the writer writes; a worker never takes the lock
         site: bytes | Callable[[], bytes] = node_site(config)
         if config.clustered:
@@ -196,6 +215,15 @@ class Worker:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.role != HTTP:
+            await self._start_handle(loop)
+            if self.config.dns_port is not None:
+                await self._start_dns(loop)
+        if self.config.http_port is not None and self.role != RESOLVE:
+            await self._start_http()
+        self.health.listening = True
+
+    async def _start_handle(self, loop: asyncio.AbstractEventLoop) -> None:
         udp_socks, tcp_socks = self._handle_sockets()
         for sock in udp_socks:
             protocol = HandleUdpProtocol(
@@ -226,20 +254,18 @@ class Worker:
             )
             self._closers.append(tcp)
             self._tcp_servers.append(tcp)
-        if self.config.dns_port is not None:
-            await self._start_dns(loop)
-        if self.config.http_port is not None:
-            from resolver.http.app import start_http  # aiohttp is imported only by nodes that serve HTTP
 
-            self._http = await start_http(
-                self.store, self.service, self.frontend, self.config.binds, self.config.http_port, self.health,
-                ssl_context=self.config.http_ssl_context(),
-                idle_timeout_s=self.config.http_idle_timeout_s,
-                max_connections=self.config.http_max_connections,
-                max_connections_per_source=self.config.http_max_connections_per_source,
-                events=self.events, writer=self.writer, seen=self.seen.add,
-            )  # fmt: skip
-        self.health.listening = True
+    async def _start_http(self) -> None:
+        from resolver.http.app import start_http  # aiohttp is imported only by nodes that serve HTTP
+
+        self._http = await start_http(
+            self.store, self.service, self.frontend, self.config.binds, self.config.http_port, self.health,
+            ssl_context=self.config.http_ssl_context(),
+            idle_timeout_s=self.config.http_idle_timeout_s,
+            max_connections=self.config.http_max_connections,
+            max_connections_per_source=self.config.http_max_connections_per_source,
+            events=self.events, writer=self.writer, seen=self.seen.add,
+        )  # fmt: skip
 
     async def _start_dns(self, loop: asyncio.AbstractEventLoop) -> None:
         """DNS over UDP and TCP on every bind address, answering from the same store as the Handle view."""
@@ -366,8 +392,10 @@ class Worker:
                 log.exception("could not publish the last metrics")
 
 
-async def _serve(config: ServeConfig, link: WorkerLink, inherited: list[InheritedSocket] | None) -> None:
-    worker = Worker(config, inherited)
+async def _serve(
+    config: ServeConfig, link: WorkerLink, inherited: list[InheritedSocket] | None, role: str
+) -> None:
+    worker = Worker(config, inherited, role)
     worker.link = link
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -392,9 +420,14 @@ async def _serve(config: ServeConfig, link: WorkerLink, inherited: list[Inherite
 
 
 def run_worker(
-    config: ServeConfig, link_fd: int | None = None, inherited: list[InheritedSocket] | None = None
+    config: ServeConfig, link_fd: int | None = None, inherited: list[InheritedSocket] | None = None,
+    role: str = ALL,
 ) -> None:
     """Entry point of a worker process: `link_fd` is its pipe to the supervisor, `inherited` the sockets
-    of socket activation."""
-    pin(parse_cpu_list(config.worker_cpus, "worker_cpus"))  # before any thread: its write threads inherit it
-    uvloop.run(_serve(config, WorkerLink(link_fd), inherited))
+    of socket activation, `role` what it serves (`role_of`)."""
+    # before any thread: its write threads inherit it
+    if role == HTTP:
+        pin(parse_cpu_list(config.http_cpus, "http_cpus"))
+    else:
+        pin(parse_cpu_list(config.worker_cpus, "worker_cpus"))
+    uvloop.run(_serve(config, WorkerLink(link_fd), inherited, role))
