@@ -51,6 +51,7 @@ from bench.load.meter import TIMELINE_INTERVAL_S
 from bench.load.report import percentiles
 from bench.loadgen import DatasetSpec, LoadSpec, run_load
 from bench.procstat import descendants, listening_ports, machine_ticks, process_ticks, tree_ticks
+from bench.wire_latency import SAMPLE_MASK, WireLatency, period_stats, usable
 from resolver.server.sockets import free_udp_tcp_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,12 +79,12 @@ class WriteplaneBenchError(Exception):
     """The run cannot start or went wrong; the message says what to do."""
 
 
-def make_stream_real_time(node_pid: int) -> None:
+def make_stream_real_time(node_pid: int, others: frozenset[int] = frozenset()) -> None:
     """Every thread of the stream's generator processes (this process's children, not the node's) under
     SCHED_FIFO: with two CPUs the instrument shares one with the write plane, and a stream that waits for the
     CPU there counts its own delay against the node (latency is measured from when a request was due)."""
     node = descendants(node_pid)
-    for pid in descendants(os.getpid()) - node - {os.getpid()}:
+    for pid in descendants(os.getpid()) - node - {os.getpid()} - others:  # others: the wire capture
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"multiprocessing.spawn" not in cmdline or b"resource_tracker" in cmdline:
@@ -386,6 +387,8 @@ def run_once(
                 args.http_workers)  # fmt: skip
     stream_result: dict = {}
     stream_error: list[BaseException] = []
+    wire = WireLatency(node.handle_port, args.workdir / "wire.bin", args.client_cpu) if args.wire else None
+    wall: dict[str, int] = {}
     stop = multiprocessing.get_context("spawn").Event()
     first_progress = threading.Event()
     try:
@@ -400,7 +403,7 @@ def run_once(
 
         def started() -> None:
             if not first_progress.is_set() and args.stream_fifo:
-                make_stream_real_time(node.process.pid)
+                make_stream_real_time(node.process.pid, wire.pids if wire is not None else frozenset())
             first_progress.set()
 
         def stream() -> None:
@@ -411,21 +414,26 @@ def run_once(
                 stream_error.append(exc)
                 first_progress.set()
 
+        if wire is not None:
+            wire.start()
         thread = threading.Thread(target=stream, name="stream", daemon=True)
         thread.start()
         if not first_progress.wait(GENERATOR_READY_TIMEOUT_S) or stream_error:
             raise WriteplaneBenchError(f"the request stream did not start: {stream_error}")
         time.sleep(WARMUP_S)  # the first progress line comes about a second after go: this passes the warm-up
         sampler.mark("idle")
+        wall["idle"] = time.time_ns()
         time.sleep(args.idle_s)
         sampler.mark("write_start")
         write_start_ns = time.perf_counter_ns()
+        wall["write_start"] = time.time_ns()
         writes = (
             do_load(args, store, load_file, log)
             if case == "load"
             else do_batches(args, node, user, secret, bodies)
         )
         write_end_ns = time.perf_counter_ns()
+        wall["write_end"] = time.time_ns()
         sampler.mark("write_end")
         time.sleep(args.after_s)
         sampler.mark("end")
@@ -435,6 +443,7 @@ def run_once(
             raise WriteplaneBenchError(f"the request stream failed: {stream_error}")
     finally:
         stop.set()
+        pairs = wire.stop() if wire is not None else []
         node.stop()
     reports = stream_result.pop("process_reports")
     by_period = periods(reports, write_start_ns, write_end_ns)
@@ -465,8 +474,19 @@ def run_once(
             round((write_end_ns - reports[0]["measure_start_ns"]) / _NS, 2),
         ],
         "node_argv": " ".join(node.argv),
+        "wire": wire_periods(pairs, wall) if wire is not None else None,
         "waited_for_quiet_s": waited_s,
     }
+
+
+def wire_periods(pairs: list[tuple[int, int]], wall: dict[str, int]) -> dict:
+    """The node's share of each answer (bench/wire_latency.py), idle and while writing, and the p99 ratio."""
+    idle = period_stats(pairs, wall["idle"], wall["write_start"])
+    writing = period_stats(pairs, wall["write_start"], wall["write_end"])
+    ratio = (
+        round(writing["p99_ms"] / idle["p99_ms"], 2) if idle.get("p99_ms") and writing.get("p99_ms") else None
+    )
+    return {"idle": idle, "writing": writing, "p99_ratio": ratio}
 
 
 def tree_state(tree: Path) -> dict:
@@ -616,6 +636,22 @@ def markdown(result: dict) -> str:
             f"{run['cpu_cores']['idle'].get('worker_runqueue_wait_ms_per_s')} / "
             f"{cpu.get('worker_runqueue_wait_ms_per_s')} |"
         )
+    wired = [(n, run["wire"]) for n, run in enumerate(result["runs"]) if run.get("wire")]
+    if wired:
+        lines += [
+            "",
+            "The node's own share of each answer, from the wire (`--wire`: kernel timestamps of request and answer "
+            "on `lo`, bench/wire_latency.py), without the generator's delays:",
+            "",
+            "| run | idle p50 / p99 / max ms | writing p50 / p99 / max ms | p99 ratio | answers captured (1 in "
+            f"{SAMPLE_MASK + 1}) idle / writing |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {n + 1} | {_trio(w['idle'])} | {_trio(w['writing'])} | **{w['p99_ratio']}** | "
+            f"{w['idle'].get('answers', 0):,} / {w['writing'].get('answers', 0):,} |"
+            for n, w in wired
+        ]
     lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in result["machine"].items() if k != "commit")]
     return "\n".join(lines) + "\n"
 
@@ -692,6 +728,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--http-workers", type=int, default=0,
                    help="processes serving HTTP alone (`idnode serve --http-workers`); on --write-cpu")  # fmt: skip
+    p.add_argument("--wire", action="store_true",
+                   help="also measure the node's own share of each answer on the wire (root: bench/wire_latency.py)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1, help="the stream and the batch clients")
     p.add_argument("--stream-fifo", action="store_true",
@@ -715,6 +753,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--write-cpu: a core budget gives the writer a CPU other than the worker's --server-cpu")
     if not {args.server_cpu, args.client_cpu} <= os.sched_getaffinity(0):
         p.error(f"CPUs {args.server_cpu} and {args.client_cpu} must both be available to this process")
+    if args.wire and usable() is not None:
+        p.error(f"--wire: {usable()}")
     if args.repeat < 1 or args.rate < 1 or args.idle_s <= TIMELINE_INTERVAL_S * 2:
         p.error("--repeat and --rate must be positive, --idle-s more than one second")
     args.tree = args.tree.resolve()

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from bench import writeplane_load, writeplane_reads
+from bench import wire_latency, writeplane_load, writeplane_reads
 from bench.load.meter import TIMELINE_INTERVAL_S
 from tests.bench_helpers import PNG_SIGNATURE
 
@@ -70,6 +70,24 @@ def test_a_tiny_real_run_writes_what_it_measured(tmp_path):
     assert f"**{load['p99_ratio']}**" in table and f"**{batches['p99_ratio']}**" in table
     assert (out / "wp.png").read_bytes()[:8] == PNG_SIGNATURE
     assert not list((tmp_path / "work").glob("store-*"))  # cleaned up without --keep
+
+
+@pytest.mark.skipif(wire_latency.usable() is not None, reason=f"--wire: {wire_latency.usable()}")
+def test_a_tiny_run_with_an_http_worker_and_the_wire(tmp_path):
+    out = tmp_path / "results"
+    argv = ["--store-count", "300", "--cases", "batches", "--rate", "1000", "--idle-s", "1.5", "--after-s", "0.5",
+            "--batches", "3", "--batch-size", "200", "--quiet-wait-s", "0", "--http-workers", "1", "--wire",
+            "--workdir", str(tmp_path / "work"), "--out", str(out), "--name", "wp"]  # fmt: skip
+    assert writeplane_load.main(argv) == 0
+    (run,) = json.loads((out / "wp.json").read_text())["runs"]
+    assert run["writes"]["identifiers"] == 600 and "--http-workers 1" in run["node_argv"]
+    assert run["cpu_cores"]["writing"]["http"] > 0  # the batches went to the HTTP worker, found by its ports
+    wire = run["wire"]
+    assert wire["idle"]["answers"] > 0 and wire["writing"]["answers"] > 0
+    assert wire["p99_ratio"] == round(wire["writing"]["p99_ms"] / wire["idle"]["p99_ms"], 2)
+    # the node's share of an answer is part of what the client waited for
+    assert wire["idle"]["p50_ms"] <= run["periods"]["idle"]["p50_ms"]
+    assert f"| 1 | {wire['idle']['p50_ms']} / " in (out / "wp.md").read_text()
 
 
 @needs_two_cpus
