@@ -26,12 +26,27 @@ def sign_in(browser, user: str, secret: str, wanted: str) -> None:
 
 def submit(browser) -> None:
     """Send the page's form and wait (bounded) until the browser has left the page it was on."""
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = browser.find("html")[0]
     browser.find("button.primary")[0].click()
-    WebDriverWait(browser.driver, PAGE_LOAD_TIMEOUT_S).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser.driver, PAGE_LOAD_TIMEOUT_S).until(lambda _driver: _gone(old))
+
+
+def _gone(element) -> bool:
+    """Whether `element` belongs to a page the browser has left. Like selenium's staleness_of, but chromium
+    asked in the middle of the navigation answers "does not belong to the document" instead of "stale"."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc.msg):
+            return True
+        raise
+    return False
 
 
 def fill(browser, values: dict[str, str]) -> None:
