@@ -24,6 +24,8 @@ import socket
 import struct
 from pathlib import Path
 
+from bench.load.report import percentiles
+
 ETH_P_IP = 0x0800
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
@@ -163,17 +165,15 @@ def usable() -> str | None:
 
 
 def period_stats(pairs: list[tuple[int, int]], first_ns: int, last_ns: int) -> dict:
-    """p50 / p99 / max in ms of the node's share for requests sent in [first_ns, last_ns)."""
+    """p50 / p99 / max in ms of the node's share for requests sent in [first_ns, last_ns), by the same
+    nearest-rank rule as the client-side figures (bench.load.report.percentiles)."""
     values = sorted(latency for sent, latency in pairs if first_ns <= sent < last_ns)
     if not values:
         return {"answers": 0}
-
-    def ms(ns: int) -> float:
-        return round(ns / 1e6, 3)
-
+    points = percentiles(values, (50, 99))
     return {
         "answers": len(values),
-        "p50_ms": ms(values[len(values) // 2]),
-        "p99_ms": ms(values[min(len(values) - 1, int(len(values) * 0.99))]),
-        "max_ms": ms(values[-1]),
+        "p50_ms": round(points[50] / 1e6, 3),
+        "p99_ms": round(points[99] / 1e6, 3),
+        "max_ms": round(values[-1] / 1e6, 3),
     }
