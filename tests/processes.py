@@ -34,6 +34,11 @@ def child_pids(pid: int) -> set[int]:
     return out
 
 
+def node_workers(pid: int) -> set[int]:
+    """The serving processes of the node whose supervisor is `pid`: its children but its writer."""
+    return {c for c in child_pids(pid) if not is_writer(c)}
+
+
 def node_writer(pid: int) -> int | None:
     """The writer process of the node whose supervisor is `pid`, if it runs."""
     return next((c for c in child_pids(pid) if is_writer(c)), None)

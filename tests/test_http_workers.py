@@ -17,12 +17,8 @@ from resolver.client import HandleClient
 from storage.enterprises import issue_credential
 from storage.store import Store
 from tests.http_helpers import call, http_node
-from tests.processes import child_pids, is_writer, listening_ports
+from tests.processes import listening_ports, node_workers
 from tests.servers import wait_until
-
-
-def workers_of(pid: int) -> set[int]:
-    return {c for c in child_pids(pid) if not is_writer(c)}
 
 
 def allowed_cpus(pid: int) -> str:
@@ -52,7 +48,7 @@ def test_http_workers_serve_http_alone_and_resolving_workers_the_rest(store_and_
     cpus = sorted(os.sched_getaffinity(0))
     pinning = ("--worker-cpus", str(cpus[0]), "--http-cpus", str(cpus[-1]))
     with http_node(path, workers=1, extra=("--http-workers", "1", *pinning)) as node:
-        pids = workers_of(node.process.pid)
+        pids = node_workers(node.process.pid)
         assert len(pids) == 2
         by_ports = {frozenset(listening_ports(pid)): pid for pid in pids}
         handle_ports = frozenset({("udp", node.port), ("tcp", node.port)})
@@ -71,7 +67,7 @@ def test_http_workers_serve_http_alone_and_resolving_workers_the_rest(store_and_
 
         os.kill(http_pid, signal.SIGKILL)
         assert resolve_code(node, "88.100.7/SPLIT-0") == 1  # Handle is not the HTTP worker's business
-        wait_until(lambda: any(listening_ports(p) == http_ports for p in workers_of(node.process.pid) - {http_pid}),
+        wait_until(lambda: any(listening_ports(p) == http_ports for p in node_workers(node.process.pid) - {http_pid}),
                    "a new HTTP worker listening")  # fmt: skip
         assert call(node.http_port, "GET", "/api/handles/88.100.7/SPLIT-7").json["responseCode"] == 1
-        assert resolver_pid in workers_of(node.process.pid)
+        assert resolver_pid in node_workers(node.process.pid)

@@ -23,7 +23,7 @@ from resolver.handle.message import (
     encode_request,
     encode_resolution_request,
 )
-from tests.processes import child_pids, is_writer
+from tests.processes import node_workers
 from tests.servers import running_node
 
 DATASET = Dataset(2000, 1, "88.100", 8)
@@ -37,22 +37,17 @@ def store_dir(demo_store_copy) -> Path:
     return demo_store_copy
 
 
-def children(pid: int) -> set[int]:
-    """The workers of a supervisor: its children but its writer."""
-    return {c for c in child_pids(pid) if not is_writer(c)}
-
-
 def wait_for_workers(
     pid: int, count: int, not_in: set[int] = frozenset(), timeout_s: float = RELOAD_WAIT_S
 ) -> set[int]:
     """Wait until `pid` has exactly `count` children, none of them in `not_in`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pids = children(pid)
+        pids = node_workers(pid)
         if len(pids) == count and not pids & not_in:
             return pids
         time.sleep(0.05)
-    raise AssertionError(f"workers of {pid}: {children(pid)}, wanted {count} not in {not_in}")
+    raise AssertionError(f"workers of {pid}: {node_workers(pid)}, wanted {count} not in {not_in}")
 
 
 class Load:
@@ -164,7 +159,7 @@ def test_reload_replaces_every_worker_without_a_failed_request(store_dir, tmp_pa
         def reload_twice() -> None:
             for _ in range(2):
                 statuses.append(node.reload())  # RELOADING=1, then READY=1 once every worker is replaced
-                generations.append(children(pid))
+                generations.append(node_workers(pid))
 
         asyncio.run(load.run_while(reload_twice))
     assert statuses == ["serving with 2 workers"] * 2
@@ -187,12 +182,12 @@ def test_reload_reads_the_file_again_and_refuses_a_broken_one(store_dir, tmp_pat
         first = wait_for_workers(pid, 1)
         config.write_text('workers = 2\nlog_format = "json"\n')
         assert node.reload() == "serving with 2 workers"  # the changed setting took effect
-        second = children(pid)
+        second = node_workers(pid)
         assert len(second) == 2 and not first & second
         config.write_text('workers = "many"\n')
         status = node.reload()  # the reload ran (RELOADING=1) and ended, refused
         assert status.startswith("serving with 2 workers; last reload failed:") and "workers" in status
-        assert children(pid) == second  # the broken file changed nothing
+        assert node_workers(pid) == second  # the broken file changed nothing
         assert asyncio.run(resolve_once(node)).ok
     found = events(node.output)
     assert [e["event"] for e in found if e.get("event", "").startswith("reload_")] == [

@@ -20,7 +20,8 @@ import pytest
 
 from resolver.server import systemd
 from tests.servers import free_port
-from tests.test_reload import Load, children, wait_for_workers
+from tests.processes import node_workers
+from tests.test_reload import Load, wait_for_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,7 +186,7 @@ def test_activated_node_notifies_and_reloads_on_the_shared_sockets(demo_store_co
         asyncio.run(load.run_while(reload))
         node.wait_for(b"RELOADING=1")
         node.wait_for(b"READY=1")
-        assert len(children(pid)) == 2
+        assert len(node_workers(pid)) == 2
         output = node.stop()
         node.wait_for(b"STOPPING=1", timeout_s=1)
     finally:
