@@ -77,8 +77,7 @@ class ResolutionService:
         self._get = self._view.get
         self._unpack = store.unpack
         self._prefixes: dict[bytes, PrefixInfo] = {}
-        #: prefixes whose identifiers this node answers from its store (neither referred nor disabled): the one
-        #: rule of `resolve` and of the UDP extension's plain answers (resolver/server/_mmsg.c)
+        #: prefixes whose identifiers this node answers from its store (neither referred nor disabled)
         self.served_prefixes: frozenset[bytes] = frozenset()
         self._prefix_tails: dict[bytes, bytes] = {}
         self._referral_tails: dict[bytes, bytes] = {}
@@ -174,9 +173,13 @@ class ResolutionService:
         prefix = key[: key.find(b"/")]
         if prefix == NA_PREFIX:
             return self._resolve_prefix_handle(key, indexes, types, public_only, count)
-        if prefix not in self.served_prefixes:
-            return self._not_served(prefix, count)
+        info = self._prefixes.get(prefix)
+        if info is None or info.state == "disabled":
+            count(UNKNOWN_PREFIX)
+            return SERVER_NOT_RESP, b""
         count(prefix)
+        if info.state == "referral":
+            return SERVICE_REFERRAL, self._referral_tails[prefix]
         raw = self._get(key)
         if raw is None:
             return HANDLE_NOT_FOUND, b""
@@ -185,16 +188,6 @@ class ResolutionService:
         except RecordError:
             return ResponseCode.ERROR, b""
         return self._select(tail, all_public, indexes, types, public_only)
-
-    def _not_served(self, prefix: bytes, count) -> tuple[ResponseCode, bytes]:
-        """A prefix outside `served_prefixes`: referred to its enterprise's node (counted on the prefix), or
-        disabled or unknown here."""
-        info = self._prefixes.get(prefix)
-        if info is not None and info.state == "referral":
-            count(prefix)
-            return SERVICE_REFERRAL, self._referral_tails[prefix]
-        count(UNKNOWN_PREFIX)
-        return SERVER_NOT_RESP, b""
 
     def _select(self, tail, all_public, indexes, types, public_only) -> tuple[ResponseCode, bytes]:
         count, selected = select_values(tail, all_public, indexes, types, public_only)
